@@ -1,0 +1,90 @@
+"""The records that cross stage boundaries: articles, subscribers, issues."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Article(BaseModel):
+    """One story, from any source. `body` is plain text; `body_html` the same as HTML."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    title: str
+    url: str | None = None
+    summary: str = ""
+    body: str = ""
+    body_html: str = ""
+    author: str | None = None
+    published: dt.datetime
+    section: str | None = None
+    tags: tuple[str, ...] = ()
+    image: str | None = None
+    image_alt: str = ""
+    lead: bool = False
+    priority: int = 0
+    source: Path | None = Field(default=None, exclude=True)
+    # Set for headlines that a page lists as related to its own story: (story id, position).
+    related_to: str | None = None
+    related_position: int | None = None
+
+
+Status = Literal["active", "unsubscribed"]
+
+
+class Subscriber(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    email: str
+    name: str | None = None
+    status: Status = "active"
+    line: int | None = Field(default=None, exclude=True)
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0] if self.name and self.name.split() else ""
+
+
+class SubscriberList(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    title: str
+    subscribers: tuple[Subscriber, ...] = ()
+
+    @property
+    def active(self) -> list[Subscriber]:
+        return [s for s in self.subscribers if s.status == "active"]
+
+
+class Decision(BaseModel):
+    """Why the composer chose or dropped one article."""
+
+    article_id: str
+    title: str
+    role: Literal["lead", "headline", "dropped"]
+    score: float | None = None
+    reasons: list[str] = Field(default_factory=list)
+
+
+class Issue(BaseModel):
+    """One composed digest: a list's lead article and related headlines for one date."""
+
+    model_config = ConfigDict(frozen=True)
+
+    list_id: str
+    list_title: str
+    date: dt.date
+    lead: Article
+    headlines: tuple[Article, ...] = ()
+    decisions: tuple[Decision, ...] = ()
+
+    @property
+    def id(self) -> str:
+        """Stable for a list and date, e.g. `morning-brief/2026-11-24`."""
+        return f"{self.list_id}/{self.date.isoformat()}"

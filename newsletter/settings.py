@@ -1,0 +1,222 @@
+"""Settings: `config/newsletter.yaml`, overridden by `NEWSLETTER_*` variables and `.env`."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from newsletter.addresses import InvalidAddress, normalize_address, split_mailbox
+from newsletter.errors import ConfigError, Problem
+from newsletter.yamlfile import YamlDocument, load_yaml
+
+DEFAULT_CONFIG = Path("config/newsletter.yaml")
+ENV_PREFIX = "NEWSLETTER_"
+ENV_FILE = Path(".env")
+_TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewsletterSection(_Section):
+    title: str = "The Morning Brief"
+    sender: str = "The Morning Brief <brief@example.com>"
+    base_url: str = "https://example.com"
+    unsubscribe_mailto: str = "unsubscribe@example.com"
+    postal_address: str | None = None
+
+    @field_validator("sender")
+    @classmethod
+    def _sender(cls, value: str) -> str:
+        try:
+            split_mailbox(value)
+        except InvalidAddress as err:
+            raise ValueError(f"not a valid sender ({err})") from err
+        return value
+
+    @field_validator("unsubscribe_mailto")
+    @classmethod
+    def _mailto(cls, value: str) -> str:
+        try:
+            return normalize_address(value.removeprefix("mailto:"))
+        except InvalidAddress as err:
+            raise ValueError(f"not a valid address ({err})") from err
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an absolute URL such as https://example.com")
+        return value.rstrip("/")
+
+    @property
+    def sender_name(self) -> str:
+        return split_mailbox(self.sender)[0]
+
+    @property
+    def sender_address(self) -> str:
+        return split_mailbox(self.sender)[1]
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender_address.rpartition("@")[2]
+
+
+class ArticlesSection(_Section):
+    paths: list[Path] = Field(default_factory=lambda: [Path("articles")])
+    headlines: int = Field(8, ge=1, le=50)
+    max_age_days: int = Field(2, ge=0, le=3650)
+
+
+class DeliverySection(_Section):
+    backend: Literal["file", "smtp", "console"] = "file"
+    outbox: Path = Path("outbox")
+
+
+class SmtpSection(_Section):
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    security: Literal["none", "starttls", "ssl"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: float = Field(30, gt=0, le=600)
+    # A private CA bundle, for relays with an in-house certificate.
+    ca_file: Path | None = None
+
+
+class ScheduleSection(_Section):
+    time: str = "07:00"
+    timezone: str = "Europe/London"
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _time(cls, value: Any) -> Any:
+        # YAML 1.1 reads an unquoted 07:00 as the base-60 number 420.
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            value = f"{value // 60:02d}:{value % 60:02d}"
+        if not isinstance(value, str) or not _TIME.match(value):
+            raise ValueError('must be a 24-hour time "HH:MM", e.g. "07:00"')
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(
+                "unknown time zone; use an IANA name such as Europe/London or America/New_York"
+            ) from err
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def hour_minute(self) -> tuple[int, int]:
+        hour, minute = self.time.split(":")
+        return int(hour), int(minute)
+
+
+class Settings(BaseSettings):
+    """Every setting of a run. Build it with `load_settings`, then pass sections down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=ENV_FILE,
+        env_file_encoding="utf-8",
+        extra="forbid",
+        hide_input_in_errors=True,
+    )
+
+    newsletter: NewsletterSection = Field(default_factory=NewsletterSection)
+    articles: ArticlesSection = Field(default_factory=ArticlesSection)
+    subscribers: Path = Path("config/subscribers.yaml")
+    templates: Path = Path("templates")
+    delivery: DeliverySection = Field(default_factory=DeliverySection)
+    smtp: SmtpSection = Field(default_factory=SmtpSection)
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML file arrives as init arguments; the environment must win over it.
+        return env_settings, dotenv_settings, init_settings
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain data, secrets replaced by asterisks."""
+        return self.model_dump(mode="json")
+
+
+SECRET_KEYS = {("smtp", "password")}
+
+
+def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
+    """Load and validate settings; every problem found becomes one line of a `ConfigError`."""
+    if not config_path.exists():
+        raise ConfigError("settings file not found", file=config_path,
+                          fix="create it (see README) or pass --config PATH")
+    doc = load_yaml(config_path, "settings file")
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError("the settings file must be a mapping of sections", file=config_path,
+                          line=1, fix="start with keys such as 'newsletter:' and 'delivery:'")
+    problems = list(doc.duplicate_keys)
+    for section, key in SECRET_KEYS:
+        if isinstance(data.get(section), dict) and key in data[section]:
+            problems.append(Problem(
+                "secrets don't belong in the settings file", config_path,
+                doc.line_of((section, key)), f"{section}.{key}",
+                f"remove it and set {_env_name((section, key))} in the environment or .env"))
+    if problems:
+        raise ConfigError(problems=problems)
+    try:
+        return Settings(**data)
+    except ValidationError as err:
+        raise ConfigError(problems=[_problem(e, doc) for e in err.errors()]) from err
+
+
+def _env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
+
+
+def _problem(error: Any, doc: YamlDocument) -> Problem:
+    loc = tuple(error["loc"])
+    key = ".".join(str(part) for part in loc)
+    if error["type"] == "extra_forbidden":
+        what, fix = "unknown setting", _allowed_keys(loc)
+    else:
+        what, fix = error["msg"].removeprefix("Value error, "), None
+    env_name = _env_name(loc)
+    if env_name in os.environ:
+        return Problem(what, None, None, f"{env_name} (environment)", fix)
+    if ENV_FILE.exists() and env_name in dotenv_values(ENV_FILE):
+        return Problem(what, ENV_FILE, None, env_name, fix)
+    return Problem(what, doc.path, doc.line_of(loc), key, fix)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> str:
+    model: type[BaseModel] = Settings
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            break
+        model = annotation
+    return "allowed keys here: " + ", ".join(model.model_fields)

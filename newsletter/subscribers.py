@@ -1,0 +1,147 @@
+"""Load `subscribers.yaml`: validate every entry, report every problem with its line."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args
+
+from newsletter.addresses import InvalidAddress, normalize_address
+from newsletter.errors import ConfigError, Problem
+from newsletter.models import Status, Subscriber, SubscriberList
+from newsletter.yamlfile import YamlDocument, load_yaml
+
+# List ids become folder names and the List-Id label, so keep them DNS-label friendly.
+LIST_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+LIST_KEYS = ("title", "subscribers")
+ENTRY_KEYS = ("email", "name", "status")
+STATUSES: tuple[str, ...] = get_args(Status)
+
+
+@dataclass
+class Roster:
+    """All subscriber lists of one file, plus the warnings found while reading it."""
+
+    path: Path
+    lists: dict[str, SubscriberList]
+    warnings: list[Problem] = field(default_factory=list)
+
+    def select(self, list_id: str | None) -> list[SubscriberList]:
+        """The named list, or every list when `list_id` is None."""
+        if list_id is None:
+            return list(self.lists.values())
+        if list_id not in self.lists:
+            raise ConfigError(f"unknown list {list_id!r}", file=self.path, field="--list",
+                              fix="lists in this file: " + ", ".join(self.lists))
+        return [self.lists[list_id]]
+
+
+def load_roster(path: Path) -> Roster:
+    """Read the subscriber file; raise one `ConfigError` listing every problem in it."""
+    if not path.exists():
+        raise ConfigError("subscriber file not found", file=path,
+                          fix="create it (see README) or set 'subscribers:' in the settings")
+    doc = load_yaml(path, "subscriber file")
+    problems: list[Problem] = list(doc.duplicate_keys)
+    warnings: list[Problem] = []
+    top = doc.data
+    if not isinstance(top, dict) or not isinstance(top.get("lists"), dict) or not top["lists"]:
+        raise ConfigError("expected a 'lists:' mapping with at least one list", file=path,
+                          line=doc.line_of(("lists",)) or 1,
+                          fix="see the example in README.md")
+    lists: dict[str, SubscriberList] = {}
+    for list_id, body in top["lists"].items():
+        loaded = _read_list(doc, str(list_id), body, problems, warnings)
+        if loaded is not None:
+            lists[loaded.id] = loaded
+    for key in top:
+        if key != "lists":
+            problems.append(Problem(f"unknown key {key!r}", path, doc.line_of((key,)),
+                                    fix="the file has one top-level key, 'lists'"))
+    if problems:
+        raise ConfigError(problems=sorted(problems, key=lambda p: p.line or 0))
+    return Roster(path, lists, warnings)
+
+
+def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Problem],
+               warnings: list[Problem]) -> SubscriberList | None:
+    loc = ("lists", list_id)
+    here = doc.line_of(loc)
+    if not LIST_ID.match(list_id):
+        problems.append(Problem(f"list name {list_id!r} is not allowed", doc.path, here,
+                                fix="use lowercase letters, digits and '-', e.g. morning-brief"))
+        return None
+    if not isinstance(body, dict):
+        problems.append(Problem(f"list {list_id!r} must be a mapping with 'subscribers:'",
+                                doc.path, here))
+        return None
+    for key in body:
+        if key not in LIST_KEYS:
+            problems.append(Problem(f"unknown key {key!r} in list {list_id!r}", doc.path,
+                                    doc.line_of((*loc, key)),
+                                    fix="allowed keys: " + ", ".join(LIST_KEYS)))
+    title = body.get("title", list_id)
+    if not isinstance(title, str) or not title.strip():
+        problems.append(Problem("title must be text", doc.path, doc.line_of((*loc, "title"))))
+        title = list_id
+    entries = body.get("subscribers") or []
+    if not isinstance(entries, list):
+        problems.append(Problem("'subscribers' must be a list of addresses", doc.path,
+                                doc.line_of((*loc, "subscribers"))))
+        entries = []
+    subscribers: list[Subscriber] = []
+    first_seen: dict[str, int | None] = {}
+    for index, entry in enumerate(entries):
+        line = doc.line_of((*loc, "subscribers", index))
+        subscriber = _read_entry(doc.path, line, entry, problems)
+        if subscriber is None:
+            continue
+        key = subscriber.email.lower()
+        if key in first_seen:
+            warnings.append(Problem(
+                f"duplicate address {subscriber.email} in list {list_id!r} (ignored; the "
+                f"entry on line {first_seen[key]} wins)", doc.path, line))
+            continue
+        first_seen[key] = line
+        subscribers.append(subscriber)
+    if not entries:
+        warnings.append(Problem(f"list {list_id!r} has no subscribers", doc.path, here))
+    return SubscriberList(id=list_id, title=title.strip(), subscribers=tuple(subscribers))
+
+
+def _read_entry(path: Path, line: int | None, entry: Any,
+                problems: list[Problem]) -> Subscriber | None:
+    if isinstance(entry, str):
+        entry = {"email": entry}
+    if not isinstance(entry, dict):
+        problems.append(Problem("an entry must be an address or a mapping with 'email:'",
+                                path, line))
+        return None
+    bad = False
+    for key in entry:
+        if key not in ENTRY_KEYS:
+            problems.append(Problem(f"unknown key {key!r}", path, line,
+                                    fix="allowed keys: " + ", ".join(ENTRY_KEYS)))
+            bad = True
+    email, name, status = entry.get("email"), entry.get("name"), entry.get("status", "active")
+    if not isinstance(email, str) or not email.strip():
+        problems.append(Problem("missing 'email'", path, line))
+        return None
+    try:
+        email = normalize_address(email)
+    except InvalidAddress as err:
+        problems.append(Problem(f"invalid address {entry['email']!r}: {err}", path, line))
+        bad = True
+    if name is not None and not isinstance(name, str):
+        problems.append(Problem(f"name must be text, not {name!r}", path, line,
+                                fix="quote it"))
+        bad = True
+    if status not in STATUSES:
+        problems.append(Problem(f"unknown status {status!r}", path, line,
+                                fix="use one of: " + ", ".join(STATUSES)))
+        bad = True
+    if bad:
+        return None
+    clean_name = " ".join(name.split()) if name else None
+    return Subscriber(email=email, name=clean_name or None, status=status, line=line)
