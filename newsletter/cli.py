@@ -1,0 +1,316 @@
+"""The `newsletter` command: the only place that prints or exits."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+import yaml
+
+from newsletter.addresses import InvalidAddress, normalize_address
+from newsletter.delivery import BACKENDS
+from newsletter.delivery.file import write_atomically
+from newsletter.digest import (
+    DeliveryReport,
+    Inputs,
+    compose_issue,
+    issue_date,
+    load_inputs,
+    run_send,
+)
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.message import personal_fields
+from newsletter.models import Article, Issue, Subscriber
+from newsletter.render import PersonalFields, Renderer
+from newsletter.settings import DEFAULT_CONFIG, Settings, load_settings
+from newsletter.subscribers import load_roster
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_FAILED_DELIVERIES = 1
+DATE = click.DateTime(formats=["%Y-%m-%d"])
+
+
+def _user_errors(command: F) -> F:
+    """Turn a `NewsletterError` into `error: …` lines on stderr and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except NewsletterError as err:
+            for problem in err.problems:
+                click.echo(f"error: {problem}", err=True)
+            sys.exit(err.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class _App:
+    def __init__(self, config_path: Path) -> None:
+        self.config_path = config_path
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+        return self._settings
+
+    def inputs(self) -> Inputs:
+        inputs = load_inputs(self.settings)
+        _warn(inputs.roster.warnings)
+        return inputs
+
+    def date(self, value: dt.datetime | None) -> dt.date:
+        return value.date() if value else issue_date(self.settings, _now())
+
+
+pass_app = click.make_pass_decorator(_App)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _warn(warnings: list[Any]) -> None:
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "config_path", type=click.Path(path_type=Path),
+              envvar="NEWSLETTER_CONFIG",
+              default=DEFAULT_CONFIG, show_default=True,
+              help="Settings file (also NEWSLETTER_CONFIG).")
+@click.version_option(package_name="newsletter")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path) -> None:
+    """Compose a daily digest from your articles and deliver it to your subscriber lists.
+
+    Dates are YYYY-MM-DD and default to today in the schedule's time zone. Without --list,
+    a command acts on every list in the subscriber file. Exit status: 0 success, 1 some
+    deliveries failed, 2 a mistake in the input (the message says where and how to fix it).
+    """
+    ctx.obj = _App(config_path)
+
+
+@cli.command()
+@click.option("--date", "date", type=DATE, help="Issue date (YYYY-MM-DD).")
+@click.option("--list", "list_id", metavar="LIST", help="Only this list.")
+@click.option("--subscriber", metavar="EMAIL", help="Personalise the preview for this subscriber.")
+@pass_app
+@_user_errors
+def preview(app: _App, date: dt.datetime | None, list_id: str | None,
+            subscriber: str | None) -> None:
+    """Render the issue to outbox/preview/ as .html and .txt files; send nothing."""
+    inputs = app.inputs()
+    day = app.date(date)
+    renderer = Renderer(app.settings.templates, app.settings.newsletter)
+    outbox = app.settings.delivery.outbox / "preview"
+    for lst in inputs.roster.select(list_id):
+        rendered = renderer.render(compose_issue(inputs, lst, day))
+        reader = _preview_reader(lst.subscribers, subscriber, lst.id, inputs.roster.path)
+        personal = (personal_fields(app.settings.newsletter, lst.id, reader) if reader else
+                    PersonalFields(email=f"reader@{app.settings.newsletter.sender_domain}",
+                                   unsubscribe_url=f"{app.settings.newsletter.base_url}"
+                                                   "/unsubscribe"))
+        if subscriber and reader is None:
+            continue
+        for suffix, part in ((".html", rendered.html), (".txt", rendered.text)):
+            path = outbox / lst.id / f"{day.isoformat()}{suffix}"
+            write_atomically(path, part.fill(personal).encode("utf-8"))
+            click.echo(str(path))
+
+
+def _preview_reader(subscribers: tuple[Subscriber, ...], email: str | None, list_id: str,
+                    path: Path) -> Subscriber | None:
+    if email is None:
+        return None
+    wanted = _address(email, "--subscriber").lower()
+    for s in subscribers:
+        if s.email.lower() == wanted:
+            return s
+    raise ConfigError(f"{email} is not on list {list_id!r}", file=path, field="--subscriber",
+                      fix="pick an address from the list, or add --list")
+
+
+@cli.command()
+@click.option("--date", "date", type=DATE, help="Issue date (YYYY-MM-DD).")
+@click.option("--list", "list_id", metavar="LIST", help="Only this list.")
+@click.option("--backend", metavar="NAME",
+              help=f"Override delivery.backend ({' | '.join(BACKENDS)}).")
+@click.option("--to", "to", metavar="EMAIL",
+              help="Test send: only this address gets a copy, marked [TEST] in the subject.")
+@click.option("--dry-run", is_flag=True,
+              help="Compose, render and build every message, print them, deliver nothing.")
+@pass_app
+@_user_errors
+def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str | None,
+         to: str | None, dry_run: bool) -> None:
+    """Deliver the issue to every active subscriber and print a summary.
+
+    Exits 0 only if every delivery succeeded.
+    """
+    test_reader = Subscriber(email=_address(to, "--to")) if to else None
+    inputs = app.inputs()
+    day = app.date(date)
+    backend_name = "console" if dry_run else (backend or app.settings.delivery.backend)
+    reports = run_send(inputs, day, _now(), list_id=list_id, backend_name=backend_name,
+                       to=test_reader, stream=sys.stdout)
+    for report in reports:
+        _summarise(report, backend_name, dry_run)
+    if any(r.error is not None for r in reports):
+        error = next(r.error for r in reports if r.error is not None)
+        waiting = sum(len(r.not_attempted) for r in reports)
+        for problem in error.problems:
+            click.echo(f"error: {problem}", err=True)
+        click.echo(f"error: {waiting} message(s) were not sent; run the same command again "
+                   "once the problem is fixed", err=True)
+        sys.exit(error.exit_code)
+    if not all(r.ok for r in reports):
+        sys.exit(EXIT_FAILED_DELIVERIES)
+
+
+def _summarise(report: DeliveryReport, backend: str, dry_run: bool) -> None:
+    label = "test send" if report.test else ("dry run" if dry_run else backend)
+    verb = "printed" if dry_run else "sent"
+    skipped = f", {len(report.skipped)} skipped (unsubscribed)" if report.skipped else ""
+    waiting = f", {len(report.not_attempted)} not attempted" if report.not_attempted else ""
+    click.echo(f"{report.issue.id} [{label}]: {report.sent} {verb}{skipped}, "
+               f"{len(report.failed)} failed{waiting}")
+    for result in report.failed:
+        click.echo(f"  failed: {result.recipient}: {result.reply}")
+
+
+@cli.command()
+@click.option("--date", "date", type=DATE, help="Issue date (YYYY-MM-DD).")
+@click.option("--list", "list_id", metavar="LIST", help="Only this list.")
+@click.option("--explain", is_flag=True, help="Show every article's score and why it was "
+                                               "chosen or dropped.")
+@click.option("--json", "as_json", is_flag=True, help="Print the issue as JSON.")
+@pass_app
+@_user_errors
+def compose(app: _App, date: dt.datetime | None, list_id: str | None, explain: bool,
+            as_json: bool) -> None:
+    """Show the lead article and related headlines the issue would carry."""
+    inputs = app.inputs()
+    day = app.date(date)
+    issues = [compose_issue(inputs, lst, day) for lst in inputs.roster.select(list_id)]
+    if as_json:
+        data = [_issue_json(issue, explain) for issue in issues]
+        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2, ensure_ascii=False))
+        return
+    for issue in issues:
+        _print_issue(issue, explain)
+
+
+def _article_json(article: Article) -> dict[str, Any]:
+    return article.model_dump(mode="json", exclude={"related_to", "related_position"})
+
+
+def _issue_json(issue: Issue, explain: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": issue.id, "list": issue.list_id, "date": issue.date.isoformat(),
+        "lead": _article_json(issue.lead),
+        "headlines": [_article_json(a) for a in issue.headlines],
+    }
+    if explain:
+        data["decisions"] = [d.model_dump(mode="json") for d in issue.decisions]
+    return data
+
+
+def _print_issue(issue: Issue, explain: bool) -> None:
+    lead = issue.lead
+    click.echo(f"{issue.id} — {issue.list_title}")
+    click.echo(f"  lead: {lead.title}" + (f" ({lead.author})" if lead.author else ""))
+    for n, article in enumerate(issue.headlines, start=1):
+        section = f" [{article.section}]" if article.section else ""
+        click.echo(f"  {n:>2}. {article.title}{section}")
+    if explain:
+        click.echo("  why:")
+        for d in issue.decisions:
+            score = f"{d.score:5.2f}" if d.score is not None else "    -"
+            click.echo(f"    {d.role:<8} {score}  {d.title}")
+            for reason in d.reasons:
+                click.echo(f"                    · {reason}")
+    click.echo()
+
+
+@cli.command()
+@click.option("--list-jobs", is_flag=True, help="Print the next run times and exit.")
+@pass_app
+@_user_errors
+def schedule(app: _App, list_jobs: bool) -> None:
+    """Run the daily digest at schedule.time in schedule.timezone, until stopped (Ctrl-C)."""
+    from apscheduler.schedulers.blocking import BlockingScheduler
+
+    from newsletter.scheduler import add_daily_job, next_run_times
+
+    s = app.settings.schedule
+    if list_jobs:
+        click.echo(f"daily digest at {s.time} {s.timezone}; next runs:")
+        for when in next_run_times(s, _now()):
+            click.echo(f"  {when:%Y-%m-%d %H:%M %Z (%z)}")
+        return
+    load_roster(app.settings.subscribers)  # refuse to start on a broken subscriber file
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    scheduler = BlockingScheduler(timezone=s.tz)
+    add_daily_job(scheduler, s, app.config_path)
+    click.echo(f"scheduler running: daily digest at {s.time} {s.timezone} "
+               f"(next: {next_run_times(s, _now(), 1)[0]:%Y-%m-%d %H:%M %Z}); Ctrl-C stops it")
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        scheduler.shutdown(wait=True)
+
+
+@cli.group()
+def subscribers() -> None:
+    """Subscriber lists."""
+
+
+@subscribers.command("check")
+@pass_app
+@_user_errors
+def subscribers_check(app: _App) -> None:
+    """Validate the subscriber file and print counts per list."""
+    roster = load_roster(app.settings.subscribers)
+    _warn(roster.warnings)
+    for lst in roster.lists.values():
+        active = len(lst.active)
+        click.echo(f"{lst.id}: {len(lst.subscribers)} subscribers ({active} active, "
+                   f"{len(lst.subscribers) - active} unsubscribed)")
+    click.echo(f"{roster.path}: OK")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Settings."""
+
+
+@config_group.command("show")
+@pass_app
+@_user_errors
+def config_show(app: _App) -> None:
+    """Print the effective settings (file + environment + .env), secrets masked."""
+    click.echo(f"# {app.config_path}, overridden by NEWSLETTER_* variables and .env")
+    click.echo(yaml.safe_dump(app.settings.masked(), sort_keys=False, allow_unicode=True),
+               nl=False)
+
+
+def _address(value: str, option: str) -> str:
+    try:
+        return normalize_address(value)
+    except InvalidAddress as err:
+        raise ConfigError(f"invalid address {value!r}: {err}", field=option) from err
+
+
+def main() -> None:
+    cli(prog_name="newsletter")

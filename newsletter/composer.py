@@ -1,0 +1,185 @@
+"""Choose an issue's lead article and related headlines. Pure: no files, no clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable
+from zoneinfo import ZoneInfo
+
+from newsletter.errors import ContentError
+from newsletter.models import Article, Decision, Issue, SubscriberList
+
+NEAR_DUPLICATE = 0.7
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# Words that say little about what a story is; they count a quarter in title comparisons
+# (so "Crossword: October 18" and "Codeword: October 18" stay two different things).
+_WEAK = {
+    "a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "and", "or", "by", "with",
+    "is", "are", "as", "its", "it", "after", "over", "new",
+    "january", "february", "march", "april", "may", "june", "july", "august", "september",
+    "october", "november", "december", "monday", "tuesday", "wednesday", "thursday",
+    "friday", "saturday", "sunday",
+}
+
+
+def compose(
+    articles: Iterable[Article],
+    subscriber_list: SubscriberList,
+    date: dt.date,
+    *,
+    headlines: int,
+    max_age_days: int,
+    tz: ZoneInfo,
+    already_sent: frozenset[str] = frozenset(),
+) -> Issue:
+    """Build the issue of `subscriber_list` for `date`; same inputs, same issue."""
+    articles = sorted(articles, key=lambda a: a.id)
+    if not articles:
+        raise ContentError("there are no articles", field="articles.paths",
+                           fix="add Markdown (.md) or text (.txt) articles to the folder")
+    oldest = date - dt.timedelta(days=max_age_days)
+    decisions: dict[str, Decision] = {}
+    candidates = []
+    for article in articles:
+        day = article.published.astimezone(tz).date()
+        reason = None
+        if day > date:
+            reason = f"published {day}, after the issue date"
+        elif day < oldest:
+            reason = f"published {day}, older than max_age_days ({max_age_days})"
+        elif article.id in already_sent:
+            reason = "already sent to this list in an earlier issue"
+        if reason:
+            decisions[article.id] = Decision(article_id=article.id, title=article.title,
+                                             role="dropped", reasons=[reason])
+        else:
+            candidates.append(article)
+    if not candidates:
+        raise ContentError(_stale_message(articles, date, tz, max_age_days),
+                           field="articles.max_age_days",
+                           fix="add newer articles, pick another --date, or raise max_age_days")
+
+    lead, lead_reason = _pick_lead(candidates)
+    decisions[lead.id] = Decision(article_id=lead.id, title=lead.title, role="lead",
+                                  reasons=[lead_reason])
+    ranked = sorted(
+        (c for c in candidates if c is not lead),
+        key=lambda a: _rank_key(a, lead, date, tz, max_age_days),
+    )
+    chosen: list[Article] = []
+    for article in ranked:
+        score, reasons = relatedness(article, lead, date, tz, max_age_days)
+        duplicate = _near_duplicate_of(article, [lead, *chosen])
+        if duplicate is not None:
+            role, reasons = "dropped", [f"near-duplicate of {duplicate.title!r}"]
+        elif len(chosen) >= headlines:
+            role, reasons = "dropped", [f"beyond the {headlines}-headline limit", *reasons]
+        else:
+            role = "headline"
+            chosen.append(article)
+        decisions[article.id] = Decision(article_id=article.id, title=article.title,
+                                         role=role, score=round(score, 3), reasons=reasons)
+    order = {a.id: i for i, a in enumerate([lead, *chosen])}
+    return Issue(
+        list_id=subscriber_list.id,
+        list_title=subscriber_list.title,
+        date=date,
+        lead=lead,
+        headlines=tuple(chosen),
+        decisions=tuple(sorted(decisions.values(),
+                               key=lambda d: (order.get(d.article_id, len(order)),
+                                              -(d.score or 0), d.title))),
+    )
+
+
+def _pick_lead(candidates: list[Article]) -> tuple[Article, str]:
+    def newest(a: Article) -> tuple:
+        return (-a.published.timestamp(), a.title, a.id)
+
+    marked = [a for a in candidates if a.lead]
+    if marked:
+        best = min(marked, key=lambda a: (-a.priority, *newest(a)))
+        return best, "marked lead: true" + (f" (of {len(marked)}, highest priority, newest)"
+                                            if len(marked) > 1 else "")
+    top = max(a.priority for a in candidates)
+    if top > 0:
+        best = min((a for a in candidates if a.priority == top), key=newest)
+        return best, f"highest priority ({top})"
+    with_body = [a for a in candidates if a.body.strip()]
+    if with_body:
+        return min(with_body, key=newest), "most recent article with a body"
+    return min(candidates, key=newest), "most recent article (none has a body)"
+
+
+def relatedness(article: Article, lead: Article, date: dt.date, tz: ZoneInfo,
+                max_age_days: int) -> tuple[float, list[str]]:
+    """Score how well `article` goes with `lead` (0–1), with the reasons that add up to it."""
+    reasons = []
+    score = 0.0
+    if article.section and article.section == lead.section:
+        score += 0.3
+        reasons.append(f"same section ({article.section}) +0.3")
+    shared_tags = set(article.tags) & set(lead.tags)
+    if shared_tags:
+        part = 0.3 * len(shared_tags) / len(set(article.tags) | set(lead.tags))
+        score += part
+        reasons.append(f"shared tags ({', '.join(sorted(shared_tags))}) +{part:.2f}")
+    similarity = _jaccard(_words(f"{article.title} {article.summary}"),
+                          _words(f"{lead.title} {lead.summary}"))
+    if similarity:
+        score += 0.3 * similarity
+        reasons.append(f"similar wording +{0.3 * similarity:.2f}")
+    age = (date - article.published.astimezone(tz).date()).days
+    recency = 0.1 * (1 - age / (max_age_days + 1))
+    score += recency
+    reasons.append(f"{age} day(s) old +{recency:.2f}")
+    if article.related_to == lead.id:
+        reasons.insert(0, f"listed as related on the lead's page (#{article.related_position})")
+    return score, reasons
+
+
+def _rank_key(article: Article, lead: Article, date: dt.date, tz: ZoneInfo,
+              max_age_days: int) -> tuple:
+    # Headlines the lead's own page lists as related keep the page's order: an editor chose it.
+    listed = article.related_to == lead.id
+    score, _ = relatedness(article, lead, date, tz, max_age_days)
+    return (not listed, article.related_position if listed else 0, -round(score, 9),
+            -article.published.timestamp(), article.title, article.id)
+
+
+def _near_duplicate_of(article: Article, kept: list[Article]) -> Article | None:
+    for other in kept:
+        if article.url and article.url == other.url:
+            return other
+        if title_similarity(article.title, other.title) >= NEAR_DUPLICATE:
+            return other
+    return None
+
+
+def title_similarity(a: str, b: str) -> float:
+    """Weighted word overlap of two titles (0–1); dates and small words count little."""
+    words_a, words_b = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
+
+    def weight(words: set[str]) -> float:
+        return sum(0.25 if w in _WEAK or w.isdigit() else 1.0 for w in words)
+
+    union = weight(words_a | words_b)
+    return weight(words_a & words_b) / union if union else 0.0
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _WEAK}
+
+
+def _jaccard(a: set[str], b: set[str]) -> float:
+    return len(a & b) / len(a | b) if a and b else 0.0
+
+
+def _stale_message(articles: list[Article], date: dt.date, tz: ZoneInfo, max_age: int) -> str:
+    days = sorted(a.published.astimezone(tz).date() for a in articles)
+    if days[0] > date:
+        return f"no articles for {date}: all {len(days)} are dated later (first {days[0]})"
+    newest = max(d for d in days if d <= date)
+    return (f"no articles for {date}: the newest ({newest}) is older than "
+            f"max_age_days ({max_age})")

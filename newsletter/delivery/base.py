@@ -1,0 +1,56 @@
+"""The one interface every delivery backend implements.
+
+A backend is opened once per run (`with backend:`), receives finished messages one at a
+time from `digest.deliver_issue` and answers each with a `DeliveryResult`. A refusal that
+concerns one recipient is a failed result and the run goes on; a fault that stops every delivery (server unreachable, login refused, disk
+full) raises `DeliveryError`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, ClassVar, Literal, TextIO
+
+from newsletter.message import OutgoingMessage
+
+if TYPE_CHECKING:
+    from newsletter.settings import Settings
+
+ResultStatus = Literal["sent", "failed"]
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    recipient: str
+    message_id: str
+    status: ResultStatus
+    reply: str = ""  # the server's answer, or where the message was written
+
+
+class DeliveryBackend(ABC):
+    name: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def from_settings(cls, settings: Settings, stream: TextIO) -> DeliveryBackend:
+        """Build the backend from its own section of the settings."""
+
+    def open(self) -> None:  # noqa: B027 - most backends need no set-up
+        """Acquire what the run needs (a connection, a folder). Called once per run."""
+
+    def close(self) -> None:  # noqa: B027
+        """Release it; must be safe to call after a failed `open`."""
+
+    @abstractmethod
+    def send(self, message: OutgoingMessage) -> DeliveryResult:
+        """Deliver one message."""
+
+    def __enter__(self) -> DeliveryBackend:
+        self.open()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()

@@ -1,0 +1,56 @@
+"""Write each message as an `.eml` file: `outbox/<list>/<date>/<address>.eml`."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+from newsletter.delivery.base import DeliveryBackend, DeliveryResult
+from newsletter.errors import DeliveryError
+from newsletter.message import OutgoingMessage
+from newsletter.settings import Settings
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+
+
+class FileBackend(DeliveryBackend):
+    name = "file"
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+
+    @classmethod
+    def from_settings(cls, settings: Settings, stream: TextIO) -> FileBackend:
+        return cls(settings.delivery.outbox)
+
+    def path_for(self, message: OutgoingMessage) -> Path:
+        # Test sends live apart, so they are never taken for the issue's delivery.
+        folder = self.outbox / "test" if message.test else self.outbox
+        return folder / message.issue_id / f"{_UNSAFE.sub('_', message.recipient)}.eml"
+
+    def send(self, message: OutgoingMessage) -> DeliveryResult:
+        path = self.path_for(message)
+        write_atomically(path, message.data)
+        return DeliveryResult(message.recipient, message.message_id, "sent", str(path))
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that a reader sees the old file or the whole new one."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        raise DeliveryError(f"cannot write {path.name}: {err.strerror or err}", file=path.parent,
+                            field="delivery.outbox",
+                            fix="check that the outbox folder is writable and the disk "
+                                "has space") from err

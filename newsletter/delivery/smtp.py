@@ -1,0 +1,155 @@
+"""Deliver over SMTP on one connection reused for the whole run."""
+
+from __future__ import annotations
+
+import contextlib
+import smtplib
+import socket
+import ssl
+from typing import TextIO
+
+from newsletter.delivery.base import DeliveryBackend, DeliveryResult
+from newsletter.errors import ConfigError, DeliveryError
+from newsletter.message import OutgoingMessage
+from newsletter.settings import Settings, SmtpSection
+
+_PASSWORD_ENV = "NEWSLETTER_SMTP__PASSWORD"
+
+
+class SmtpBackend(DeliveryBackend):
+    name = "smtp"
+
+    def __init__(self, smtp: SmtpSection, local_hostname: str) -> None:
+        self.smtp = smtp
+        # Given explicitly: otherwise smtplib asks DNS for this machine's name on every connect.
+        self.local_hostname = local_hostname
+        self._conn: smtplib.SMTP | None = None
+        if smtp.username and smtp.password is None:
+            raise ConfigError("smtp.username is set but there is no password",
+                              field="smtp.password",
+                              fix=f"set {_PASSWORD_ENV} in the environment or .env")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, stream: TextIO) -> SmtpBackend:
+        return cls(settings.smtp, local_hostname=settings.newsletter.sender_domain)
+
+    @property
+    def _where(self) -> str:
+        return f"{self.smtp.host}:{self.smtp.port}"
+
+    def open(self) -> None:
+        self._conn = self._connect()
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.quit()
+            except (smtplib.SMTPException, OSError):
+                self._conn.close()
+            self._conn = None
+
+    def send(self, message: OutgoingMessage) -> DeliveryResult:
+        if self._conn is None:
+            self.open()
+        try:
+            return self._send(message)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            # One reconnect: long runs outlive servers' idle and per-connection limits.
+            self.close()
+            self.open()
+            try:
+                return self._send(message)
+            except (smtplib.SMTPServerDisconnected, OSError) as err:
+                raise DeliveryError(
+                    f"the SMTP server at {self._where} dropped the connection twice "
+                    f"while sending to {message.recipient} ({err})", field="smtp",
+                    fix="check the server's logs and limits, then run send again") from err
+
+    def _send(self, message: OutgoingMessage) -> DeliveryResult:
+        assert self._conn is not None
+        try:
+            self._conn.sendmail(message.sender, [message.recipient], message.data)
+        except smtplib.SMTPRecipientsRefused as err:
+            code, reply = err.recipients.get(message.recipient, (0, b"refused"))
+            return self._failed(message, code, reply)
+        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as err:
+            self._reset()
+            return self._failed(message, err.smtp_code, err.smtp_error)
+        return DeliveryResult(message.recipient, message.message_id, "sent", "250 accepted")
+
+    def _failed(self, message: OutgoingMessage, code: int, reply: bytes | str) -> DeliveryResult:
+        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+        return DeliveryResult(message.recipient, message.message_id, "failed",
+                              f"{code} {' '.join(text.split())}")
+
+    def _reset(self) -> None:
+        try:
+            assert self._conn is not None
+            self._conn.rset()
+        except (smtplib.SMTPException, OSError):
+            pass
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.smtp
+        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        conn: smtplib.SMTP | None = None
+        try:
+            if s.security == "ssl":
+                conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=self.local_hostname,
+                                        timeout=s.timeout, context=context)
+            else:
+                conn = smtplib.SMTP(s.host, s.port, local_hostname=self.local_hostname,
+                                    timeout=s.timeout)
+            conn.ehlo()
+            if s.security == "starttls":
+                conn.starttls(context=context)
+                conn.ehlo()
+            if s.username:
+                assert s.password is not None
+                conn.login(s.username, s.password.get_secret_value())
+            return conn
+        except smtplib.SMTPAuthenticationError as err:
+            _close_quietly(conn)
+            reply = err.smtp_error.decode("utf-8", "replace") if isinstance(
+                err.smtp_error, bytes) else str(err.smtp_error)
+            raise DeliveryError(
+                f"the SMTP server at {self._where} refused the login for {s.username!r} "
+                f"({err.smtp_code} {' '.join(reply.split())})", field="smtp.username",
+                fix=f"check smtp.username and {_PASSWORD_ENV}") from err
+        except smtplib.SMTPNotSupportedError as err:
+            _close_quietly(conn)
+            missing = "STARTTLS" if s.security == "starttls" and "starttls" in str(err).lower() \
+                else "AUTH"
+            fix = ("set smtp.security to ssl or none" if missing == "STARTTLS"
+                   else "remove smtp.username, or use a server that accepts logins")
+            raise DeliveryError(f"the SMTP server at {self._where} does not offer {missing}",
+                                field="smtp.security" if missing == "STARTTLS"
+                                else "smtp.username", fix=fix) from err
+        except ssl.SSLError as err:
+            _close_quietly(conn)
+            raise DeliveryError(
+                f"TLS with the SMTP server at {self._where} failed: {err.reason or err}",
+                field="smtp.security",
+                fix="use security ssl for port 465 and starttls for 587; for a private CA "
+                    "set smtp.ca_file") from err
+        except socket.gaierror as err:
+            raise DeliveryError(f"unknown SMTP host {s.host!r}", field="smtp.host",
+                                fix="check smtp.host") from err
+        except TimeoutError as err:
+            _close_quietly(conn)
+            raise DeliveryError(f"no answer from the SMTP server at {self._where} within "
+                                f"{s.timeout:g}s", field="smtp.host",
+                                fix="check smtp.host, smtp.port and the firewall") from err
+        except (smtplib.SMTPException, OSError) as err:
+            _close_quietly(conn)
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            raise DeliveryError(f"cannot connect to the SMTP server at {self._where}: {reason}",
+                                field="smtp.host",
+                                fix="check smtp.host and smtp.port, and that the server "
+                                    "is running") from err
+
+
+def _close_quietly(conn: smtplib.SMTP | None) -> None:
+    if conn is not None:
+        with contextlib.suppress(OSError):
+            conn.close()

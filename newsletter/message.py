@@ -1,0 +1,100 @@
+"""Build one subscriber's MIME message from a rendered issue. Pure: the clock is an argument."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, formataddr
+from urllib.parse import quote, urlencode
+
+from newsletter.models import Subscriber
+from newsletter.render import PersonalFields, RenderedIssue
+from newsletter.settings import NewsletterSection
+
+# CRLF line ends; headers set with `set_raw` are written exactly as given.
+_WIRE = SMTP.clone(refold_source="none")
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    """Bytes ready for the wire (CRLF), with the envelope a backend needs."""
+
+    list_id: str
+    issue_id: str
+    sender: str
+    recipient: str
+    message_id: str
+    subject: str
+    data: bytes
+    test: bool = False
+
+
+def unsubscribe_url(newsletter: NewsletterSection, list_id: str, email: str) -> str:
+    """The https link that unsubscribes `email` from `list_id`."""
+    return f"{newsletter.base_url}/unsubscribe?{urlencode({'list': list_id, 'email': email})}"
+
+
+def message_id(issue_id: str, email: str, domain: str, *, test: bool = False) -> str:
+    """Deterministic Message-ID: the same issue to the same address always gets the same one."""
+    digest = hashlib.sha256(f"{issue_id}\0{email.lower()}".encode()).hexdigest()[:20]
+    label = issue_id.replace("/", ".")
+    return f"<{label}.{'test.' if test else ''}{digest}@{domain}>"
+
+
+def personal_fields(newsletter: NewsletterSection, list_id: str,
+                    subscriber: Subscriber) -> PersonalFields:
+    return PersonalFields(
+        email=subscriber.email,
+        name=subscriber.name or "",
+        unsubscribe_url=unsubscribe_url(newsletter, list_id, subscriber.email),
+    )
+
+
+def build_message(
+    rendered: RenderedIssue,
+    subscriber: Subscriber,
+    newsletter: NewsletterSection,
+    now: dt.datetime,
+    *,
+    test: bool = False,
+) -> OutgoingMessage:
+    """One subscriber's copy: multipart/alternative (text, then HTML), utf-8, CRLF.
+
+    A test send (`test=True`) is marked in the subject and gets its own Message-ID, so it is
+    never mistaken for the issue's real delivery.
+    """
+    issue = rendered.issue
+    personal = personal_fields(newsletter, issue.list_id, subscriber)
+    domain = newsletter.sender_domain
+    subject = f"[TEST] {rendered.subject}" if test else rendered.subject
+    msg_id = message_id(issue.id, subscriber.email, domain, test=test)
+
+    msg = EmailMessage(policy=SMTP)
+    msg["From"] = Address(newsletter.sender_name, addr_spec=newsletter.sender_address)
+    msg["To"] = Address(subscriber.name or "", addr_spec=subscriber.email)
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(now.astimezone(dt.UTC))
+    msg["Message-ID"] = msg_id
+    msg["List-Id"] = formataddr((issue.list_title, f"{issue.list_id}.{domain}"))
+    mailto = (f"mailto:{newsletter.unsubscribe_mailto}?subject="
+              f"{quote(f'unsubscribe {issue.list_id} {subscriber.email}')}")
+    # Set raw and pre-folded: the policy would turn a URL longer than 78 characters into
+    # RFC 2047 encoded-words, which mail clients do not decode in this header.
+    msg.set_raw("List-Unsubscribe", f"<{personal.unsubscribe_url}>,\r\n <{mailto}>")
+    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    msg.set_content(rendered.text.fill(personal), cte="quoted-printable")
+    msg.add_alternative(rendered.html.fill(personal), subtype="html", cte="quoted-printable")
+    return OutgoingMessage(
+        list_id=issue.list_id,
+        issue_id=issue.id,
+        sender=newsletter.sender_address,
+        recipient=subscriber.email,
+        message_id=msg_id,
+        subject=subject,
+        data=msg.as_bytes(policy=_WIRE),
+        test=test,
+    )

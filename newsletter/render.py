@@ -1,0 +1,248 @@
+"""Render an issue through the Jinja2 templates and inline its CSS, once per issue.
+
+Personal fields (`subscriber.name`, `.first_name`, `.email`, `.unsubscribe_url`) are not
+known while rendering: the templates see letters-and-digits sentinels in their place,
+which survive premailer untouched. The result is split at those sentinels, so each
+subscriber's copy is a cheap join (`PersonalTemplate.fill`) with no Jinja and no premailer.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import re
+import textwrap
+import traceback
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from premailer import Premailer
+
+from newsletter.errors import ConfigError, TemplateError
+from newsletter.models import Issue
+from newsletter.settings import NewsletterSection
+
+HTML_TEMPLATE = "digest.html"
+TEXT_TEMPLATE = "digest.txt"
+PREHEADER_LENGTH = 140
+_SENTINEL = re.compile(r"NLSLOT(\d+)X")
+
+
+@dataclass(frozen=True)
+class PersonalFields:
+    """What differs between two subscribers' copies of the same issue."""
+
+    email: str
+    unsubscribe_url: str
+    name: str = ""
+
+    @property
+    def first_name(self) -> str:
+        return self.name.split()[0] if self.name.split() else ""
+
+
+PERSONAL_FIELDS = (*(f.name for f in fields(PersonalFields)), "first_name")
+
+
+@dataclass(frozen=True)
+class PersonalTemplate:
+    """A rendered part cut at its personal fields: literal, slot, literal, …, literal."""
+
+    literals: tuple[str, ...]
+    slots: tuple[tuple[str, str], ...]  # (field name, default when the field is empty)
+    escape_html: bool
+
+    def fill(self, personal: PersonalFields) -> str:
+        """This part as one subscriber reads it."""
+        out = [self.literals[0]]
+        for (name, default), literal in zip(self.slots, self.literals[1:], strict=True):
+            value = getattr(personal, name) or default
+            out.append(html.escape(value) if self.escape_html else value)
+            out.append(literal)
+        return "".join(out)
+
+
+@dataclass(frozen=True)
+class RenderedIssue:
+    """An issue rendered and inlined once, ready to be personalised per subscriber."""
+
+    issue: Issue
+    subject: str
+    preheader: str
+    html: PersonalTemplate
+    text: PersonalTemplate
+
+
+class Renderer:
+    """Renders issues from one template folder. Build once per run; reuse for every issue."""
+
+    def __init__(self, templates: Path, newsletter: NewsletterSection, lang: str = "en") -> None:
+        if not templates.is_dir():
+            raise ConfigError("template folder not found", file=templates, field="templates",
+                              fix=f"create it with {HTML_TEMPLATE} and {TEXT_TEMPLATE}, "
+                                  "or point 'templates' at a folder that has them")
+        self.templates = templates
+        self.newsletter = newsletter
+        self.lang = lang
+        self.inline_count = 0  # premailer runs: one per rendered issue, never per subscriber
+        self._env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(templates),
+            autoescape=jinja2.select_autoescape(["html", "htm"], default_for_string=False),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+        )
+        self._env.filters["or_else"] = _or_else
+        self._env.filters["wrap_paragraphs"] = wrap_paragraphs
+
+    def render(self, issue: Issue) -> RenderedIssue:
+        """Render both parts of `issue` and inline the HTML's CSS."""
+        subject = f"{issue.list_title}: {issue.lead.title}"
+        preheader = _preheader(issue)
+        html_slots: list[tuple[str, str]] = []
+        text_slots: list[tuple[str, str]] = []
+        context = self._context(issue, subject, preheader)
+        raw_html = self._render(HTML_TEMPLATE, {**context, "subscriber": _Personal(html_slots)})
+        raw_text = self._render(TEXT_TEMPLATE, {**context, "subscriber": _Personal(text_slots)})
+        return RenderedIssue(
+            issue=issue,
+            subject=subject,
+            preheader=preheader,
+            html=_split(self._inline(raw_html), html_slots, escape_html=True),
+            text=_split(_tidy_text(raw_text), text_slots, escape_html=False),
+        )
+
+    def _context(self, issue: Issue, subject: str, preheader: str) -> dict[str, Any]:
+        n = self.newsletter
+        return {
+            "lang": self.lang,
+            "newsletter": {
+                "title": n.title, "sender_name": n.sender_name or n.title,
+                "sender_address": n.sender_address, "base_url": n.base_url,
+                "postal_address": n.postal_address,
+            },
+            "list": {"id": issue.list_id, "title": issue.list_title},
+            "issue": {
+                "id": issue.id, "date": issue.date, "date_label": date_label(issue.date),
+                "subject": subject, "preheader": preheader,
+                "lead": issue.lead, "headlines": issue.headlines,
+            },
+        }
+
+    def _render(self, name: str, context: dict[str, Any]) -> str:
+        try:
+            return self._env.get_template(name).render(context)
+        except jinja2.TemplateNotFound as err:
+            raise TemplateError(f"template {err.name!r} not found", file=self.templates,
+                                field="templates",
+                                fix="add it, or copy it from the project's templates/") from err
+        except jinja2.TemplateSyntaxError as err:
+            raise TemplateError(f"template syntax error: {err.message}",
+                                file=err.filename or name, line=err.lineno) from err
+        except _PersonalFieldTested as err:
+            file, line = _template_frame(err, self.templates)
+            raise TemplateError(str(err), file=file or name, line=line,
+                                fix='write e.g. {{ subscriber.first_name | or_else("reader") }}'
+                                ) from err
+        except (jinja2.UndefinedError, TypeError, ValueError, AttributeError) as err:
+            file, line = _template_frame(err, self.templates)
+            raise TemplateError(f"template error: {err}", file=file or name, line=line,
+                                fix="check the variable names against the README") from err
+
+    def _inline(self, raw_html: str) -> str:
+        self.inline_count += 1
+        try:
+            return Premailer(
+                raw_html,
+                allow_network=False,
+                strip_important=False,  # keep !important inside the @media rules it leaves
+                align_floating_images=False,
+                remove_classes=False,
+                disable_validation=True,
+                cssutils_logging_level=logging.CRITICAL,
+            ).transform(pretty_print=False)
+        except Exception as err:  # premailer raises bare lxml/cssutils errors
+            raise TemplateError(f"CSS inlining failed: {err}", file=self.templates / HTML_TEMPLATE,
+                                fix="check the template's <style> for invalid CSS") from err
+
+
+def date_label(date: Any) -> str:
+    """`Tuesday 24 November 2026`."""
+    return f"{date:%A} {date.day} {date:%B %Y}"
+
+
+def wrap_paragraphs(text: str, width: int = 72) -> str:
+    """Wrap each paragraph of plain text to `width`, keeping the blank lines between them."""
+    paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
+    return "\n\n".join(textwrap.fill(" ".join(p.split()), width, break_long_words=False,
+                                     break_on_hyphens=False) for p in paragraphs)
+
+
+class _PersonalFieldTested(Exception):
+    pass
+
+
+class _Slot:
+    """Stands for one personal field in a template; prints as a sentinel."""
+
+    def __init__(self, name: str, slots: list[tuple[str, str]], default: str = "") -> None:
+        self.name, self.default, self._slots = name, default, slots
+
+    def __str__(self) -> str:
+        self._slots.append((self.name, self.default))
+        return f"NLSLOT{len(self._slots) - 1}X"
+
+    __html__ = __str__
+
+    def __bool__(self) -> bool:
+        raise _PersonalFieldTested(
+            f"subscriber.{self.name} is filled in per subscriber after rendering, "
+            "so a template cannot test it")
+
+
+class _Personal:
+    def __init__(self, slots: list[tuple[str, str]]) -> None:
+        self._slots = slots
+
+    def __getattr__(self, name: str) -> _Slot:
+        if name not in PERSONAL_FIELDS:
+            raise AttributeError(f"subscriber has no field {name!r} "
+                                 f"(fields: {', '.join(PERSONAL_FIELDS)})")
+        return _Slot(name, self._slots)
+
+
+def _or_else(value: Any, default: str) -> Any:
+    """`{{ subscriber.first_name | or_else("reader") }}`: a fallback for an empty field."""
+    if isinstance(value, _Slot):
+        return _Slot(value.name, value._slots, default)
+    return value or default
+
+
+def _split(rendered: str, slots: list[tuple[str, str]], *, escape_html: bool) -> PersonalTemplate:
+    parts = _SENTINEL.split(rendered)
+    literals, indexes = parts[0::2], [int(i) for i in parts[1::2]]
+    return PersonalTemplate(tuple(literals), tuple(slots[i] for i in indexes), escape_html)
+
+
+def _tidy_text(text: str) -> str:
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n"
+
+
+def _preheader(issue: Issue) -> str:
+    summary = " ".join(issue.lead.summary.split()) or issue.lead.title
+    if len(summary) <= PREHEADER_LENGTH:
+        return summary
+    return summary[:PREHEADER_LENGTH].rsplit(" ", 1)[0].rstrip(",;:") + "…"
+
+
+def _template_frame(err: BaseException, templates: Path) -> tuple[str | None, int | None]:
+    """The template file and line where a render-time error happened, from the traceback."""
+    found: tuple[str | None, int | None] = (None, None)
+    root = templates.resolve()
+    for frame, line in traceback.walk_tb(err.__traceback__):
+        filename = frame.f_code.co_filename
+        if Path(filename).resolve().is_relative_to(root):
+            found = (filename, line)
+    return found

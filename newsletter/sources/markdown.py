@@ -1,0 +1,111 @@
+"""Markdown articles with YAML front matter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import markdown
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from newsletter.errors import ContentError, NewsletterError, Problem
+from newsletter.models import Article
+from newsletter.sources.text import html_to_text, summarize
+from newsletter.yamlfile import parse_yaml, read_text
+
+_FENCE = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
+_ABSOLUTE_URL = re.compile(r"^https?://[^/\s]+\S*$")
+
+
+class FrontMatter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1)
+    published: dt.datetime | dt.date
+    url: str | None = None
+    summary: str | None = None
+    author: str | None = None
+    section: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    image: str | None = None
+    image_alt: str = ""
+    lead: bool = False
+    priority: int = 0
+    draft: bool = False
+
+    @field_validator("url", "image")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not _ABSOLUTE_URL.match(value):
+            raise ValueError("must be an absolute http(s) URL, e.g. https://example.com/story")
+        return value
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
+
+
+def read_markdown(path: Path, tz: ZoneInfo) -> list[Article]:
+    """Read one `*.md` file; a `draft: true` article yields nothing."""
+    text = read_text(path, "article", ContentError).lstrip("\ufeff")
+    if not text.startswith("---"):
+        raise ContentError("no front matter", file=path, line=1,
+                           fix="start the file with a '---' line, 'title:' and 'published:'")
+    end = _FENCE.search(text, 3)
+    if end is None:
+        raise ContentError("front matter is not closed", file=path, line=1,
+                           fix="end it with a '---' line")
+    try:
+        doc = parse_yaml(text[text.index("\n") + 1:end.start()], path, first_line=2)
+    except NewsletterError as err:
+        raise ContentError(problems=err.problems) from err
+    if not isinstance(doc.data, dict):
+        raise ContentError("front matter must be a mapping of keys", file=path, line=2)
+    try:
+        meta = FrontMatter(**doc.data)
+    except ValidationError as err:
+        raise ContentError(problems=[
+            Problem(_message(e), path, doc.line_of(e["loc"][:1]), ".".join(map(str, e["loc"])))
+            for e in err.errors()
+        ]) from err
+    if meta.draft:
+        return []
+    body_md = text[end.end():].strip("\n")
+    body_html = markdown.markdown(body_md, extensions=["extra", "sane_lists"]) if body_md else ""
+    body = html_to_text(body_html)
+    return [Article(
+        id=path.as_posix(),
+        title=" ".join(meta.title.split()),
+        url=meta.url,
+        summary=" ".join(meta.summary.split()) if meta.summary else summarize(body),
+        body=body,
+        body_html=body_html,
+        author=meta.author,
+        published=_aware(meta.published, tz),
+        section=meta.section.strip().lower() if meta.section else None,
+        tags=tuple(sorted({t.strip().lower() for t in meta.tags if t.strip()})),
+        image=meta.image,
+        image_alt=meta.image_alt,
+        lead=meta.lead,
+        priority=meta.priority,
+        source=path,
+    )]
+
+
+def _aware(value: dt.datetime | dt.date, tz: ZoneInfo) -> dt.datetime:
+    if not isinstance(value, dt.datetime):
+        value = dt.datetime.combine(value, dt.time(0, 0))
+    return value if value.tzinfo else value.replace(tzinfo=tz)
+
+
+def _message(error: dict) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown front matter key (allowed: " + ", ".join(FrontMatter.model_fields) + ")"
+    if error["type"] == "missing":
+        return "required front matter key is missing"
+    if error["loc"][:1] == ("published",):
+        return "not a date; write e.g. 2026-11-24 or 2026-11-24T06:30:00+00:00"
+    return error["msg"].removeprefix("Value error, ")

@@ -1,0 +1,30 @@
+"""Small text helpers shared by the readers."""
+
+from __future__ import annotations
+
+import re
+
+from inscriptis import get_text
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
+
+
+def html_to_text(html: str) -> str:
+    """Readable plain text from an HTML fragment: paragraphs separated by blank lines."""
+    if not html.strip():
+        return ""
+    text = get_text(html)
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def summarize(body: str, limit: int = 200) -> str:
+    """The first paragraph of `body`, cut at a sentence or word boundary within `limit`."""
+    first = " ".join(body.strip().split("\n\n", 1)[0].split())
+    if len(first) <= limit:
+        return first
+    cut = first[:limit]
+    sentences = [m.end() for m in _SENTENCE_END.finditer(cut)]
+    if sentences and sentences[-1] > limit // 2:
+        return cut[:sentences[-1]].strip()
+    return cut.rsplit(" ", 1)[0].rstrip(",;:") + "…"
