@@ -2,8 +2,8 @@
 
 A backend is opened once per run (`with backend:`), receives finished messages one at a
 time from `digest.deliver_issue` and answers each with a `DeliveryResult`. A refusal that
-concerns one recipient is a failed result and the run goes on; a fault that stops every delivery (server unreachable, login refused, disk
-full) raises `DeliveryError`.
+concerns one recipient is a failed result and the run goes on; a fault that stops every
+delivery (server unreachable, login refused, disk full) raises `DeliveryError`.
 """
 
 from __future__ import annotations
