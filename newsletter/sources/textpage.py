@@ -125,10 +125,10 @@ def _related(blocks: list[list[str]]) -> list[tuple[str, str, str | None, str | 
         url = next((line for line in content if _URL.match(line)), None)
         content = [line for line in content if line != url]
         if content:
-            entries.append((content[0], " ".join(content[1:])))
-    labels = _labels([summary for _, summary in entries])
+            entries.append((content[0], " ".join(content[1:]), url))
+    labels = _labels([summary for _, summary, _ in entries])
     result = []
-    for title, summary in entries:
+    for title, summary, url in entries:
         section = None
         for label in labels:
             if _starts_with_label(summary, label):

@@ -1,0 +1,166 @@
+"""Shared fixtures: a throw-away project folder and a way to run the real CLI in it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_SAMPLE = REPO.parent / "shared" / "samples" / "the-week-article-page.txt"
+ISSUE_DATE = "2026-11-24"
+
+SETTINGS_YAML = """\
+newsletter:
+  title: The Test Brief
+  sender: "The Test Brief <brief@example.com>"
+  base_url: https://news.example.com
+  unsubscribe_mailto: unsubscribe@example.com
+articles:
+  paths: [articles]
+  headlines: 8
+  max_age_days: 2
+subscribers: config/subscribers.yaml
+templates: templates
+delivery:
+  backend: file
+  outbox: outbox
+smtp:
+  host: 127.0.0.1
+  port: 2525
+  security: none
+  timeout: 5
+schedule:
+  time: "07:00"
+  timezone: Europe/London
+"""
+
+SUBSCRIBERS_YAML = """\
+lists:
+  morning-brief:
+    title: The Morning Brief
+    subscribers:
+      - email: ada@example.com
+        name: Ada Lovelace
+      - email: grace@example.com
+        name: Grace Hopper
+        status: unsubscribed
+      - linus@example.com
+      - email: zoe@example.org
+        name: Zoë Ångström
+"""
+
+ARTICLES = {
+    "2026-11-24-bridge.md": """\
+        ---
+        title: Harbour bridge reopens after repairs
+        url: https://news.example.com/2026/11/bridge
+        summary: The swing bridge is back in service after six weeks of repairs.
+        author: Ann Writer
+        published: 2026-11-24T06:00:00+00:00
+        section: city
+        tags: [harbour, transport]
+        image: https://news.example.com/img/bridge.jpg
+        image_alt: The swing bridge open to boats at dawn
+        ---
+        The swing bridge reopened at dawn, **ahead of schedule**.
+
+        Engineers replaced the gears and the control cabin.
+        """,
+    "2026-11-24-ferry.md": """\
+        ---
+        title: Ferry timetable changes from Monday
+        url: https://news.example.com/2026/11/ferry
+        summary: Fewer crossings in winter, but a new late boat on Fridays.
+        published: 2026-11-24T05:00:00+00:00
+        section: city
+        tags: [harbour]
+        ---
+        The ferry company published its winter timetable.
+        """,
+    "2026-11-23-museum.md": """\
+        ---
+        title: Museum opens a gallery of ship models
+        url: https://news.example.com/2026/11/museum
+        summary: Two hundred models, some three centuries old, go on show.
+        published: 2026-11-23T09:00:00+00:00
+        section: culture
+        tags: [museums]
+        ---
+        The maritime museum opened its new gallery on Sunday.
+        """,
+    "2026-11-15-old.md": """\
+        ---
+        title: An old story
+        url: https://news.example.com/2026/11/old
+        published: 2026-11-15
+        section: city
+        ---
+        Long ago.
+        """,
+}
+
+
+@dataclass
+class Project:
+    root: Path
+
+    @property
+    def settings(self) -> Path:
+        return self.root / "config" / "newsletter.yaml"
+
+    @property
+    def subscribers(self) -> Path:
+        return self.root / "config" / "subscribers.yaml"
+
+    @property
+    def articles(self) -> Path:
+        return self.root / "articles"
+
+    @property
+    def templates(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    def write(self, relative: str, text: str) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text), encoding="utf-8")
+        return path
+
+    def run(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """Run the real `newsletter` command in this project, as a user would."""
+        return subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
+            cwd=self.root, env={**_clean_env(), **(env or {})},
+            capture_output=True, text=True, timeout=60,
+        )
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
+    """A complete project (settings, two-list-ready subscriber file, templates, articles)."""
+    for name in list(os.environ):
+        if name.startswith("NEWSLETTER_"):
+            monkeypatch.delenv(name)
+    proj = Project(tmp_path)
+    shutil.copytree(REPO / "templates", proj.templates)
+    proj.write("config/newsletter.yaml", SETTINGS_YAML)
+    proj.write("config/subscribers.yaml", SUBSCRIBERS_YAML)
+    for name, text in ARTICLES.items():
+        proj.write(f"articles/{name}", text)
+    monkeypatch.chdir(tmp_path)
+    return proj

@@ -1,0 +1,78 @@
+"""A real SMTP server on loopback (aiosmtpd) for delivery tests."""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Received:
+    sender: str
+    recipients: list[str]
+    data: bytes
+
+    @property
+    def message(self) -> EmailMessage:
+        return message_from_bytes(self.data, policy=policy.default)  # type: ignore[return-value]
+
+
+@dataclass
+class Sink:
+    """Accepts every message, except recipients listed in `refuse` (550)."""
+
+    received: list[Received] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    logins: list[str] = field(default_factory=list)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        if address in self.refuse:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                      envelope.original_content))
+        return "250 Message accepted"
+
+    def authenticator(self, username: str, password: str):
+        def check(server: Any, session: Any, envelope: Any, mechanism: str,
+                  auth_data: Any) -> AuthResult:
+            if (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == username
+                    and auth_data.password.decode() == password):
+                self.logins.append(username)
+                return AuthResult(success=True)
+            # handled=False makes aiosmtpd answer 535; the default leaves the client hanging.
+            return AuthResult(success=False, handled=False)
+        return check
+
+
+def start_server(sink: Sink, *, port: int, tls_context: ssl.SSLContext | None = None,
+                 implicit_tls: bool = False, auth: tuple[str, str] | None = None) -> Controller:
+    kwargs: dict[str, Any] = {}
+    if auth:
+        kwargs["authenticator"] = sink.authenticator(*auth)
+        kwargs["auth_require_tls"] = not implicit_tls and tls_context is not None
+    if tls_context is not None and implicit_tls:
+        kwargs["ssl_context"] = tls_context
+    elif tls_context is not None:
+        kwargs["tls_context"] = tls_context
+        kwargs["require_starttls"] = True
+    controller = Controller(sink, hostname="127.0.0.1", port=port, **kwargs)
+    controller.start()
+    return controller

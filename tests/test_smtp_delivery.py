@@ -1,0 +1,236 @@
+"""SMTP delivery against a real aiosmtpd server on loopback: plain, STARTTLS + AUTH, SSL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ssl
+from pathlib import Path
+
+import pytest
+import trustme
+
+from newsletter.digest import load_inputs, run_send
+from newsletter.errors import DeliveryError
+from newsletter.settings import load_settings
+from tests.conftest import ISSUE_DATE, Project
+from tests.smtp_server import Sink, free_port, start_server
+
+DATE = dt.date.fromisoformat(ISSUE_DATE)
+NOW = dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC)
+ACTIVE = {"ada@example.com", "linus@example.com", "zoe@example.org"}
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+def server_tls(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    return context
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
+
+
+@pytest.fixture
+def sink() -> Sink:
+    return Sink()
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+def _send(monkeypatch: pytest.MonkeyPatch, **env: str):
+    for key, value in env.items():
+        monkeypatch.setenv(f"NEWSLETTER_{key}", value)
+    settings = load_settings(Path("config/newsletter.yaml"))
+    return run_send(load_inputs(settings), DATE, NOW, backend_name="smtp")
+
+
+def test_plain_smtp_one_message_per_active_subscriber(project: Project, sink: Sink, port: int,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = start_server(sink, port=port)
+    try:
+        [report] = _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
+    finally:
+        controller.stop()
+    assert report.ok and report.sent == 3
+    assert [s.email for s, _ in report.skipped] == ["grace@example.com"]
+    recipients = [r.recipients for r in sink.received]
+    assert sorted(r[0] for r in recipients) == sorted(ACTIVE)
+    assert all(len(r) == 1 for r in recipients)
+    assert all(r.sender == "brief@example.com" for r in sink.received)
+
+
+def test_received_messages_parse_back_with_correct_parts_and_headers(
+        project: Project, sink: Sink, port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = start_server(sink, port=port)
+    try:
+        _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
+    finally:
+        controller.stop()
+    by_rcpt = {r.recipients[0]: r for r in sink.received}
+    raw = by_rcpt["zoe@example.org"].data
+    assert b"\r\n" in raw and max(len(line) for line in raw.split(b"\r\n")) <= 998
+    msg = by_rcpt["zoe@example.org"].message
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = msg.get_payload()
+    assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    assert text.get_content_charset() == html.get_content_charset() == "utf-8"
+    assert str(msg["To"]) == "Zoë Ångström <zoe@example.org>"
+    assert msg["To"].addresses[0].display_name == "Zoë Ångström"
+    assert "=?utf-8?" in raw.split(b"\r\n\r\n")[0].decode("ascii")  # encoded, not raw 8-bit
+    assert msg["From"].addresses[0].addr_spec == "brief@example.com"
+    assert msg["Subject"] == "The Morning Brief: Harbour bridge reopens after repairs"
+    assert msg["Date"].datetime == NOW
+    assert msg["Message-ID"].startswith("<morning-brief.2026-11-24.")
+    assert msg["Message-ID"].endswith("@example.com>")
+    assert msg["List-Id"] == "The Morning Brief <morning-brief.example.com>"
+    unsubscribe = msg["List-Unsubscribe"]
+    assert unsubscribe.startswith("<https://news.example.com/unsubscribe?")
+    assert "email=zoe%40example.org" in unsubscribe and "<mailto:unsubscribe@example.com?" in unsubscribe
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    body = html.get_content()
+    assert "Good morning, Zoë." in text.get_content()
+    assert "Harbour bridge reopens after repairs" in body
+    assert "https://news.example.com/unsubscribe?list=morning-brief&amp;email=zoe%40example.org" in body
+
+
+def test_message_ids_are_stable_across_runs(project: Project, sink: Sink, port: int,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = start_server(sink, port=port)
+    try:
+        _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
+        _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
+    finally:
+        controller.stop()
+    ids = [str(r.message["Message-ID"]) for r in sink.received]
+    assert len(set(ids)) == 3 and ids[:3] == ids[3:]
+
+
+def test_starttls_with_auth(project: Project, sink: Sink, port: int, ca_file: Path,
+                            server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = start_server(sink, port=port, tls_context=server_tls, auth=("user", "s3cret"))
+    try:
+        [report] = _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="starttls",
+                         SMTP__USERNAME="user", SMTP__PASSWORD="s3cret",
+                         SMTP__CA_FILE=str(ca_file))
+    finally:
+        controller.stop()
+    assert report.ok and report.sent == 3
+    assert sink.logins == ["user"]  # one login: the connection is reused for the run
+    assert sorted(r.recipients[0] for r in sink.received) == sorted(ACTIVE)
+
+
+def test_implicit_tls(project: Project, sink: Sink, port: int, ca_file: Path,
+                      server_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = start_server(sink, port=port, tls_context=server_tls, implicit_tls=True)
+    try:
+        [report] = _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="ssl",
+                         SMTP__CA_FILE=str(ca_file))
+    finally:
+        controller.stop()
+    assert report.sent == 3 and len(sink.received) == 3
+
+
+def test_untrusted_certificate_is_refused(project: Project, sink: Sink, port: int,
+                                          server_tls: ssl.SSLContext,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = start_server(sink, port=port, tls_context=server_tls)
+    try:
+        with pytest.raises(DeliveryError, match="TLS .* failed"):
+            _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="starttls")
+    finally:
+        controller.stop()
+    assert sink.received == []
+
+
+def test_wrong_password_is_a_clear_error_and_sends_nothing(
+        project: Project, sink: Sink, port: int, ca_file: Path, server_tls: ssl.SSLContext,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    controller = start_server(sink, port=port, tls_context=server_tls, auth=("user", "s3cret"))
+    try:
+        with pytest.raises(DeliveryError) as caught:
+            _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="starttls",
+                  SMTP__USERNAME="user", SMTP__PASSWORD="wrong", SMTP__CA_FILE=str(ca_file))
+    finally:
+        controller.stop()
+    message = str(caught.value)
+    assert "refused the login for 'user'" in message and "535" in message
+    assert "NEWSLETTER_SMTP__PASSWORD" in message and "wrong" not in message
+    assert sink.received == []
+
+
+def test_closed_port_is_a_clear_error(project: Project, port: int,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(DeliveryError, match=f"127.0.0.1:{port}"):
+        _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
+
+
+def test_refused_recipient_fails_alone_and_the_run_goes_on(
+        project: Project, sink: Sink, port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    sink.refuse.add("linus@example.com")
+    controller = start_server(sink, port=port)
+    try:
+        [report] = _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
+    finally:
+        controller.stop()
+    assert [(r.recipient, r.reply[:3]) for r in report.failed] == [("linus@example.com", "550")]
+    assert report.sent == 2 and not report.ok
+    assert sorted(r.recipients[0] for r in sink.received) == ["ada@example.com", "zoe@example.org"]
+
+
+def test_cli_send_over_starttls_prints_summary(project: Project, sink: Sink, port: int,
+                                               ca_file: Path, server_tls: ssl.SSLContext) -> None:
+    controller = start_server(sink, port=port, tls_context=server_tls, auth=("user", "s3cret"))
+    try:
+        result = project.run("send", "--date", ISSUE_DATE, "--backend", "smtp", env={
+            "NEWSLETTER_SMTP__PORT": str(port), "NEWSLETTER_SMTP__SECURITY": "starttls",
+            "NEWSLETTER_SMTP__USERNAME": "user", "NEWSLETTER_SMTP__CA_FILE": str(ca_file),
+            "NEWSLETTER_SMTP__PASSWORD": "s3cret"})
+    finally:
+        controller.stop()
+    assert result.returncode == 0, result.stderr
+    assert "morning-brief/2026-11-24 [smtp]: 3 sent, 1 skipped (unsubscribed), 0 failed" in result.stdout
+    assert len(sink.received) == 3
+
+
+def test_cli_exit_status_is_1_when_a_recipient_is_refused(project: Project, sink: Sink,
+                                                          port: int) -> None:
+    sink.refuse.add("ada@example.com")
+    controller = start_server(sink, port=port)
+    try:
+        result = project.run("send", "--date", ISSUE_DATE, "--backend", "smtp", env={
+            "NEWSLETTER_SMTP__PORT": str(port), "NEWSLETTER_SMTP__SECURITY": "none"})
+    finally:
+        controller.stop()
+    assert result.returncode == 1
+    assert "2 sent" in result.stdout and "1 failed" in result.stdout
+    assert "failed: ada@example.com: 550" in result.stdout
+
+
+def test_test_send_goes_only_to_the_given_address(project: Project, sink: Sink,
+                                                  port: int) -> None:
+    controller = start_server(sink, port=port)
+    try:
+        result = project.run("send", "--date", ISSUE_DATE, "--backend", "smtp",
+                             "--to", "editor@example.net", env={
+                                 "NEWSLETTER_SMTP__PORT": str(port),
+                                 "NEWSLETTER_SMTP__SECURITY": "none"})
+    finally:
+        controller.stop()
+    assert result.returncode == 0, result.stderr
+    assert [r.recipients for r in sink.received] == [["editor@example.net"]]
+    msg = sink.received[0].message
+    assert msg["Subject"].startswith("[TEST] ")
+    assert ".test." in msg["Message-ID"]
+    assert "test send" in result.stdout
