@@ -18,8 +18,7 @@ _WEAK = {
     "a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "and", "or", "by", "with",
     "is", "are", "as", "its", "it", "after", "over", "new",
     "january", "february", "march", "april", "may", "june", "july", "august", "september",
-    "october", "november", "december", "monday", "tuesday", "wednesday", "thursday",
-    "friday", "saturday", "sunday",
+    "october", "november", "december",
 }
 
 

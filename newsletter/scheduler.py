@@ -21,10 +21,32 @@ MISFIRE_GRACE = dt.timedelta(minutes=30)
 log = logging.getLogger("newsletter.scheduler")
 
 
-def daily_trigger(schedule: ScheduleSection) -> CronTrigger:
+def clock() -> dt.datetime:
+    """Now, in UTC. The one place the scheduled job reads the time (tests replace it)."""
+    return dt.datetime.now(dt.UTC)
+
+
+class DailyTrigger(CronTrigger):
+    """A cron trigger that fires at most once per local calendar day.
+
+    On the night clocks fall back, a time such as 01:30 happens twice; plain `CronTrigger`
+    fires at both, which would send the day's issue twice.
+    """
+
+    def get_next_fire_time(self, previous_fire_time: dt.datetime | None,
+                           now: dt.datetime) -> dt.datetime | None:
+        fire = super().get_next_fire_time(previous_fire_time, now)
+        while (fire is not None and previous_fire_time is not None
+               and fire.astimezone(self.timezone).date()
+               == previous_fire_time.astimezone(self.timezone).date()):
+            fire = super().get_next_fire_time(fire, fire + dt.timedelta(hours=1))
+        return fire
+
+
+def daily_trigger(schedule: ScheduleSection) -> DailyTrigger:
     """Fires at `schedule.time` local time every day; follows DST."""
     hour, minute = schedule.hour_minute
-    return CronTrigger(hour=hour, minute=minute, timezone=schedule.tz)
+    return DailyTrigger(hour=hour, minute=minute, timezone=schedule.tz)
 
 
 def next_run_times(schedule: ScheduleSection, now: dt.datetime,
@@ -65,7 +87,7 @@ def scheduled_send(config_path: str, now: dt.datetime | None = None) -> bool:
     Returns True when every delivery succeeded; problems are logged, never raised, so one
     bad morning does not stop the scheduler.
     """
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or clock()
     try:
         settings = load_settings(Path(config_path))
         inputs = load_inputs(settings)

@@ -1,0 +1,181 @@
+"""The daily schedule, with APScheduler's real cron trigger and a controllable clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import apscheduler.executors.base as executors_base
+import apscheduler.schedulers.base as schedulers_base
+import pytest
+from apscheduler.executors.debug import DebugExecutor
+from apscheduler.schedulers.base import BaseScheduler
+
+import newsletter.scheduler as scheduler_module
+from newsletter.scheduler import add_daily_job, next_run_times
+from newsletter.settings import ScheduleSection
+from tests.conftest import Project
+
+UTC = dt.UTC
+
+
+def test_next_runs_follow_spring_forward_in_london() -> None:
+    schedule = ScheduleSection(time="07:00", timezone="Europe/London")
+    runs = next_run_times(schedule, dt.datetime(2026, 3, 27, 12, 0, tzinfo=UTC), count=3)
+    assert [r.astimezone(UTC).isoformat() for r in runs] == [
+        "2026-03-28T07:00:00+00:00",  # GMT
+        "2026-03-29T06:00:00+00:00",  # BST begins at 01:00 UTC that morning
+        "2026-03-30T06:00:00+00:00",
+    ]
+    assert all((r.hour, r.minute) == (7, 0) for r in runs)
+    assert all(r.tzinfo == ZoneInfo("Europe/London") for r in runs)
+
+
+def test_next_runs_follow_fall_back_in_new_york() -> None:
+    schedule = ScheduleSection(time="06:30", timezone="America/New_York")
+    runs = next_run_times(schedule, dt.datetime(2026, 10, 31, 12, 0, tzinfo=UTC), count=3)
+    assert [r.astimezone(UTC).strftime("%m-%d %H:%M") for r in runs] == [
+        "11-01 11:30",  # EST from 02:00 local on 1 November
+        "11-02 11:30",
+        "11-03 11:30",
+    ]
+
+
+def test_a_time_skipped_by_spring_forward_still_runs_that_day() -> None:
+    schedule = ScheduleSection(time="01:30", timezone="Europe/London")
+    runs = next_run_times(schedule, dt.datetime(2026, 3, 28, 12, 0, tzinfo=UTC), count=2)
+    assert [r.astimezone(UTC).strftime("%m-%d %H:%M") for r in runs] == [
+        "03-29 01:30",  # 01:30 local does not exist; it goes out at 02:30 BST
+        "03-30 00:30",
+    ]
+
+
+def test_a_time_repeated_by_fall_back_runs_once() -> None:
+    schedule = ScheduleSection(time="01:30", timezone="Europe/London")
+    runs = next_run_times(schedule, dt.datetime(2026, 10, 24, 12, 0, tzinfo=UTC), count=3)
+    assert [r.astimezone(UTC).strftime("%m-%d %H:%M") for r in runs] == [
+        "10-25 00:30",  # the first 01:30 (BST); the second (GMT) is not a second issue
+        "10-26 01:30",
+        "10-27 01:30",
+    ]
+
+
+def test_list_jobs_prints_times_in_the_schedule_timezone(project: Project) -> None:
+    text = project.settings.read_text().replace("Europe/London", "Asia/Kolkata")
+    project.settings.write_text(text.replace('"07:00"', '"06:15"'))
+    result = project.run("schedule", "--list-jobs")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "daily digest at 06:15 Asia/Kolkata; next runs:"
+    assert len(lines) == 6 and all(line.endswith("06:15 IST (+0530)") for line in lines[1:])
+
+
+class _Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def datetime_class(self) -> type[dt.datetime]:
+        clock = self
+
+        class FakeDatetime(dt.datetime):
+            @classmethod
+            def now(cls, tz=None):  # type: ignore[override]
+                return clock.now.astimezone(tz) if tz else clock.now.replace(tzinfo=None)
+
+        return FakeDatetime
+
+
+class _ManualScheduler(BaseScheduler):
+    """Runs due jobs only when the test calls `tick()`, in the test's thread."""
+
+    def wakeup(self) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+
+    def _create_default_executor(self) -> DebugExecutor:
+        return DebugExecutor()
+
+    def tick(self) -> None:
+        self._process_jobs()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    fake = _Clock(dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
+    monkeypatch.setattr(schedulers_base, "datetime", fake.datetime_class())
+    monkeypatch.setattr(executors_base, "datetime", fake.datetime_class())
+    monkeypatch.setattr(scheduler_module, "clock", lambda: fake.now)
+    return fake
+
+
+def _emls(project: Project) -> list[Path]:
+    return sorted(project.outbox.rglob("*.eml"))
+
+
+def test_scheduled_job_sends_at_seven_once_and_skips_a_stale_run(project: Project,
+                                                                 clock: _Clock) -> None:
+    scheduler = _ManualScheduler(timezone=ZoneInfo("Europe/London"))
+    add_daily_job(scheduler, ScheduleSection(), project.settings)
+    scheduler.start()
+    try:
+        clock.now = dt.datetime(2026, 11, 24, 6, 59, 59, tzinfo=UTC)
+        scheduler.tick()
+        assert _emls(project) == []
+        clock.now = dt.datetime(2026, 11, 24, 7, 0, 3, tzinfo=UTC)
+        scheduler.tick()
+        sent = _emls(project)
+        assert [p.parent.name for p in sent] == ["2026-11-24"] * 3
+        clock.now = dt.datetime(2026, 11, 24, 7, 20, tzinfo=UTC)
+        scheduler.tick()
+        assert _emls(project) == sent  # once a day, not once a tick
+        # Asleep through the next morning, awake long after the grace time: no stale issue.
+        clock.now = dt.datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+        scheduler.tick()
+        assert _emls(project) == sent
+        job = scheduler.get_job(scheduler_module.JOB_ID)
+        assert job.next_run_time == dt.datetime(2026, 11, 26, 7, 0, tzinfo=ZoneInfo(
+            "Europe/London"))
+        assert (job.coalesce, job.max_instances) == (True, 1)
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_scheduled_run_within_grace_time_still_sends(project: Project, clock: _Clock) -> None:
+    scheduler = _ManualScheduler(timezone=ZoneInfo("Europe/London"))
+    add_daily_job(scheduler, ScheduleSection(), project.settings)
+    scheduler.start()
+    try:
+        clock.now = dt.datetime(2026, 11, 24, 7, 25, tzinfo=UTC)  # busy machine, 25 min late
+        scheduler.tick()
+        assert len(_emls(project)) == 3
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_scheduled_send_is_the_send_command(project: Project) -> None:
+    now = dt.datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+    assert scheduler_module.scheduled_send(str(project.settings), now=now) is True
+    scheduled = {p.name: p.read_bytes() for p in _emls(project)}
+    for path in _emls(project):
+        path.unlink()
+    result = project.run("send", "--date", "2026-11-24")
+    assert result.returncode == 0, result.stderr
+    by_hand = {p.name: p.read_bytes() for p in _emls(project)}
+    assert scheduled.keys() == by_hand.keys()
+
+    def body(data: bytes) -> bytes:  # Date and MIME boundaries differ between runs
+        return b"\n".join(line for line in data.splitlines()
+                          if not line.startswith((b"Date:", b"--=", b" boundary")))
+
+    assert {k: body(v) for k, v in scheduled.items()} == {k: body(v) for k, v in by_hand.items()}
+
+
+def test_scheduled_send_logs_errors_instead_of_raising(project: Project,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    project.subscribers.write_text("lists: [oops")
+    now = dt.datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+    assert scheduler_module.scheduled_send(str(project.settings), now=now) is False
+    assert "subscribers.yaml:1: invalid YAML" in caplog.text
