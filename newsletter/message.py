@@ -15,8 +15,10 @@ from newsletter.models import Subscriber
 from newsletter.render import PersonalFields, RenderedIssue
 from newsletter.settings import NewsletterSection
 
-# CRLF line ends; headers set with `set_raw` are written exactly as given.
-_WIRE = SMTP.clone(refold_source="none")
+# CRLF line ends. The body's quoted-printable lines follow max_line_length: RFC 2045 allows 76.
+_POLICY = SMTP.clone(max_line_length=76)
+# Headers set with `set_raw` are written exactly as given.
+_WIRE = _POLICY.clone(refold_source="none")
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def build_message(
     subject = f"[TEST] {rendered.subject}" if test else rendered.subject
     msg_id = message_id(issue.id, subscriber.email, domain, test=test)
 
-    msg = EmailMessage(policy=SMTP)
+    msg = EmailMessage(policy=_POLICY)
     msg["From"] = Address(newsletter.sender_name, addr_spec=newsletter.sender_address)
     msg["To"] = Address(subscriber.name or "", addr_spec=subscriber.email)
     msg["Subject"] = subject

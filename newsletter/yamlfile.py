@@ -61,6 +61,10 @@ def parse_yaml(text: str, path: Path, *, first_line: int = 1) -> YamlDocument:
         mark = err.problem_mark or err.context_mark
         line = mark.line + first_line if mark else None
         reason = err.problem or err.context or "invalid YAML"
+        if err.context and err.context_mark and err.problem_mark:
+            # e.g. an unclosed bracket: say where it was opened, not just where the file ended
+            reason = (f"{reason}, {err.context} that starts on line "
+                      f"{err.context_mark.line + first_line}")
         raise ConfigError(f"invalid YAML: {reason}", file=path, line=line,
                           fix="check indentation, colons and quotes") from err
     except yaml.YAMLError as err:
