@@ -97,12 +97,14 @@ def test_received_messages_parse_back_with_correct_parts_and_headers(
     assert msg["List-Id"] == "The Morning Brief <morning-brief.example.com>"
     unsubscribe = msg["List-Unsubscribe"]
     assert unsubscribe.startswith("<https://news.example.com/unsubscribe?")
-    assert "email=zoe%40example.org" in unsubscribe and "<mailto:unsubscribe@example.com?" in unsubscribe
+    assert "email=zoe%40example.org" in unsubscribe
+    assert "<mailto:unsubscribe@example.com?" in unsubscribe
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     body = html.get_content()
     assert "Good morning, Zoë." in text.get_content()
     assert "Harbour bridge reopens after repairs" in body
-    assert "https://news.example.com/unsubscribe?list=morning-brief&amp;email=zoe%40example.org" in body
+    assert ("https://news.example.com/unsubscribe?list=morning-brief&amp;"
+            "email=zoe%40example.org") in body
 
 
 def test_message_ids_are_stable_across_runs(project: Project, sink: Sink, port: int,
@@ -147,7 +149,7 @@ def test_untrusted_certificate_is_refused(project: Project, sink: Sink, port: in
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     controller = start_server(sink, port=port, tls_context=server_tls)
     try:
-        with pytest.raises(DeliveryError, match="TLS .* failed"):
+        with pytest.raises(DeliveryError, match=r"TLS .* failed"):
             _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="starttls")
     finally:
         controller.stop()
@@ -200,7 +202,8 @@ def test_cli_send_over_starttls_prints_summary(project: Project, sink: Sink, por
     finally:
         controller.stop()
     assert result.returncode == 0, result.stderr
-    assert "morning-brief/2026-11-24 [smtp]: 3 sent, 1 skipped (unsubscribed), 0 failed" in result.stdout
+    assert ("morning-brief/2026-11-24 [smtp]: 3 sent, 1 skipped (unsubscribed), 0 failed"
+            in result.stdout)
     assert len(sink.received) == 3
 
 

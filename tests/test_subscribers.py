@@ -97,5 +97,6 @@ lists:
 def test_structure_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="expected a 'lists:' mapping"):
         load_roster(write(tmp_path, "- a@example.com\n"))
-    with pytest.raises(ConfigError, match=r"subscribers.yaml:4: invalid YAML: .* parsing a flow sequence that starts on line 3"):
+    with pytest.raises(ConfigError, match=r"subscribers.yaml:4: invalid YAML: .* parsing a "
+                       r"flow sequence that starts on line 3"):
         load_roster(write(tmp_path, "lists:\n  brief:\n    subscribers: [a@example.com\n"))

@@ -46,7 +46,7 @@ needs_sample = pytest.mark.skipif(not SHARED_SAMPLE.exists(), reason="../shared 
 
 @needs_sample
 def test_sample_page_story_byline_and_body() -> None:
-    story, *related = read_textpage(SHARED_SAMPLE, TZ)
+    story, *_ = read_textpage(SHARED_SAMPLE, TZ)
     assert story.title == "North Korea squashes Trump's hopes for diplomacy"
     assert story.author == "Kelly O'Meara Morales"
     paragraphs = story.body.split("\n\n")
