@@ -67,9 +67,11 @@ def read_markdown(path: Path, tz: ZoneInfo) -> list[Article]:
     try:
         meta = FrontMatter(**doc.data)
     except ValidationError as err:
+        # One problem per key: a bad date fails both halves of `datetime | date`.
+        first_error = {e["loc"][:1]: e for e in reversed(err.errors())}
         raise ContentError(problems=[
-            Problem(_message(e), path, doc.line_of(e["loc"][:1]), ".".join(map(str, e["loc"])))
-            for e in err.errors()
+            Problem(_message(e), path, doc.line_of(key) or 1, str(key[0]))
+            for key, e in sorted(first_error.items(), key=lambda item: doc.line_of(item[0]) or 1)
         ]) from err
     if meta.draft:
         return []
