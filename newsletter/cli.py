@@ -112,33 +112,29 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
     """Render the issue to outbox/preview/ as .html and .txt files; send nothing."""
     inputs = app.inputs()
     day = app.date(date)
-    renderer = Renderer(app.settings.templates, app.settings.newsletter)
-    outbox = app.settings.delivery.outbox / "preview"
-    for lst in inputs.roster.select(list_id):
+    newsletter = app.settings.newsletter
+    lists = inputs.roster.select(list_id)
+    if subscriber is not None:
+        wanted = _address(subscriber, "--subscriber").lower()
+        readers = {lst.id: s for lst in lists for s in lst.subscribers
+                   if s.email.lower() == wanted}
+        if not readers:
+            where = f"list {list_id!r}" if list_id else "any list"
+            raise ConfigError(f"{subscriber} is not on {where}", file=inputs.roster.path,
+                              field="--subscriber", fix="pick an address from the subscriber file")
+        lists = [lst for lst in lists if lst.id in readers]
+    renderer = Renderer(app.settings.templates, newsletter)
+    for lst in lists:
         rendered = renderer.render(compose_issue(inputs, lst, day))
-        reader = _preview_reader(lst.subscribers, subscriber, lst.id, inputs.roster.path)
-        personal = (personal_fields(app.settings.newsletter, lst.id, reader) if reader else
-                    PersonalFields(email=f"reader@{app.settings.newsletter.sender_domain}",
-                                   unsubscribe_url=f"{app.settings.newsletter.base_url}"
-                                                   "/unsubscribe"))
-        if subscriber and reader is None:
-            continue
+        if subscriber is not None:
+            personal = personal_fields(newsletter, lst.id, readers[lst.id])
+        else:  # a neutral copy, fit to show colleagues
+            personal = PersonalFields(email=f"reader@{newsletter.sender_domain}",
+                                      unsubscribe_url=f"{newsletter.base_url}/unsubscribe")
         for suffix, part in ((".html", rendered.html), (".txt", rendered.text)):
-            path = outbox / lst.id / f"{day.isoformat()}{suffix}"
+            path = app.settings.delivery.outbox / "preview" / lst.id / f"{day.isoformat()}{suffix}"
             write_atomically(path, part.fill(personal).encode("utf-8"))
             click.echo(str(path))
-
-
-def _preview_reader(subscribers: tuple[Subscriber, ...], email: str | None, list_id: str,
-                    path: Path) -> Subscriber | None:
-    if email is None:
-        return None
-    wanted = _address(email, "--subscriber").lower()
-    for s in subscribers:
-        if s.email.lower() == wanted:
-            return s
-    raise ConfigError(f"{email} is not on list {list_id!r}", file=path, field="--subscriber",
-                      fix="pick an address from the list, or add --list")
 
 
 @cli.command()
