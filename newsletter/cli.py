@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
 import logging
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,10 +28,13 @@ from newsletter.digest import (
     issue_date,
     load_inputs,
     run_send,
+    send_lock,
 )
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.ledger import ALL_LISTS, SqliteLedger
 from newsletter.message import personal_fields
 from newsletter.models import Article, Issue, Subscriber
+from newsletter.progress import SendProgress
 from newsletter.render import PersonalFields, Renderer
 from newsletter.settings import DEFAULT_CONFIG, Settings, load_settings
 from newsletter.subscribers import load_roster
@@ -56,12 +63,19 @@ class _App:
     def __init__(self, config_path: Path) -> None:
         self.config_path = config_path
         self._settings: Settings | None = None
+        self._ledger: SqliteLedger | None = None
 
     @property
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config_path)
         return self._settings
+
+    def ledger(self, create: bool = True) -> SqliteLedger | None:
+        """The delivery ledger; None if it does not exist and `create` is False."""
+        if self._ledger is None and (create or self.settings.ledger.exists()):
+            self._ledger = SqliteLedger(self.settings.ledger)
+        return self._ledger
 
     def inputs(self) -> Inputs:
         inputs = load_inputs(self.settings)
@@ -125,7 +139,7 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
         lists = [lst for lst in lists if lst.id in readers]
     renderer = Renderer(app.settings.templates, newsletter)
     for lst in lists:
-        rendered = renderer.render(compose_issue(inputs, lst, day))
+        rendered = renderer.render(compose_issue(inputs, lst, day, app.ledger(create=False)))
         if subscriber is not None:
             personal = personal_fields(newsletter, lst.id, readers[lst.id])
         else:  # a neutral copy, fit to show colleagues
@@ -143,46 +157,101 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
 @click.option("--backend", metavar="NAME",
               help=f"Override delivery.backend ({' | '.join(BACKENDS)}).")
 @click.option("--to", "to", metavar="EMAIL",
-              help="Test send: only this address gets a copy, marked [TEST] in the subject.")
+              help="Test send: only this address gets a copy, marked [TEST] in the subject; "
+                   "not recorded as the issue's delivery.")
 @click.option("--dry-run", is_flag=True,
-              help="Compose, render and build every message, print them, deliver nothing.")
+              help="Build every message still to send and print them; deliver nothing.")
+@click.option("--resend", is_flag=True,
+              help="Send the issue again to everyone, including those who already have it.")
+@click.option("--wait", "wait", type=float, default=0, metavar="SECONDS",
+              help="If another process is sending, wait this long for it to finish.")
 @pass_app
 @_user_errors
 def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str | None,
-         to: str | None, dry_run: bool) -> None:
-    """Deliver the issue to every active subscriber and print a summary.
+         to: str | None, dry_run: bool, resend: bool, wait: float) -> None:
+    """Deliver the issue to every active subscriber who has not had it yet.
 
-    Exits 0 only if every delivery succeeded.
+    Every delivery is recorded in the ledger as the server answers, so running the same
+    command again resumes an interrupted or partly failed send and never mails anyone
+    twice; a fully sent issue is left alone. Exits 0 only if every subscriber has the issue.
     """
     test_reader = Subscriber(email=_address(to, "--to")) if to else None
     inputs = app.inputs()
     day = app.date(date)
     backend_name = "console" if dry_run else (backend or app.settings.delivery.backend)
-    reports = run_send(inputs, day, _now(), list_id=list_id, backend_name=backend_name,
-                       to=test_reader, stream=sys.stdout)
+    recorded = not dry_run and test_reader is None
+    ledger = app.ledger(create=recorded)
+    stop = threading.Event()
+    lock = send_lock(app.settings)
+    with _stop_on_signals(stop), SendProgress(sys.stderr) as progress:
+        if recorded:
+            lock.acquire(wait=wait, stop=stop)
+        try:
+            reports = run_send(inputs, day, _now(), ledger if test_reader is None else None,
+                               list_id=list_id, backend_name=backend_name, to=test_reader,
+                               resend=resend, dry_run=dry_run, stream=sys.stdout, stop=stop,
+                               on_start=progress.start, on_result=progress.advance)
+        finally:
+            lock.release()
     for report in reports:
         _summarise(report, backend_name, dry_run)
-    if any(r.error is not None for r in reports):
-        error = next(r.error for r in reports if r.error is not None)
-        waiting = sum(len(r.not_attempted) for r in reports)
+    error = next((r.error for r in reports if r.error is not None), None)
+    waiting = sum(len(r.not_attempted) for r in reports)
+    if error is not None:
         for problem in error.problems:
             click.echo(f"error: {problem}", err=True)
-        click.echo(f"error: {waiting} message(s) were not sent; run the same command again "
-                   "once the problem is fixed", err=True)
+    if waiting:
+        click.echo(f"{waiting} message(s) not sent yet: run the same command again to send "
+                   "them (nobody gets the issue twice)", err=True)
+    if error is not None:
         sys.exit(error.exit_code)
     if not all(r.ok for r in reports):
         sys.exit(EXIT_FAILED_DELIVERIES)
 
 
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM and Ctrl-C finish the message in flight, record it, then stop the run."""
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():  # a second Ctrl-C: the user really means it
+            raise KeyboardInterrupt
+        click.echo(f"{signal.Signals(signum).name}: finishing the message in flight, then "
+                   "stopping", err=True)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
 def _summarise(report: DeliveryReport, backend: str, dry_run: bool) -> None:
     label = "test send" if report.test else ("dry run" if dry_run else backend)
-    verb = "printed" if dry_run else "sent"
-    skipped = f", {len(report.skipped)} skipped (unsubscribed)" if report.skipped else ""
-    waiting = f", {len(report.not_attempted)} not attempted" if report.not_attempted else ""
-    click.echo(f"{report.issue.id} [{label}]: {report.sent} {verb}{skipped}, "
-               f"{len(report.failed)} failed{waiting}")
+    verb = "to send" if dry_run else "sent"
+    parts = [f"{report.sent} {verb}"]
+    if report.earlier:
+        parts.append(f"{report.earlier} sent earlier")
+    unsubscribed = sum(reason == "unsubscribed" for _, reason in report.skipped)
+    if unsubscribed:
+        parts.append(f"{unsubscribed} skipped (unsubscribed)")
+    if len(report.skipped) > unsubscribed:
+        parts.append(f"{len(report.skipped) - unsubscribed} suppressed")
+    parts.append(f"{len(report.failed)} failed")
+    if report.not_attempted:
+        parts.append(f"{len(report.not_attempted)} not attempted")
+    click.echo(f"{report.issue.id} [{label}]: {', '.join(parts)}")
+    if (not report.test and not dry_run and not report.results and not report.not_attempted
+            and report.earlier):
+        click.echo("  already sent to every subscriber; nothing to do (--resend sends it again)")
     for result in report.failed:
-        click.echo(f"  failed: {result.recipient}: {result.reply}")
+        kind = "will retry" if result.status == "failed-temporary" else "permanent"
+        click.echo(f"  failed ({kind}): {result.recipient}: {result.reply}")
+    if report.paused:
+        click.echo(f"  paused after {report.paused}; run send again to resume")
+    if report.stopped:
+        click.echo("  stopped on request; run send again to resume")
 
 
 @cli.command()
@@ -198,7 +267,8 @@ def compose(app: _App, date: dt.datetime | None, list_id: str | None, explain: b
     """Show the lead article and related headlines the issue would carry."""
     inputs = app.inputs()
     day = app.date(date)
-    issues = [compose_issue(inputs, lst, day) for lst in inputs.roster.select(list_id)]
+    ledger = app.ledger(create=False)
+    issues = [compose_issue(inputs, lst, day, ledger) for lst in inputs.roster.select(list_id)]
     if as_json:
         data = [_issue_json(issue, explain) for issue in issues]
         click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2, ensure_ascii=False))
@@ -244,27 +314,79 @@ def _print_issue(issue: Issue, explain: bool) -> None:
 @pass_app
 @_user_errors
 def schedule(app: _App, list_jobs: bool) -> None:
-    """Run the daily digest at schedule.time in schedule.timezone, until stopped (Ctrl-C)."""
-    from apscheduler.schedulers.blocking import BlockingScheduler
+    """Run the daily digest at schedule.time in schedule.timezone, until stopped.
 
-    from newsletter.scheduler import add_daily_job, next_run_times
+    Runs missed while the machine was off are sent once when it is back, within
+    schedule.misfire_grace_minutes. SIGTERM or Ctrl-C stops it cleanly.
+    """
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from newsletter import scheduler as daily
 
     s = app.settings.schedule
     if list_jobs:
         click.echo(f"daily digest at {s.time} {s.timezone}; next runs:")
-        for when in next_run_times(s, _now()):
+        for when in daily.next_run_times(s, _now()):
             click.echo(f"  {when:%Y-%m-%d %H:%M %Z (%z)}")
         return
-    load_roster(app.settings.subscribers)  # refuse to start on a broken subscriber file
+    load_inputs(app.settings)  # refuse to start on a broken subscriber file or articles
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    scheduler = BlockingScheduler(timezone=s.tz)
-    add_daily_job(scheduler, s, app.config_path)
-    click.echo(f"scheduler running: daily digest at {s.time} {s.timezone} "
-               f"(next: {next_run_times(s, _now(), 1)[0]:%Y-%m-%d %H:%M %Z}); Ctrl-C stops it")
-    try:
-        scheduler.start()
-    except (KeyboardInterrupt, SystemExit):
+    with daily.scheduler_lock(s), _stop_on_signals(daily.STOP):
+        scheduler = BackgroundScheduler(timezone=s.tz, jobstores={"default": daily.job_store(s)})
+        daily.watch_missed_runs(scheduler)
+        scheduler.start(paused=True)
+        job = daily.install_daily_job(scheduler, s, app.config_path)
+        scheduler.resume()
+        click.echo(f"scheduler running: daily digest at {s.time} {s.timezone}, next at "
+                   f"{job.next_run_time:%Y-%m-%d %H:%M %Z}; stop with Ctrl-C or SIGTERM")
+        daily.STOP.wait()
         scheduler.shutdown(wait=True)
+    click.echo("scheduler stopped")
+
+
+@cli.command()
+@click.option("--date", "date", type=DATE, help="Only issues of this date (YYYY-MM-DD).")
+@click.option("--list", "list_id", metavar="LIST", help="Only this list.")
+@pass_app
+@_user_errors
+def status(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
+    """Per-issue delivery counts from the ledger, and each failure with the server's reply."""
+    ledger = app.ledger(create=False)
+    records = ledger.issues(list_id, date.date() if date else None) if ledger else []
+    if not records:
+        click.echo(f"no issues recorded in {app.settings.ledger}"
+                   + (" for that date or list" if ledger else " yet"))
+        return
+    for record in records:
+        rows = ledger.deliveries(record.issue_id).values()  # type: ignore[union-attr]
+        counts = Counter(row.status for row in rows)
+        failed = counts["failed-temporary"] + counts["failed-permanent"]
+        note = f" ({record.note})" if record.note else ""
+        click.echo(f"{record.issue_id} [{record.state}{note}]: {counts['sent']} sent, "
+                   f"{counts['pending']} pending, {failed} failed, {counts['skipped']} skipped")
+        for row in sorted(rows, key=lambda r: r.email):
+            if row.status.startswith("failed"):
+                click.echo(f"  {row.status}: {row.email} after {row.attempts} attempt(s): "
+                           f"{row.reply}")
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--list", "list_id", metavar="LIST", help="Only this list (default: every list).")
+@pass_app
+@_user_errors
+def unsubscribe(app: _App, email: str, list_id: str | None) -> None:
+    """Stop sending to EMAIL, even while the subscriber file still lists it."""
+    address = _address(email, "EMAIL")
+    if list_id is not None:
+        load_roster(app.settings.subscribers).select(list_id)  # the list must exist
+    ledger = app.ledger()
+    assert ledger is not None
+    target = list_id or ALL_LISTS
+    added = ledger.suppress(target, address, "unsubscribed with newsletter unsubscribe")
+    where = f"list {list_id!r}" if list_id else "any list"
+    click.echo(f"{address} will get no more issues of {where}" if added
+               else f"{address} was already unsubscribed from {where}")
 
 
 @cli.group()

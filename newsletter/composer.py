@@ -182,3 +182,24 @@ def _stale_message(articles: list[Article], date: dt.date, tz: ZoneInfo, max_age
     newest = max(d for d in days if d <= date)
     return (f"no articles for {date}: the newest ({newest}) is older than "
             f"max_age_days ({max_age})")
+
+
+def recompose(articles: Iterable[Article], subscriber_list: SubscriberList, date: dt.date,
+              article_ids: tuple[str, ...]) -> Issue:
+    """The issue the ledger recorded when it was first sent: same lead, same headlines."""
+    by_id = {a.id: a for a in articles}
+    missing = [a for a in article_ids if a not in by_id]
+    if missing or not article_ids:
+        raise ContentError(
+            f"issue {subscriber_list.id}/{date} was recorded with articles that are gone: "
+            + ", ".join(missing), field="articles.paths",
+            fix="restore them: readers still waiting must get the issue the others got")
+    lead, *headlines = (by_id[a] for a in article_ids)
+    return Issue(
+        list_id=subscriber_list.id, list_title=subscriber_list.title, date=date, lead=lead,
+        headlines=tuple(headlines),
+        decisions=tuple(Decision(article_id=a.id, title=a.title,
+                                 role="lead" if a is lead else "headline",
+                                 reasons=["recorded when this issue was first sent"])
+                        for a in (lead, *headlines)),
+    )

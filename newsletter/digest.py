@@ -1,45 +1,58 @@
-"""One run of the digest: compose → render → build → deliver. `send` and the scheduler share it."""
+"""One run of the digest: compose → render → build → deliver → record.
+
+`newsletter send` and the scheduler both call `run_send`, so a scheduled issue is exactly
+a manual one.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from newsletter.composer import compose
-from newsletter.delivery import DeliveryBackend, DeliveryResult, create_backend
+from newsletter.composer import compose, recompose
+from newsletter.delivery import DeliveryResult, create_backend
+from newsletter.delivery.base import DeliveryBackend
+from newsletter.dispatch import DispatchOptions, dispatch
 from newsletter.errors import DeliveryError
-from newsletter.message import build_message
+from newsletter.ledger import UNSENT, Ledger
+from newsletter.lock import ProcessLock
+from newsletter.message import build_message, message_id
 from newsletter.models import Article, Issue, Subscriber, SubscriberList
 from newsletter.render import RenderedIssue, Renderer
-from newsletter.settings import NewsletterSection, Settings
+from newsletter.settings import Settings
 from newsletter.sources import load_articles
 from newsletter.subscribers import Roster, load_roster
 
 
 @dataclass
 class DeliveryReport:
-    """What happened to one issue: a result per subscriber, and who was skipped and why."""
+    """What happened to one issue in this run, and where it stands overall."""
 
     issue: Issue
-    results: list[DeliveryResult] = field(default_factory=list)
+    results: list[DeliveryResult] = field(default_factory=list)  # final result per recipient
     skipped: list[tuple[Subscriber, str]] = field(default_factory=list)
+    earlier: int = 0  # sent by earlier runs
     not_attempted: list[Subscriber] = field(default_factory=list)
     error: DeliveryError | None = None
+    paused: str | None = None
+    stopped: bool = False
     test: bool = False
 
     @property
     def sent(self) -> int:
-        return sum(r.status == "sent" for r in self.results)
+        return sum(r.ok for r in self.results)
 
     @property
     def failed(self) -> list[DeliveryResult]:
-        return [r for r in self.results if r.status == "failed"]
+        return [r for r in self.results if not r.ok]
 
     @property
     def ok(self) -> bool:
-        return not self.failed and self.error is None and not self.not_attempted
+        return (not self.failed and self.error is None and not self.not_attempted
+                and not self.paused and not self.stopped)
 
 
 @dataclass
@@ -63,74 +76,153 @@ def issue_date(settings: Settings, now: dt.datetime) -> dt.date:
     return now.astimezone(settings.schedule.tz).date()
 
 
-def compose_issue(inputs: Inputs, subscriber_list: SubscriberList, date: dt.date) -> Issue:
-    a = inputs.settings.articles
-    return compose(inputs.articles, subscriber_list, date, headlines=a.headlines,
-                   max_age_days=a.max_age_days, tz=inputs.settings.schedule.tz)
+def compose_issue(inputs: Inputs, subscriber_list: SubscriberList, date: dt.date,
+                  ledger: Ledger | None = None) -> Issue:
+    """The issue as recorded when it was first sent, or freshly composed.
 
-
-def deliver_issue(
-    rendered: RenderedIssue,
-    recipients: list[Subscriber],
-    newsletter: NewsletterSection,
-    backend: DeliveryBackend,
-    now: dt.datetime,
-    *,
-    test: bool = False,
-    on_result: Callable[[DeliveryResult], None] | None = None,
-) -> DeliveryReport:
-    """Build and deliver one message per active recipient through an open `backend`.
-
-    A fault that stops the backend ends the run early; the report then says who was not
-    attempted, so nobody is silently left out.
+    A fresh issue leaves out articles that earlier issues of the list already carried.
     """
-    report = DeliveryReport(issue=rendered.issue, test=test)
-    active = [s for s in recipients if s.status == "active"]
-    report.skipped = [(s, s.status) for s in recipients if s.status != "active"]
-    for index, subscriber in enumerate(active):
-        message = build_message(rendered, subscriber, newsletter, now, test=test)
-        try:
-            result = backend.send(message)
-        except DeliveryError as err:
-            report.error = err
-            report.not_attempted = active[index:]
-            break
-        report.results.append(result)
-        if on_result is not None:
-            on_result(result)
-    return report
+    if ledger is not None:
+        record = ledger.issue(f"{subscriber_list.id}/{date.isoformat()}")
+        if record is not None:
+            return recompose(inputs.articles, subscriber_list, date, record.article_ids)
+    a = inputs.settings.articles
+    sent = ledger.articles_sent_before(subscriber_list.id, date) if ledger else frozenset()
+    return compose(inputs.articles, subscriber_list, date, headlines=a.headlines,
+                   max_age_days=a.max_age_days, tz=inputs.settings.schedule.tz,
+                   already_sent=sent)
+
+
+def send_lock(settings: Settings) -> ProcessLock:
+    """The lock that lets one process at a time send with this ledger."""
+    return ProcessLock(settings.ledger.with_name(settings.ledger.name + ".lock"),
+                       "sending")
 
 
 def run_send(
     inputs: Inputs,
     date: dt.date,
     now: dt.datetime,
+    ledger: Ledger | None,
     *,
     list_id: str | None = None,
     backend_name: str | None = None,
     to: Subscriber | None = None,
+    resend: bool = False,
+    dry_run: bool = False,
     stream: TextIO | None = None,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], object] | None = None,
+    on_start: Callable[[Issue, int], None] | None = None,
     on_result: Callable[[DeliveryResult], None] | None = None,
 ) -> list[DeliveryReport]:
-    """Send the `date` issue of each selected list (or a test copy to `to` only).
+    """Send the `date` issue of each selected list to everyone who has not had it yet.
 
-    Everything is composed and rendered before the first message goes out, so a content or
-    template mistake in any list stops the run before anyone gets mail.
+    With `to`, send one test copy instead (never recorded). A dry run reads the ledger but
+    records nothing. Everything is composed and rendered before the first message
+    goes out, so a content or template mistake in any list stops the run before anyone
+    gets mail. The caller holds `send_lock` around a recorded run.
     """
     settings = inputs.settings
     lists = inputs.roster.select(list_id)
     renderer = Renderer(settings.templates, settings.newsletter)
-    rendered = [renderer.render(compose_issue(inputs, lst, date)) for lst in lists]
-    backend = create_backend(backend_name or settings.delivery.backend, settings, stream)
+    rendered = [renderer.render(compose_issue(inputs, lst, date, ledger)) for lst in lists]
+    name = backend_name or settings.delivery.backend
+    create_backend(name, settings, stream)  # an unknown name fails here, before any work
+    options = DispatchOptions(
+        connections=settings.smtp.connections if name == "smtp" else 1,
+        retries=settings.delivery.retries,
+        retry_backoff=settings.delivery.retry_backoff,
+        pause_after_failures=settings.delivery.pause_after_failures,
+        rate_limit=settings.delivery.rate_limit,
+    )
+
+    def open_backend() -> DeliveryBackend:
+        return create_backend(name, settings, stream)
+
     reports: list[DeliveryReport] = []
-    with backend:
-        for lst, issue in zip(lists, rendered, strict=True):
-            recipients = [to] if to is not None else list(lst.subscribers)
-            if reports and reports[-1].error is not None:
-                # The backend is down: later lists are reported as waiting, not dropped.
-                reports.append(DeliveryReport(issue=issue.issue, test=to is not None,
-                               not_attempted=[s for s in recipients if s.status == "active"]))
-                continue
-            reports.append(deliver_issue(issue, recipients, settings.newsletter, backend, now,
-                                         test=to is not None, on_result=on_result))
+    for lst, issue in zip(lists, rendered, strict=True):
+        if reports and (reports[-1].error or reports[-1].paused or reports[-1].stopped):
+            # The run is over: later lists are reported as waiting, never silently dropped.
+            reports.append(DeliveryReport(issue=issue.issue, test=to is not None,
+                                          not_attempted=lst.active))
+            continue
+        reports.append(_send_issue(issue, lst, settings, now, ledger, open_backend, options,
+                                   to=to, resend=resend, dry_run=dry_run, stop=stop,
+                                   sleep=sleep,
+                                   on_start=on_start, on_result=on_result))
     return reports
+
+
+def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings,
+                now: dt.datetime, ledger: Ledger | None,
+                open_backend: Callable[[], DeliveryBackend], options: DispatchOptions, *,
+                to: Subscriber | None, resend: bool, dry_run: bool,
+                stop: threading.Event | None,
+                sleep: Callable[[float], object] | None,
+                on_start: Callable[[Issue, int], None] | None,
+                on_result: Callable[[DeliveryResult], None] | None) -> DeliveryReport:
+    issue = rendered.issue
+    newsletter = settings.newsletter
+    test = to is not None
+    report = DeliveryReport(issue=issue, test=test)
+    if test:
+        todo = [to]
+        record = None
+    else:
+        suppressed = ledger.suppressed(lst.id) if ledger else {}
+        for s in lst.subscribers:
+            if s.status != "active":
+                report.skipped.append((s, s.status))
+            elif s.email.lower() in suppressed:
+                report.skipped.append((s, f"suppressed: {suppressed[s.email.lower()]}"))
+        skipped = {s.email for s, _ in report.skipped}
+        active = [s for s in lst.subscribers if s.email not in skipped]
+        record = None if dry_run else ledger
+        if record is not None:
+            record.record_issue(issue.id, lst.id, issue.date,
+                                [a.id for a in (issue.lead, *issue.headlines)])
+            if resend:
+                record.reset(issue.id)
+            domain = newsletter.sender_domain
+            record.plan(issue.id, [
+                (s.email, message_id(issue.id, s.email, domain),
+                 "skipped" if s.email in skipped else "pending")
+                for s in lst.subscribers])
+            record.set_state(issue.id, "sending")
+        rows = ledger.deliveries(issue.id) if ledger is not None and not resend else {}
+
+        def status(s: Subscriber) -> str:
+            row = rows.get(s.email.lower())
+            return row.status if row else "pending"
+
+        todo = [s for s in active if status(s) in UNSENT]
+        report.earlier = sum(status(s) == "sent" for s in active)
+        report.skipped += [(s, "failed permanently before") for s in active
+                           if status(s) == "failed-permanent"]
+    if on_start is not None:
+        on_start(issue, len(todo))
+    outcome = dispatch(
+        todo, lambda s: build_message(rendered, s, newsletter, now, test=test), open_backend,
+        options, ledger=record, issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)
+    last: dict[str, DeliveryResult] = {}
+    for result in outcome.results:
+        last[result.recipient] = result
+    report.results = list(last.values())
+    report.not_attempted = [s for s in outcome.not_attempted if s.email not in last]
+    report.error, report.paused, report.stopped = (outcome.error, outcome.paused,
+                                                   outcome.stopped)
+    if record is not None:
+        _settle(record, issue.id, lst.id, report)
+    return report
+
+
+def _settle(ledger: Ledger, issue_id: str, list_id: str, report: DeliveryReport) -> None:
+    """After the run: suppress hard bounces; record whether the issue is complete."""
+    for result in report.failed:
+        if result.status == "failed-permanent":
+            ledger.suppress(list_id, result.recipient, f"{issue_id}: {result.reply}")
+    if report.paused:
+        ledger.set_state(issue_id, "paused", report.paused)
+    elif report.ok:
+        ledger.set_state(issue_id, "complete")

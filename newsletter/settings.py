@@ -79,6 +79,14 @@ class ArticlesSection(_Section):
 class DeliverySection(_Section):
     backend: Literal["file", "smtp", "console"] = "file"
     outbox: Path = Path("outbox")
+    # A 4xx reply is tried this many times in a run, waiting retry_backoff seconds, then
+    # twice that, and so on; what still fails is left for the next `send`.
+    retries: int = Field(3, ge=1, le=20)
+    retry_backoff: float = Field(5.0, ge=0, le=3600)
+    # This many failed recipients in a row pause the run, to protect the sender's reputation.
+    pause_after_failures: int = Field(20, ge=1)
+    # Messages per second over all connections; 0 means as fast as the server takes them.
+    rate_limit: float = Field(0, ge=0)
 
 
 class SmtpSection(_Section):
@@ -90,11 +98,21 @@ class SmtpSection(_Section):
     timeout: float = Field(30, gt=0, le=600)
     # A private CA bundle, for relays with an in-house certificate.
     ca_file: Path | None = None
+    connections: int = Field(1, ge=1, le=32)
+    rate_limit_per_connection: float = Field(0, ge=0)
+    # Servers cap the messages per connection; reconnect before reaching theirs.
+    messages_per_connection: int = Field(100, ge=1)
+    # Reconnects in a row after dropped connections before the run gives up.
+    reconnects: int = Field(3, ge=0, le=20)
 
 
 class ScheduleSection(_Section):
     time: str = "07:00"
     timezone: str = "Europe/London"
+    # A run that could not start on time (machine asleep or down) still goes out when the
+    # scheduler is back within this many minutes; after that the issue is skipped as stale.
+    misfire_grace_minutes: int = Field(60, ge=1, le=24 * 60)
+    jobs: Path = Path("outbox/scheduler.sqlite3")
 
     @field_validator("time", mode="before")
     @classmethod
@@ -144,6 +162,7 @@ class Settings(BaseSettings):
     subscribers: Path = Path("config/subscribers.yaml")
     templates: Path = Path("templates")
     delivery: DeliverySection = Field(default_factory=DeliverySection)
+    ledger: Path = Path("outbox/newsletter.sqlite3")
     smtp: SmtpSection = Field(default_factory=SmtpSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
 

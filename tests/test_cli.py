@@ -31,7 +31,7 @@ def test_send_twice_rewrites_the_same_files(project: Project) -> None:
 def test_dry_run_prints_and_writes_nothing(project: Project) -> None:
     result = project.run("send", "--date", ISSUE_DATE, "--dry-run")
     assert result.returncode == 0, result.stderr
-    assert "ada@example.com" in result.stdout and "[dry run]: 3 printed" in result.stdout
+    assert "ada@example.com" in result.stdout and "[dry run]: 3 to send" in result.stdout
     assert not project.outbox.exists() or not list(project.outbox.rglob("*.eml"))
 
 

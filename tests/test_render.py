@@ -103,7 +103,7 @@ def test_premailer_runs_once_per_issue_not_per_subscriber(
 
     monkeypatch.setattr(render_module, "Premailer", CountingPremailer)
     inputs = load_inputs(load_settings(project.settings))
-    [report] = run_send(inputs, dt.date(2026, 11, 24), dt.datetime.now(dt.UTC))
+    [report] = run_send(inputs, dt.date(2026, 11, 24), dt.datetime.now(dt.UTC), None)
     assert report.sent == 3
     assert len(calls) == 1
 

@@ -13,8 +13,9 @@ from apscheduler.executors.debug import DebugExecutor
 from apscheduler.schedulers.base import BaseScheduler
 
 import newsletter.scheduler as scheduler_module
-from newsletter.scheduler import add_daily_job, next_run_times
-from newsletter.settings import ScheduleSection
+from newsletter.ledger import SqliteLedger
+from newsletter.scheduler import install_daily_job, next_run_times
+from newsletter.settings import ScheduleSection, load_settings
 from tests.conftest import Project
 
 UTC = dt.UTC
@@ -111,15 +112,24 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     return fake
 
 
-def _emls(project: Project) -> list[Path]:
-    return sorted(project.outbox.rglob("*.eml"))
+def _emls(project: Project, date: str | None = None) -> list[Path]:
+    return sorted(p for p in project.outbox.rglob("*.eml") if date is None or p.parent.name == date)
 
 
-def test_scheduled_job_sends_at_seven_once_and_skips_a_stale_run(project: Project,
-                                                                 clock: _Clock) -> None:
-    scheduler = _ManualScheduler(timezone=ZoneInfo("Europe/London"))
-    add_daily_job(scheduler, ScheduleSection(), project.settings)
-    scheduler.start()
+def _restart(project: Project) -> _ManualScheduler:
+    """A scheduler process starting up on the project's persistent job store."""
+    schedule = load_settings(project.settings).schedule
+    scheduler = _ManualScheduler(timezone=schedule.tz,
+                                 jobstores={"default": scheduler_module.job_store(schedule)})
+    scheduler_module.watch_missed_runs(scheduler)
+    scheduler.start(paused=True)
+    install_daily_job(scheduler, schedule, project.settings)
+    scheduler.resume()
+    return scheduler
+
+
+def test_scheduled_job_sends_at_seven_once_a_day(project: Project, clock: _Clock) -> None:
+    scheduler = _restart(project)
     try:
         clock.now = dt.datetime(2026, 11, 24, 6, 59, 59, tzinfo=UTC)
         scheduler.tick()
@@ -131,22 +141,62 @@ def test_scheduled_job_sends_at_seven_once_and_skips_a_stale_run(project: Projec
         clock.now = dt.datetime(2026, 11, 24, 7, 20, tzinfo=UTC)
         scheduler.tick()
         assert _emls(project) == sent  # once a day, not once a tick
-        # Asleep through the next morning, awake long after the grace time: no stale issue.
-        clock.now = dt.datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-        scheduler.tick()
-        assert _emls(project) == sent
         job = scheduler.get_job(scheduler_module.JOB_ID)
-        assert job.next_run_time == dt.datetime(2026, 11, 26, 7, 0, tzinfo=ZoneInfo(
+        assert job.next_run_time == dt.datetime(2026, 11, 25, 7, 0, tzinfo=ZoneInfo(
             "Europe/London"))
-        assert (job.coalesce, job.max_instances) == (True, 1)
+        assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 3600)
     finally:
         scheduler.shutdown(wait=False)
 
 
+def test_a_run_missed_while_down_is_sent_once_on_restart_within_grace(
+        project: Project, clock: _Clock) -> None:
+    clock.now = dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    _restart(project).shutdown(wait=False)  # the machine goes to sleep before 07:00
+    clock.now = dt.datetime(2026, 11, 24, 7, 40, tzinfo=UTC)  # and wakes 40 minutes late
+    scheduler = _restart(project)
+    try:
+        scheduler.tick()
+        assert len(_emls(project, "2026-11-24")) == 3
+        scheduler.tick()
+    finally:
+        scheduler.shutdown(wait=False)
+    ledger = SqliteLedger(project.outbox / "newsletter.sqlite3")
+    rows = ledger.deliveries("morning-brief/2026-11-24").values()
+    assert sorted((r.status, r.attempts) for r in rows) == [
+        ("sent", 1), ("sent", 1), ("sent", 1), ("skipped", 0)]
+
+
+def test_several_missed_days_coalesce_into_one_run(project: Project, clock: _Clock) -> None:
+    clock.now = dt.datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
+    _restart(project).shutdown(wait=False)
+    clock.now = dt.datetime(2026, 11, 24, 7, 30, tzinfo=UTC)  # down for three mornings
+    scheduler = _restart(project)
+    try:
+        scheduler.tick()
+    finally:
+        scheduler.shutdown(wait=False)
+    assert {p.parent.name for p in _emls(project)} == {"2026-11-24"}
+    assert len(_emls(project)) == 3
+
+
+def test_a_run_later_than_the_grace_time_is_skipped_and_logged(
+        project: Project, clock: _Clock, caplog: pytest.LogCaptureFixture) -> None:
+    clock.now = dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    _restart(project).shutdown(wait=False)
+    clock.now = dt.datetime(2026, 11, 24, 9, 5, tzinfo=UTC)  # two hours late: stale
+    scheduler = _restart(project)
+    try:
+        scheduler.tick()
+    finally:
+        scheduler.shutdown(wait=False)
+    assert _emls(project) == []
+    assert "skipped as stale" in caplog.text
+    assert "newsletter send --date 2026-11-24" in caplog.text
+
+
 def test_scheduled_run_within_grace_time_still_sends(project: Project, clock: _Clock) -> None:
-    scheduler = _ManualScheduler(timezone=ZoneInfo("Europe/London"))
-    add_daily_job(scheduler, ScheduleSection(), project.settings)
-    scheduler.start()
+    scheduler = _restart(project)
     try:
         clock.now = dt.datetime(2026, 11, 24, 7, 25, tzinfo=UTC)  # busy machine, 25 min late
         scheduler.tick()
@@ -159,7 +209,9 @@ def test_scheduled_send_is_the_send_command(project: Project) -> None:
     now = dt.datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
     assert scheduler_module.scheduled_send(str(project.settings), now=now) is True
     scheduled = {p.name: p.read_bytes() for p in _emls(project)}
-    for path in _emls(project):
+    again = project.run("send", "--date", "2026-11-24")
+    assert again.returncode == 0 and "nothing to do" in again.stdout  # the ledger knows
+    for path in [*_emls(project), *project.outbox.glob("newsletter.sqlite3*")]:
         path.unlink()
     result = project.run("send", "--date", "2026-11-24")
     assert result.returncode == 0, result.stderr

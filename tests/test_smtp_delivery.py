@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import ssl
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import trustme
 
 from newsletter.digest import load_inputs, run_send
 from newsletter.errors import DeliveryError
+from newsletter.ledger import SqliteLedger
 from newsletter.settings import load_settings
 from tests.conftest import ISSUE_DATE, Project
 from tests.smtp_server import Sink, free_port, start_server
@@ -49,11 +51,23 @@ def port() -> int:
     return free_port()
 
 
-def _send(monkeypatch: pytest.MonkeyPatch, **env: str):
+def _send(monkeypatch: pytest.MonkeyPatch, resend: bool = False, **env: str):
     for key, value in env.items():
         monkeypatch.setenv(f"NEWSLETTER_{key}", value)
     settings = load_settings(Path("config/newsletter.yaml"))
-    return run_send(load_inputs(settings), DATE, NOW, backend_name="smtp")
+    ledger = SqliteLedger(settings.ledger)
+    try:
+        return run_send(load_inputs(settings), DATE, NOW, ledger, backend_name="smtp",
+                        resend=resend, sleep=lambda seconds: None)
+    finally:
+        ledger.close()
+
+
+def _error(reports) -> DeliveryError:
+    [report] = reports
+    assert report.error is not None and report.sent == 0
+    assert len(report.not_attempted) == 3  # nobody lost: all still pending
+    return report.error
 
 
 def test_plain_smtp_one_message_per_active_subscriber(project: Project, sink: Sink, port: int,
@@ -112,7 +126,7 @@ def test_message_ids_are_stable_across_runs(project: Project, sink: Sink, port: 
     controller = start_server(sink, port=port)
     try:
         _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
-        _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
+        _send(monkeypatch, resend=True, SMTP__PORT=str(port), SMTP__SECURITY="none")
     finally:
         controller.stop()
     ids = [str(r.message["Message-ID"]) for r in sink.received]
@@ -149,10 +163,10 @@ def test_untrusted_certificate_is_refused(project: Project, sink: Sink, port: in
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     controller = start_server(sink, port=port, tls_context=server_tls)
     try:
-        with pytest.raises(DeliveryError, match=r"TLS .* failed"):
-            _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="starttls")
+        error = _error(_send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="starttls"))
     finally:
         controller.stop()
+    assert re.search(r"TLS .* failed", str(error))
     assert sink.received == []
 
 
@@ -161,12 +175,12 @@ def test_wrong_password_is_a_clear_error_and_sends_nothing(
         monkeypatch: pytest.MonkeyPatch) -> None:
     controller = start_server(sink, port=port, tls_context=server_tls, auth=("user", "s3cret"))
     try:
-        with pytest.raises(DeliveryError) as caught:
-            _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="starttls",
-                  SMTP__USERNAME="user", SMTP__PASSWORD="wrong", SMTP__CA_FILE=str(ca_file))
+        error = _error(_send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="starttls",
+                             SMTP__USERNAME="user", SMTP__PASSWORD="wrong",
+                             SMTP__CA_FILE=str(ca_file)))
     finally:
         controller.stop()
-    message = str(caught.value)
+    message = str(error)
     assert "refused the login for 'user'" in message and "535" in message
     assert "NEWSLETTER_SMTP__PASSWORD" in message and "wrong" not in message
     assert sink.received == []
@@ -174,8 +188,8 @@ def test_wrong_password_is_a_clear_error_and_sends_nothing(
 
 def test_closed_port_is_a_clear_error(project: Project, port: int,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(DeliveryError, match=f"127.0.0.1:{port}"):
-        _send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none")
+    error = _error(_send(monkeypatch, SMTP__PORT=str(port), SMTP__SECURITY="none"))
+    assert f"127.0.0.1:{port}" in str(error)
 
 
 def test_refused_recipient_fails_alone_and_the_run_goes_on(
@@ -218,7 +232,7 @@ def test_cli_exit_status_is_1_when_a_recipient_is_refused(project: Project, sink
         controller.stop()
     assert result.returncode == 1
     assert "2 sent" in result.stdout and "1 failed" in result.stdout
-    assert "failed: ada@example.com: 550" in result.stdout
+    assert "failed (permanent): ada@example.com: 550 5.1.1 mailbox unavailable" in result.stdout
 
 
 def test_test_send_goes_only_to_the_given_address(project: Project, sink: Sink,

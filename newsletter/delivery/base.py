@@ -18,7 +18,7 @@ from newsletter.message import OutgoingMessage
 if TYPE_CHECKING:
     from newsletter.settings import Settings
 
-ResultStatus = Literal["sent", "failed"]
+ResultStatus = Literal["sent", "failed-temporary", "failed-permanent"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,15 @@ class DeliveryResult:
     message_id: str
     status: ResultStatus
     reply: str = ""  # the server's answer, or where the message was written
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "sent"
+
+
+def failure_status(code: int) -> ResultStatus:
+    """SMTP 5xx is final; 4xx (and anything unexpected) may work later."""
+    return "failed-permanent" if 500 <= code < 600 else "failed-temporary"
 
 
 class DeliveryBackend(ABC):

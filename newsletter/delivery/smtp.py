@@ -8,7 +8,8 @@ import socket
 import ssl
 from typing import TextIO
 
-from newsletter.delivery.base import DeliveryBackend, DeliveryResult
+from newsletter.delivery.base import DeliveryBackend, DeliveryResult, failure_status
+from newsletter.delivery.throttle import Throttle
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings, SmtpSection
@@ -17,13 +18,23 @@ _PASSWORD_ENV = "NEWSLETTER_SMTP__PASSWORD"
 
 
 class SmtpBackend(DeliveryBackend):
+    """One SMTP connection, reused for many messages.
+
+    It reconnects after the server's per-connection limit (`smtp.messages_per_connection`)
+    and after a dropped connection or a timeout, resending the message that was in flight;
+    `smtp.reconnects` failed attempts in a row end the run with a `DeliveryError`.
+    """
+
     name = "smtp"
 
-    def __init__(self, smtp: SmtpSection, local_hostname: str) -> None:
+    def __init__(self, smtp: SmtpSection, local_hostname: str,
+                 throttle: Throttle | None = None) -> None:
         self.smtp = smtp
         # Given explicitly: otherwise smtplib asks DNS for this machine's name on every connect.
         self.local_hostname = local_hostname
+        self.throttle = throttle or Throttle(smtp.rate_limit_per_connection)
         self._conn: smtplib.SMTP | None = None
+        self._sent_on_connection = 0
         if smtp.username and smtp.password is None:
             raise ConfigError("smtp.username is set but there is no password",
                               field="smtp.password",
@@ -39,6 +50,7 @@ class SmtpBackend(DeliveryBackend):
 
     def open(self) -> None:
         self._conn = self._connect()
+        self._sent_on_connection = 0
 
     def close(self) -> None:
         if self._conn is not None:
@@ -49,21 +61,29 @@ class SmtpBackend(DeliveryBackend):
             self._conn = None
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
-        if self._conn is None:
-            self.open()
-        try:
-            return self._send(message)
-        except (smtplib.SMTPServerDisconnected, OSError):
-            # One reconnect: long runs outlive servers' idle and per-connection limits.
+        self.throttle.wait()
+        if self._conn is not None and self._sent_on_connection >= self.smtp.messages_per_connection:
             self.close()
-            self.open()
+        drops = 0
+        while True:
+            if self._conn is None:
+                self.open()
             try:
-                return self._send(message)
+                result = self._send(message)
             except (smtplib.SMTPServerDisconnected, OSError) as err:
-                raise DeliveryError(
-                    f"the SMTP server at {self._where} dropped the connection twice "
-                    f"while sending to {message.recipient} ({err})", field="smtp",
-                    fix="check the server's logs and limits, then run send again") from err
+                # Dropped or timed out mid-message: the server did not confirm it, so it goes
+                # again on a new connection (at most one duplicate per connection).
+                self._abandon()
+                drops += 1
+                if drops > self.smtp.reconnects:
+                    raise DeliveryError(
+                        f"the SMTP server at {self._where} dropped the connection {drops} "
+                        f"times in a row ({err or type(err).__name__})", field="smtp",
+                        fix="check the server's logs and limits; unsent messages stay "
+                            "pending for the next send") from err
+                continue
+            self._sent_on_connection += 1
+            return result
 
     def _send(self, message: OutgoingMessage) -> DeliveryResult:
         assert self._conn is not None
@@ -79,8 +99,13 @@ class SmtpBackend(DeliveryBackend):
 
     def _failed(self, message: OutgoingMessage, code: int, reply: bytes | str) -> DeliveryResult:
         text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
-        return DeliveryResult(message.recipient, message.message_id, "failed",
+        return DeliveryResult(message.recipient, message.message_id, failure_status(code),
                               f"{code} {' '.join(text.split())}")
+
+    def _abandon(self) -> None:
+        if self._conn is not None:
+            _close_quietly(self._conn)
+            self._conn = None
 
     def _reset(self) -> None:
         try:

@@ -1,0 +1,169 @@
+"""The send loop: deliver one issue's messages over N connections, record every reply.
+
+The contract with the ledger: a subscriber's row says `sent` only after the server said
+250, and it says so before the next message on that connection goes out. A process killed
+at any moment therefore leaves at most one unconfirmed message per connection, which the
+next run sends again; everyone else is either recorded as sent or still pending.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from newsletter.delivery import DeliveryBackend, DeliveryResult
+from newsletter.delivery.throttle import Throttle
+from newsletter.errors import DeliveryError
+from newsletter.ledger import Ledger
+from newsletter.message import OutgoingMessage
+from newsletter.models import Subscriber
+
+
+@dataclass(frozen=True)
+class DispatchOptions:
+    connections: int = 1
+    retries: int = 3  # attempts per recipient in this run for 4xx replies
+    retry_backoff: float = 5.0  # seconds before the first retry round; doubles each round
+    pause_after_failures: int = 20
+    rate_limit: float = 0  # messages per second, all connections together
+
+
+@dataclass
+class DispatchOutcome:
+    results: list[DeliveryResult] = field(default_factory=list)
+    not_attempted: list[Subscriber] = field(default_factory=list)
+    error: DeliveryError | None = None
+    paused: str | None = None
+    stopped: bool = False
+
+
+class _Run:
+    """State shared by the worker threads of one dispatch."""
+
+    def __init__(self, options: DispatchOptions, stop: threading.Event) -> None:
+        self.options = options
+        self.stop = stop
+        self.halt = threading.Event()  # error, pause or stop: every worker finishes up
+        self.lock = threading.Lock()
+        self.outcome = DispatchOutcome()
+        self.failures_in_a_row = 0
+        self.attempts: dict[str, int] = {}
+        self.retry: list[Subscriber] = []
+
+
+def dispatch(
+    recipients: list[Subscriber],
+    build: Callable[[Subscriber], OutgoingMessage],
+    open_backend: Callable[[], DeliveryBackend],
+    options: DispatchOptions,
+    *,
+    ledger: Ledger | None = None,
+    issue_id: str = "",
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], object] | None = None,
+    on_result: Callable[[DeliveryResult], None] | None = None,
+) -> DispatchOutcome:
+    """Send to `recipients`, retrying 4xx replies, until done, paused, stopped or broken.
+
+    `open_backend` makes one backend per connection. Results go to `ledger` (if given) the
+    moment they arrive. `sleep` waits between retry rounds; by default it waits on `stop`,
+    so a signal cuts the wait short.
+    """
+    stop = stop or threading.Event()
+    sleep = sleep or stop.wait
+    run = _Run(options, stop)
+    throttle = Throttle(options.rate_limit)
+    todo = list(recipients)
+    for round_ in range(options.retries):
+        if round_:
+            sleep(options.retry_backoff * 2 ** (round_ - 1))
+            if stop.is_set():
+                run.outcome.stopped = True
+                run.outcome.not_attempted = todo
+                break
+        work: queue.Queue[Subscriber] = queue.Queue()
+        for subscriber in todo:
+            work.put(subscriber)
+        workers = [
+            threading.Thread(target=_worker, name=f"smtp-{n}",
+                             args=(run, work, build, open_backend, throttle, ledger, issue_id,
+                                   on_result))
+            for n in range(max(1, min(options.connections, len(todo))))
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        left = list(work.queue)
+        if run.halt.is_set():
+            run.outcome.not_attempted = left + run.retry
+            run.outcome.stopped = stop.is_set() and not run.outcome.error
+            break
+        todo, run.retry = run.retry, []
+        if not todo:
+            break
+    return run.outcome
+
+
+def _worker(run: _Run, work: queue.Queue[Subscriber],
+            build: Callable[[Subscriber], OutgoingMessage],
+            open_backend: Callable[[], DeliveryBackend], throttle: Throttle,
+            ledger: Ledger | None, issue_id: str,
+            on_result: Callable[[DeliveryResult], None] | None) -> None:
+    backend: DeliveryBackend | None = None
+    try:
+        while not run.halt.is_set():
+            if run.stop.is_set():
+                run.halt.set()
+                break
+            try:
+                subscriber = work.get_nowait()
+            except queue.Empty:
+                break
+            if backend is None:
+                try:
+                    backend = open_backend()
+                    backend.open()
+                except DeliveryError as err:
+                    _fail(run, err, subscriber)
+                    break
+            throttle.wait()
+            message = build(subscriber)
+            try:
+                result = backend.send(message)
+            except DeliveryError as err:
+                _fail(run, err, subscriber)
+                break
+            if ledger is not None:
+                ledger.record(issue_id, subscriber.email, result.status, result.reply)
+            _tally(run, subscriber, result)
+            if on_result is not None:
+                on_result(result)
+    finally:
+        if backend is not None:
+            backend.close()
+
+
+def _fail(run: _Run, err: DeliveryError, subscriber: Subscriber) -> None:
+    with run.lock:
+        run.outcome.error = run.outcome.error or err
+        run.retry.append(subscriber)  # never attempted, or attempt unconfirmed: still pending
+        run.halt.set()
+
+
+def _tally(run: _Run, subscriber: Subscriber, result: DeliveryResult) -> None:
+    with run.lock:
+        run.outcome.results.append(result)
+        attempts = run.attempts[subscriber.email] = run.attempts.get(subscriber.email, 0) + 1
+        if result.ok:
+            run.failures_in_a_row = 0
+            return
+        run.failures_in_a_row += 1
+        if result.status == "failed-temporary" and attempts < run.options.retries:
+            run.retry.append(subscriber)
+        if run.failures_in_a_row >= run.options.pause_after_failures and not run.outcome.paused:
+            run.outcome.paused = (f"{run.failures_in_a_row} failures in a row (last: "
+                                  f"{result.recipient}: {result.reply})")
+            run.halt.set()

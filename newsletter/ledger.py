@@ -1,0 +1,249 @@
+"""The delivery ledger: what went to whom, so that nobody gets an issue twice or not at all.
+
+One row per (issue, subscriber), written the moment the server answers, plus the articles
+each issue carried and the suppression list. `Ledger` is the interface the rest of the
+program uses; `SqliteLedger` is the implementation (WAL mode, one file, safe to share
+between a scheduler and a manual `send`, since a lock keeps them from sending at once).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+from newsletter.errors import ConfigError
+
+DeliveryStatus = Literal["pending", "sent", "failed-temporary", "failed-permanent", "skipped"]
+UNSENT: tuple[DeliveryStatus, ...] = ("pending", "failed-temporary")
+ALL_LISTS = "*"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One row of the ledger."""
+
+    issue_id: str
+    email: str
+    message_id: str
+    status: DeliveryStatus
+    attempts: int = 0
+    reply: str = ""
+    updated: str = ""
+
+
+@dataclass(frozen=True)
+class IssueRecord:
+    issue_id: str
+    list_id: str
+    date: dt.date
+    article_ids: tuple[str, ...]  # lead first, then headlines in order
+    state: str  # sending | complete | paused
+    note: str = ""
+
+
+class Ledger(Protocol):
+    """What the delivery loop needs from a ledger; another database can implement it."""
+
+    def record_issue(self, issue_id: str, list_id: str, date: dt.date,
+                     article_ids: Iterable[str]) -> IssueRecord: ...
+    def issue(self, issue_id: str) -> IssueRecord | None: ...
+    def issues(self, list_id: str | None = None, date: dt.date | None = None
+               ) -> list[IssueRecord]: ...
+    def set_state(self, issue_id: str, state: str, note: str = "") -> None: ...
+    def articles_sent_before(self, list_id: str, date: dt.date) -> frozenset[str]: ...
+    def plan(self, issue_id: str, deliveries: Iterable[tuple[str, str, DeliveryStatus]]
+             ) -> None: ...
+    def deliveries(self, issue_id: str) -> dict[str, Delivery]: ...
+    def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None: ...
+    def reset(self, issue_id: str) -> None: ...
+    def suppress(self, list_id: str, email: str, reason: str) -> bool: ...
+    def suppressed(self, list_id: str) -> dict[str, str]: ...
+    def close(self) -> None: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS issues (
+    issue_id TEXT PRIMARY KEY,
+    list_id TEXT NOT NULL,
+    date TEXT NOT NULL,
+    articles TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'sending',
+    note TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    issue_id TEXT NOT NULL,
+    email TEXT NOT NULL,          -- lower-cased: the same mailbox is one row
+    message_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reply TEXT NOT NULL DEFAULT '',
+    created TEXT NOT NULL,
+    updated TEXT NOT NULL,
+    PRIMARY KEY (issue_id, email)
+);
+CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (issue_id, status);
+CREATE TABLE IF NOT EXISTS suppressions (
+    list_id TEXT NOT NULL,        -- '*' for every list
+    email TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    created TEXT NOT NULL,
+    PRIMARY KEY (list_id, email)
+);
+"""
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class SqliteLedger:
+    """The ledger in one SQLite file. Thread-safe: one connection behind a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                       timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Every recorded reply must survive a crash or power loss: that record is what
+            # keeps the next run from sending the same message again.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as err:
+            raise ConfigError(f"cannot open the delivery ledger: {err}", file=path,
+                              field="ledger",
+                              fix="check the path is a writable folder, not a file of "
+                                  "another kind") from err
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # issues ---------------------------------------------------------------------------
+
+    def record_issue(self, issue_id: str, list_id: str, date: dt.date,
+                     article_ids: Iterable[str]) -> IssueRecord:
+        """Remember what an issue carries; the first record wins, so re-runs send the same."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR IGNORE INTO issues (issue_id, list_id, date, articles, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (issue_id, list_id, date.isoformat(), json.dumps(list(article_ids)), _now()))
+        record = self.issue(issue_id)
+        assert record is not None
+        return record
+
+    def issue(self, issue_id: str) -> IssueRecord | None:
+        rows = self._query("SELECT issue_id, list_id, date, articles, state, note FROM issues "
+                           "WHERE issue_id = ?", (issue_id,))
+        return _issue_record(rows[0]) if rows else None
+
+    def issues(self, list_id: str | None = None,
+               date: dt.date | None = None) -> list[IssueRecord]:
+        rows = self._query(
+            "SELECT issue_id, list_id, date, articles, state, note FROM issues "
+            "WHERE (? IS NULL OR list_id = ?) AND (? IS NULL OR date = ?) "
+            "ORDER BY date, list_id",
+            (list_id, list_id, date and date.isoformat(), date and date.isoformat()))
+        return [_issue_record(row) for row in rows]
+
+    def set_state(self, issue_id: str, state: str, note: str = "") -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE issues SET state = ?, note = ? WHERE issue_id = ?",
+                       (state, note, issue_id))
+
+    def articles_sent_before(self, list_id: str, date: dt.date) -> frozenset[str]:
+        """Articles that earlier issues of the list carried to at least one reader."""
+        rows = self._query(
+            "SELECT articles FROM issues i WHERE list_id = ? AND date < ? AND EXISTS "
+            "(SELECT 1 FROM deliveries d WHERE d.issue_id = i.issue_id AND status = 'sent')",
+            (list_id, date.isoformat()))
+        return frozenset(a for (articles,) in rows for a in json.loads(articles))
+
+    # deliveries -----------------------------------------------------------------------
+
+    def plan(self, issue_id: str,
+             deliveries: Iterable[tuple[str, str, DeliveryStatus]]) -> None:
+        """Add a row per (email, message_id, status) not yet in the ledger; keep existing ones.
+
+        A skipped row becomes pending when its reader is back, and vice versa for unsent rows.
+        """
+        now = _now()
+        with self._transaction() as db:
+            for email, message_id, status in deliveries:
+                db.execute(
+                    "INSERT INTO deliveries (issue_id, email, message_id, status, created, "
+                    "updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, email) DO "
+                    "UPDATE SET status = excluded.status, updated = excluded.updated "
+                    "WHERE (deliveries.status = 'skipped' AND excluded.status = 'pending') "
+                    "OR (deliveries.status IN ('pending', 'failed-temporary') "
+                    "    AND excluded.status = 'skipped')",
+                    (issue_id, email.lower(), message_id, status, now, now))
+
+    def deliveries(self, issue_id: str) -> dict[str, Delivery]:
+        rows = self._query("SELECT issue_id, email, message_id, status, attempts, reply, "
+                           "updated FROM deliveries WHERE issue_id = ?", (issue_id,))
+        return {row[1]: Delivery(*row) for row in rows}
+
+    def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None:
+        """Store one server reply; committed (and synced) before this returns."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE deliveries SET status = ?, reply = ?, attempts = attempts + 1, "
+                "updated = ? WHERE issue_id = ? AND email = ?",
+                (status, reply, _now(), issue_id, email.lower()))
+
+    def reset(self, issue_id: str) -> None:
+        """Mark every delivered or failed row pending again (`send --resend`)."""
+        with self._transaction() as db:
+            db.execute("UPDATE deliveries SET status = 'pending', attempts = 0, updated = ? "
+                       "WHERE issue_id = ? AND status != 'skipped'", (_now(), issue_id))
+            db.execute("UPDATE issues SET state = 'sending', note = '' WHERE issue_id = ?",
+                       (issue_id,))
+
+    # suppression list -----------------------------------------------------------------
+
+    def suppress(self, list_id: str, email: str, reason: str) -> bool:
+        """Never mail `email` on `list_id` (or `ALL_LISTS`) again. False if it already was."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO suppressions (list_id, email, reason, created) "
+                "VALUES (?, ?, ?, ?)", (list_id, email.lower(), reason, _now()))
+            return cursor.rowcount == 1
+
+    def suppressed(self, list_id: str) -> dict[str, str]:
+        """Suppressed addresses (lower-cased) of a list, with the reason for each."""
+        rows = self._query("SELECT email, reason FROM suppressions WHERE list_id IN (?, ?) "
+                           "ORDER BY created", (list_id, ALL_LISTS))
+        return dict(rows)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _issue_record(row: tuple) -> IssueRecord:
+    issue_id, list_id, date, articles, state, note = row
+    return IssueRecord(issue_id, list_id, dt.date.fromisoformat(date),
+                       tuple(json.loads(articles)), state, note)
