@@ -55,6 +55,13 @@ def compose(
         else:
             candidates.append(article)
     if not candidates:
+        repeats = sum(d.reasons == ["already sent to this list in an earlier issue"]
+                      for d in decisions.values())
+        if repeats:
+            raise ContentError(
+                f"no new articles for {date}: the {repeats} recent one(s) were all in earlier "
+                f"issues of {subscriber_list.id}", field="articles.paths",
+                fix="add new articles before the next issue")
         raise ContentError(_stale_message(articles, date, tz, max_age_days),
                            field="articles.max_age_days",
                            fix="add newer articles, pick another --date, or raise max_age_days")

@@ -32,22 +32,44 @@ class Received:
 
 @dataclass
 class Sink:
-    """Accepts every message, except recipients listed in `refuse` (550)."""
+    """Accepts every message, except as told to misbehave:
+
+    - `refuse`: recipients answered 550 (permanent);
+    - `defer`: recipient → how many times to answer 451 (temporary) before accepting;
+    - `drop_at`: message numbers (1-based, counting DATA commands) at which the server
+      closes the connection instead of answering;
+    - `on_message`: called after each accepted message (the crash test kills there).
+    """
 
     received: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    defer: dict[str, int] = field(default_factory=dict)
+    drop_at: set[int] = field(default_factory=set)
     logins: list[str] = field(default_factory=list)
+    sessions: list[int] = field(default_factory=list)  # id of the session of each message
+    data_commands: int = 0
+    on_message: Any = None
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
         if address in self.refuse:
             return "550 5.1.1 mailbox unavailable"
+        if self.defer.get(address, 0) > 0:
+            self.defer[address] -= 1
+            return "451 4.3.0 try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.data_commands += 1
+        if self.data_commands in self.drop_at:
+            server.transport.close()
+            return "421 closing"  # never reaches the client: the connection is gone
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                       envelope.original_content))
+        self.sessions.append(id(session))
+        if self.on_message is not None:
+            self.on_message(self)
         return "250 Message accepted"
 
     def authenticator(self, username: str, password: str):
