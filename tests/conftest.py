@@ -141,12 +141,12 @@ class Project:
         """Run the real `newsletter` command in this project, as a user would."""
         return subprocess.run(
             [sys.executable, "-m", "newsletter", *args],
-            cwd=self.root, env={**_clean_env(), **(env or {})},
+            cwd=self.root, env={**clean_env(), **(env or {})},
             capture_output=True, text=True, timeout=60,
         )
 
 
-def _clean_env() -> dict[str, str]:
+def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
 
 

@@ -19,7 +19,7 @@ from newsletter.delivery.throttle import Throttle
 from newsletter.digest import DeliveryReport, load_inputs, run_send
 from newsletter.ledger import SqliteLedger
 from newsletter.settings import load_settings
-from tests.conftest import ISSUE_DATE, Project, _clean_env
+from tests.conftest import ISSUE_DATE, Project, clean_env
 from tests.smtp_server import Sink, free_port, start_server
 
 DATE = dt.date.fromisoformat(ISSUE_DATE)
@@ -256,7 +256,7 @@ def test_throttle_spaces_messages_without_real_waiting() -> None:
 
 def _spawn_send(project: Project, port: int, *extra: str,
                 connections: int = 1) -> subprocess.Popen:
-    env = {**_clean_env(), "NEWSLETTER_DELIVERY__BACKEND": "smtp",
+    env = {**clean_env(), "NEWSLETTER_DELIVERY__BACKEND": "smtp",
            "NEWSLETTER_SMTP__PORT": str(port), "NEWSLETTER_SMTP__SECURITY": "none",
            "NEWSLETTER_SMTP__CONNECTIONS": str(connections)}
     return subprocess.Popen([sys.executable, "-m", "newsletter", "send", "--date", ISSUE_DATE,

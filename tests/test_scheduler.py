@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -16,7 +19,7 @@ import newsletter.scheduler as scheduler_module
 from newsletter.ledger import SqliteLedger
 from newsletter.scheduler import install_daily_job, next_run_times
 from newsletter.settings import ScheduleSection, load_settings
-from tests.conftest import Project
+from tests.conftest import Project, clean_env
 
 UTC = dt.UTC
 
@@ -231,3 +234,25 @@ def test_scheduled_send_logs_errors_instead_of_raising(project: Project,
     now = dt.datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
     assert scheduler_module.scheduled_send(str(project.settings), now=now) is False
     assert "subscribers.yaml:1: invalid YAML" in caplog.text
+
+
+def test_a_second_scheduler_refuses_to_start_and_sigterm_stops_the_first(
+        project: Project) -> None:
+    first = subprocess.Popen([sys.executable, "-m", "newsletter", "schedule"], cwd=project.root,
+                             env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        line = first.stdout.readline()
+        assert line.startswith("scheduler running: daily digest at 07:00 Europe/London"), line
+        second = project.run("schedule")
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert f"the scheduler is locked by pid {first.pid}" in second.stderr
+        first.send_signal(signal.SIGTERM)
+        out, _ = first.communicate(timeout=30)
+        assert first.returncode == 0 and "scheduler stopped" in out
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    # The job is in the persistent store, for the next start to pick up.
+    assert (project.outbox / "scheduler.sqlite3").exists()
