@@ -51,6 +51,7 @@ class _Run:
         self.failures_in_a_row = 0
         self.attempts: dict[str, int] = {}
         self.retry: list[Subscriber] = []
+        self.crash: BaseException | None = None  # a bug in a worker, re-raised by dispatch
 
 
 def dispatch(
@@ -94,8 +95,16 @@ def dispatch(
         ]
         for worker in workers:
             worker.start()
-        for worker in workers:
-            worker.join()
+        try:
+            for worker in workers:
+                worker.join()
+        except KeyboardInterrupt:  # a second Ctrl-C: stop now, but let replies be recorded
+            run.halt.set()
+            for worker in workers:
+                worker.join()
+            raise
+        if run.crash is not None:
+            raise run.crash
         left = list(work.queue)
         if run.halt.is_set():
             run.outcome.not_attempted = left + run.retry
@@ -141,6 +150,10 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             _tally(run, subscriber, result)
             if on_result is not None:
                 on_result(result)
+    except Exception as err:  # a bug, not a delivery fault: stop everyone and surface it
+        with run.lock:
+            run.crash = run.crash or err
+            run.halt.set()
     finally:
         if backend is not None:
             backend.close()
