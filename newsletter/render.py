@@ -80,7 +80,7 @@ class Renderer:
 
     def __init__(self, templates: Path, newsletter: NewsletterSection, lang: str = "en") -> None:
         if not templates.is_dir():
-            raise ConfigError("template folder not found", file=templates, field="templates",
+            raise ConfigError("template folder not found (setting 'templates')", file=templates,
                               fix=f"create it with {HTML_TEMPLATE} and {TEXT_TEMPLATE}, "
                                   "or point 'templates' at a folder that has them")
         self.templates = templates
