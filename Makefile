@@ -34,4 +34,4 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) outbox/*/ outbox/*.eml
+	rm -rf $(VENV) outbox/*/ outbox/*.eml outbox/*.sqlite3* 

@@ -13,6 +13,10 @@ from newsletter.delivery import DeliveryResult
 from newsletter.models import Issue
 
 
+# Small runs need no progress lines: the summary at the end says it all.
+QUIET_BELOW = 10
+
+
 class SendProgress:
     """Counts results of the issue being sent and shows them as they come."""
 
@@ -57,7 +61,8 @@ class SendProgress:
         if self._bar is not None and self._task is not None:
             self._bar.update(self._task, advance=1, sent=self._sent, failed=self._failed,
                              rate=rate)
-        elif self._done >= self._next_line or self._done == self._total:
+        elif self._total >= QUIET_BELOW and (self._done >= self._next_line
+                                             or self._done == self._total):
             self._next_line += max(1, self._total // 10)
             print(f"{self._issue}: {self._done}/{self._total} done, {self._sent} sent, "
                   f"{self._failed} failed, {rate:.1f} msg/s", file=self.stream, flush=True)
