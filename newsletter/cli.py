@@ -176,6 +176,9 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
     twice; a fully sent issue is left alone. Exits 0 only if every subscriber has the issue.
     """
     test_reader = Subscriber(email=_address(to, "--to")) if to else None
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"unknown delivery backend {backend!r}", field="--backend",
+                          fix="use one of: " + ", ".join(BACKENDS))
     inputs = app.inputs()
     day = app.date(date)
     backend_name = "console" if dry_run else (backend or app.settings.delivery.backend)

@@ -17,9 +17,10 @@ from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
 from newsletter.dispatch import DispatchOptions, dispatch
 from newsletter.errors import DeliveryError
+from newsletter.fastmime import MessageTemplate
 from newsletter.ledger import UNSENT, Ledger
 from newsletter.lock import ProcessLock
-from newsletter.message import build_message, message_id
+from newsletter.message import message_id
 from newsletter.models import Article, Issue, Subscriber, SubscriberList
 from newsletter.render import RenderedIssue, Renderer
 from newsletter.settings import Settings
@@ -202,8 +203,9 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
                            if status(s) == "failed-permanent"]
     if on_start is not None:
         on_start(issue, len(todo))
+    template = MessageTemplate(rendered, newsletter, now, test=test)
     outcome = dispatch(
-        todo, lambda s: build_message(rendered, s, newsletter, now, test=test), open_backend,
+        todo, template.build, open_backend,
         options, ledger=record, issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)
     last: dict[str, DeliveryResult] = {}
     for result in outcome.results:

@@ -12,7 +12,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from newsletter.delivery import DeliveryResult
 from newsletter.models import Issue
 
-
 # Small runs need no progress lines: the summary at the end says it all.
 QUIET_BELOW = 10
 

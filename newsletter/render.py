@@ -134,8 +134,8 @@ class Renderer:
         try:
             return self._env.get_template(name).render(context)
         except jinja2.TemplateNotFound as err:
-            raise TemplateError(f"template {err.name!r} not found", file=self.templates,
-                                field="templates",
+            raise TemplateError(f"template {err.name!r} not found in this folder",
+                                file=self.templates,
                                 fix="add it, or copy it from the project's templates/") from err
         except jinja2.TemplateSyntaxError as err:
             raise TemplateError(f"template syntax error: {err.message}",

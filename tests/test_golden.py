@@ -19,7 +19,7 @@ GOLDEN = Path(__file__).parent / "golden"
 
 def _normalise(data: str) -> str:
     data = re.sub(r"^Date: [^\r\n]*", "Date: <date>", data, flags=re.M)
-    return re.sub(r"=+\d{10,}==", "<boundary>", data)
+    return re.sub(r"=+\d{10,}==|=_nl_[0-9a-f]{24}", "<boundary>", data)
 
 
 def _check(name: str, actual: str) -> None:

@@ -106,7 +106,7 @@ MISTAKES = {
         ["--list: unknown list 'evening' — lists in this file: morning-brief"]),
     "unknown backend option": Mistake(
         nothing, (*SEND, "--backend", "fax"),
-        ["delivery.backend: unknown delivery backend 'fax' — use one of: file, smtp, console"]),
+        ["--backend: unknown delivery backend 'fax' — use one of: file, smtp, console"]),
     "bad --date": Mistake(nothing, ("send", "--date", "2026-13-01"),
                           ["Invalid value for '--date': '2026-13-01'"]),
     "invalid --to": Mistake(nothing, (*SEND, "--to", "editor-at-example"),
@@ -116,7 +116,7 @@ MISTAKES = {
         ["templates: template folder not found (setting 'templates')"]),
     "templates: digest.txt missing": Mistake(
         lambda p: (p.templates / "digest.txt").unlink(), SEND,
-        ["templates: templates: template 'digest.txt' not found"]),
+        ["templates: template 'digest.txt' not found in this folder"]),
     "templates: syntax error": Mistake(
         replace("templates/digest.html", "<body>", "<body>\n{% if %}"), SEND,
         ["templates/digest.html:15: template syntax error"]),
@@ -135,6 +135,10 @@ MISTAKES = {
     "articles: bad date in front matter": Mistake(
         replace("articles/2026-11-23-museum.md", "published: 2026-11-23T09:00:00+00:00",
                 "published: last Tuesday"), SEND,
+        ["articles/2026-11-23-museum.md:5: published: not a date"]),
+    "articles: impossible date in front matter": Mistake(
+        replace("articles/2026-11-23-museum.md", "published: 2026-11-23T09:00:00+00:00",
+                "published: 2026-02-30"), SEND,
         ["articles/2026-11-23-museum.md:5: published: not a date"]),
     "articles: unknown front matter key": Mistake(
         replace("articles/2026-11-23-museum.md", "section: culture", "sektion: culture"), SEND,
@@ -183,6 +187,21 @@ def test_a_duplicate_address_is_only_a_warning(project: Project) -> None:
             "'morning-brief' (ignored; the entry on line 10 wins)") in result.stderr
     assert len(list(project.outbox.rglob("linus@example.com.eml"))) == 1
     assert len(list(project.outbox.rglob("*.eml"))) == 3
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can read any file")
+def test_an_unreadable_subscriber_file(project: Project) -> None:
+    project.subscribers.chmod(0)
+    result = project.run("subscribers", "check")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert ("error: config/subscribers.yaml: cannot read subscriber file (permission denied)"
+            in result.stderr)
+
+
+def test_an_impossible_date_elsewhere_is_just_text(project: Project) -> None:
+    replace(SUBSCRIBERS, "name: Ada Lovelace", "name: 2026-02-30")(project)
+    result = project.run("subscribers", "check")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
 
 
 def test_secrets_never_reach_the_output(project: Project) -> None:
