@@ -233,7 +233,8 @@ def test_scheduled_send_logs_errors_instead_of_raising(project: Project,
     project.subscribers.write_text("lists: [oops")
     now = dt.datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
     assert scheduler_module.scheduled_send(str(project.settings), now=now) is False
-    assert "subscribers.yaml:1: invalid YAML" in caplog.text
+    assert "subscribers.yaml:2: invalid YAML" in caplog.text
+    assert "flow sequence that starts on line 1" in caplog.text
 
 
 def test_a_second_scheduler_refuses_to_start_and_sigterm_stops_the_first(
