@@ -245,7 +245,8 @@ def _summarise(report: DeliveryReport, backend: str, dry_run: bool) -> None:
     if report.not_attempted:
         parts.append(f"{len(report.not_attempted)} not attempted")
     click.echo(f"{report.issue.id} [{label}]: {', '.join(parts)}")
-    if (not report.test and not dry_run and not report.results and not report.not_attempted
+    if (not report.test and not dry_run and not report.sent and not report.failed
+            and not report.not_attempted
             and report.earlier):
         click.echo("  already sent to every subscriber; nothing to do (--resend sends it again)")
     for result in report.failed:

@@ -33,7 +33,8 @@ class DeliveryReport:
     """What happened to one issue in this run, and where it stands overall."""
 
     issue: Issue
-    results: list[DeliveryResult] = field(default_factory=list)  # final result per recipient
+    sent: int = 0
+    failed: list[DeliveryResult] = field(default_factory=list)  # the last failure of each
     skipped: list[tuple[Subscriber, str]] = field(default_factory=list)
     earlier: int = 0  # sent by earlier runs
     not_attempted: list[Subscriber] = field(default_factory=list)
@@ -41,14 +42,6 @@ class DeliveryReport:
     paused: str | None = None
     stopped: bool = False
     test: bool = False
-
-    @property
-    def sent(self) -> int:
-        return sum(r.ok for r in self.results)
-
-    @property
-    def failed(self) -> list[DeliveryResult]:
-        return [r for r in self.results if not r.ok]
 
     @property
     def ok(self) -> bool:
@@ -207,11 +200,8 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
     outcome = dispatch(
         todo, template.build, open_backend,
         options, ledger=record, issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)
-    last: dict[str, DeliveryResult] = {}
-    for result in outcome.results:
-        last[result.recipient] = result
-    report.results = list(last.values())
-    report.not_attempted = [s for s in outcome.not_attempted if s.email not in last]
+    report.sent, report.failed = outcome.sent, list(outcome.failed.values())
+    report.not_attempted = outcome.not_attempted
     report.error, report.paused, report.stopped = (outcome.error, outcome.paused,
                                                    outcome.stopped)
     if record is not None:

@@ -3,7 +3,9 @@
 The contract with the ledger: a subscriber's row says `sent` only after the server said
 250, and it says so before the next message on that connection goes out. A process killed
 at any moment therefore leaves at most one unconfirmed message per connection, which the
-next run sends again; everyone else is either recorded as sent or still pending.
+next run sends again; everyone else is either recorded as sent or still pending. Backends
+whose deliveries are idempotent (a file written again is the same file) record in batches:
+after a crash they redo the unrecorded part, which duplicates nothing.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from dataclasses import dataclass, field
 from newsletter.delivery import DeliveryBackend, DeliveryResult
 from newsletter.delivery.throttle import Throttle
 from newsletter.errors import DeliveryError
-from newsletter.ledger import Ledger
+from newsletter.ledger import DeliveryStatus, Ledger
 from newsletter.message import OutgoingMessage
 from newsletter.models import Subscriber
+
+LEDGER_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -32,7 +36,10 @@ class DispatchOptions:
 
 @dataclass
 class DispatchOutcome:
-    results: list[DeliveryResult] = field(default_factory=list)
+    """Counts, not a list of every result: memory stays flat however long the list."""
+
+    sent: int = 0
+    failed: dict[str, DeliveryResult] = field(default_factory=dict)  # last failure by address
     not_attempted: list[Subscriber] = field(default_factory=list)
     error: DeliveryError | None = None
     paused: str | None = None
@@ -49,8 +56,9 @@ class _Run:
         self.lock = threading.Lock()
         self.outcome = DispatchOutcome()
         self.failures_in_a_row = 0
-        self.attempts: dict[str, int] = {}
-        self.retry: list[Subscriber] = []
+        self.attempts: dict[str, int] = {}  # of those failing so far
+        self.retry: list[Subscriber] = []  # 4xx: try again next round
+        self.unconfirmed: list[Subscriber] = []  # never sent, or no reply before a fault
         self.crash: BaseException | None = None  # a bug in a worker, re-raised by dispatch
 
 
@@ -82,7 +90,6 @@ def dispatch(
             sleep(options.retry_backoff * 2 ** (round_ - 1))
             if stop.is_set():
                 run.outcome.stopped = True
-                run.outcome.not_attempted = todo
                 break
         work: queue.Queue[Subscriber] = queue.Queue()
         for subscriber in todo:
@@ -107,7 +114,7 @@ def dispatch(
             raise run.crash
         left = list(work.queue)
         if run.halt.is_set():
-            run.outcome.not_attempted = left + run.retry
+            run.outcome.not_attempted = left + run.unconfirmed
             run.outcome.stopped = stop.is_set() and not run.outcome.error
             break
         todo, run.retry = run.retry, []
@@ -122,6 +129,7 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             ledger: Ledger | None, issue_id: str,
             on_result: Callable[[DeliveryResult], None] | None) -> None:
     backend: DeliveryBackend | None = None
+    batch: list[tuple[str, DeliveryStatus, str]] = []
     try:
         while not run.halt.is_set():
             if run.stop.is_set():
@@ -146,7 +154,13 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
                 _fail(run, err, subscriber)
                 break
             if ledger is not None:
-                ledger.record(issue_id, subscriber.email, result.status, result.reply)
+                if backend.idempotent:
+                    batch.append((subscriber.email, result.status, result.reply))
+                    if len(batch) >= LEDGER_BATCH:
+                        ledger.record_many(issue_id, batch)
+                        batch.clear()
+                else:  # the reply is on record before the next message goes out
+                    ledger.record(issue_id, subscriber.email, result.status, result.reply)
             _tally(run, subscriber, result)
             if on_result is not None:
                 on_result(result)
@@ -155,6 +169,8 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             run.crash = run.crash or err
             run.halt.set()
     finally:
+        if batch and ledger is not None:
+            ledger.record_many(issue_id, batch)
         if backend is not None:
             backend.close()
 
@@ -162,17 +178,20 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
 def _fail(run: _Run, err: DeliveryError, subscriber: Subscriber) -> None:
     with run.lock:
         run.outcome.error = run.outcome.error or err
-        run.retry.append(subscriber)  # never attempted, or attempt unconfirmed: still pending
+        run.unconfirmed.append(subscriber)  # still pending in the ledger
         run.halt.set()
 
 
 def _tally(run: _Run, subscriber: Subscriber, result: DeliveryResult) -> None:
     with run.lock:
-        run.outcome.results.append(result)
-        attempts = run.attempts[subscriber.email] = run.attempts.get(subscriber.email, 0) + 1
+        attempts = run.attempts.pop(subscriber.email, 0) + 1
         if result.ok:
+            run.outcome.sent += 1
+            run.outcome.failed.pop(subscriber.email, None)
             run.failures_in_a_row = 0
             return
+        run.attempts[subscriber.email] = attempts
+        run.outcome.failed[subscriber.email] = result
         run.failures_in_a_row += 1
         if result.status == "failed-temporary" and attempts < run.options.retries:
             run.retry.append(subscriber)

@@ -62,6 +62,8 @@ class Ledger(Protocol):
              ) -> None: ...
     def deliveries(self, issue_id: str) -> dict[str, Delivery]: ...
     def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None: ...
+    def record_many(self, issue_id: str,
+                    outcomes: Iterable[tuple[str, DeliveryStatus, str]]) -> None: ...
     def reset(self, issue_id: str) -> None: ...
     def suppress(self, list_id: str, email: str, reason: str) -> bool: ...
     def suppressed(self, list_id: str) -> dict[str, str]: ...
@@ -213,6 +215,17 @@ class SqliteLedger:
                 "UPDATE deliveries SET status = ?, reply = ?, attempts = attempts + 1, "
                 "updated = ? WHERE issue_id = ? AND email = ?",
                 (status, reply, _now(), issue_id, email.lower()))
+
+    def record_many(self, issue_id: str,
+                    outcomes: Iterable[tuple[str, DeliveryStatus, str]]) -> None:
+        """Store many (email, status, reply) in one transaction (for idempotent backends)."""
+        now = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "UPDATE deliveries SET status = ?, reply = ?, attempts = attempts + 1, "
+                "updated = ? WHERE issue_id = ? AND email = ?",
+                [(status, reply, now, issue_id, email.lower()) for email, status, reply
+                 in outcomes])
 
     def reset(self, issue_id: str) -> None:
         """Mark every delivered or failed row pending again (`send --resend`)."""

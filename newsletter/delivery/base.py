@@ -40,6 +40,9 @@ def failure_status(code: int) -> ResultStatus:
 
 class DeliveryBackend(ABC):
     name: ClassVar[str]
+    # Delivering the same message twice has the effect of once (a file written again):
+    # its ledger records may then be batched, since a re-run after a crash duplicates nothing.
+    idempotent: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

@@ -12,6 +12,7 @@ from newsletter.settings import Settings
 
 class ConsoleBackend(DeliveryBackend):
     name = "console"
+    idempotent = True
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout

@@ -18,6 +18,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 
 class FileBackend(DeliveryBackend):
     name = "file"
+    idempotent = True
 
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
