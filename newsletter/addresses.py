@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from email.utils import parseaddr
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+
+# The everyday address: a plain dot-atom local part at a letters-digits-hyphens domain with
+# an alphabetic top-level label. email-validator accepts every such address unchanged but
+# for the domain's case, and takes ~100 µs to say so; 100,000 subscribers make that seconds.
+_EVERYDAY = re.compile(
+    r"(?P<local>[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*)@"
+    r"(?P<domain>(?:(?!xn--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63})")
 
 
 class InvalidAddress(ValueError):
@@ -16,6 +24,13 @@ def normalize_address(address: str) -> str:
 
     Only the syntax is checked, never DNS: the tool must work offline.
     """
+    address = address.strip()
+    everyday = _EVERYDAY.fullmatch(address)
+    if everyday and len(address) <= 254 and len(everyday["local"]) <= 64:
+        domain = everyday["domain"].lower()
+        if not any(domain == name or domain.endswith("." + name)
+                   for name in SPECIAL_USE_DOMAIN_NAMES):
+            return f"{everyday['local']}@{domain}"
     try:
         checked = validate_email(address.strip(), check_deliverability=False,
                                  allow_smtputf8=False)

@@ -116,9 +116,12 @@ class SqliteLedger:
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
                                        timeout=30)
             self._db.execute("PRAGMA journal_mode=WAL")
-            # Every recorded reply must survive a crash or power loss: that record is what
-            # keeps the next run from sending the same message again.
-            self._db.execute("PRAGMA synchronous=FULL")
+            # A committed record must survive the process being killed: in WAL mode NORMAL
+            # gives that (the commit is in the WAL file before COMMIT returns) at 25 µs a
+            # commit instead of FULL's 125 µs fsync. What it gives up: after an operating
+            # system crash or power loss the last commits may be lost, and those messages
+            # would be sent again.
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
         except (sqlite3.Error, OSError) as err:
             raise ConfigError(f"cannot open the delivery ledger: {err}", file=path,

@@ -100,3 +100,28 @@ def test_structure_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"subscribers.yaml:4: invalid YAML: .* parsing a "
                        r"flow sequence that starts on line 3"):
         load_roster(write(tmp_path, "lists:\n  brief:\n    subscribers: [a@example.com\n"))
+
+
+@pytest.mark.parametrize("address", [
+    "ada@example.com", "Ada.Lovelace+news@Example.COM", "a_b-c@sub.example-domain.org",
+    "x@a.b", "x@localhost.test", "x@sub.localhost", "x@example.local", "x@-bad.com",
+    "x@bad-.com", "x@example.c0m", "x@example.123", "x@xn--mnchen-3ya.de", "x@xn--zz.de",
+    "a..b@example.com", ".a@example.com", "a.@example.com", "a" * 64 + "@example.com",
+    "a" * 65 + "@example.com", "a@" + "b" * 63 + ".com", "a@" + "b" * 64 + ".com",
+    "a@" + ("b" * 60 + ".") * 4 + "com", "x@example", "x@@example.com", "Zoë@example.com",
+])
+def test_the_fast_path_agrees_with_email_validator(address: str) -> None:
+    from email_validator import EmailNotValidError, validate_email
+
+    from newsletter.addresses import InvalidAddress, normalize_address
+
+    try:
+        checked = validate_email(address, check_deliverability=False, allow_smtputf8=False)
+        expected = checked.ascii_email or checked.normalized
+    except EmailNotValidError:
+        expected = None
+    try:
+        actual = normalize_address(address)
+    except InvalidAddress:
+        actual = None
+    assert actual == expected

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TextIO
 
@@ -22,6 +21,7 @@ class FileBackend(DeliveryBackend):
 
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
+        self._folders: set[Path] = set()  # already created: one mkdir per folder, not message
 
     @classmethod
     def from_settings(cls, settings: Settings, stream: TextIO) -> FileBackend:
@@ -34,24 +34,39 @@ class FileBackend(DeliveryBackend):
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         path = self.path_for(message)
-        write_atomically(path, message.data)
+        if path.parent not in self._folders:
+            _make_folder(path.parent)
+            self._folders.add(path.parent)
+        write_atomically(path, message.data, make_folder=False)
         return DeliveryResult(message.recipient, message.message_id, "sent", str(path))
 
 
-def write_atomically(path: Path, data: bytes) -> None:
+def write_atomically(path: Path, data: bytes, *, make_folder: bool = True) -> None:
     """Write `data` to `path` so that a reader sees the old file or the whole new one."""
+    if make_folder:
+        _make_folder(path.parent)
+    # One writer per path at a time (the send lock), so a fixed temporary name is safe.
+    tmp = path.with_name(f".{path.name}.part")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as out:
+            with open(tmp, "wb") as out:
                 out.write(data)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
     except OSError as err:
-        raise DeliveryError(f"cannot write {path.name}: {err.strerror or err}", file=path.parent,
-                            field="delivery.outbox",
-                            fix="check that the outbox folder is writable and the disk "
-                                "has space") from err
+        raise _write_error(path, err) from err
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _write_error(folder / "x", err) from err
+
+
+def _write_error(path: Path, err: OSError) -> DeliveryError:
+    return DeliveryError(f"cannot write {path.name}: {err.strerror or err}", file=path.parent,
+                         field="delivery.outbox",
+                         fix="check that the outbox folder is writable and the disk has space")
