@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The sample articles are dated; the demo sends the issue of the newest one.
 DEMO_DATE ?= 2026-11-24
 
-.PHONY: demo test lint clean
+.PHONY: demo test bench lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Generates 100,000 subscribers; takes a few minutes. Figures: table + benchmarks/results.json
+bench: $(VENV)/.installed-test
+	$(BIN)/python benchmarks/run.py --subscribers 100000 --smtp-subscribers 10000
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

@@ -179,16 +179,15 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
             if resend:
                 record.reset(issue.id)
             domain = newsletter.sender_domain
-            record.plan(issue.id, [
+            record.plan(issue.id, (
                 (s.email, message_id(issue.id, s.email, domain),
                  "skipped" if s.email in skipped else "pending")
-                for s in lst.subscribers])
+                for s in lst.subscribers))
             record.set_state(issue.id, "sending")
-        rows = ledger.deliveries(issue.id) if ledger is not None and not resend else {}
+        statuses = ledger.statuses(issue.id) if ledger is not None and not resend else {}
 
         def status(s: Subscriber) -> str:
-            row = rows.get(s.email.lower())
-            return row.status if row else "pending"
+            return statuses.get(s.email.lower(), "pending")
 
         todo = [s for s in active if status(s) in UNSENT]
         report.earlier = sum(status(s) == "sent" for s in active)

@@ -61,6 +61,7 @@ class Ledger(Protocol):
     def plan(self, issue_id: str, deliveries: Iterable[tuple[str, str, DeliveryStatus]]
              ) -> None: ...
     def deliveries(self, issue_id: str) -> dict[str, Delivery]: ...
+    def statuses(self, issue_id: str) -> dict[str, DeliveryStatus]: ...
     def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None: ...
     def record_many(self, issue_id: str,
                     outcomes: Iterable[tuple[str, DeliveryStatus, str]]) -> None: ...
@@ -210,6 +211,12 @@ class SqliteLedger:
         rows = self._query("SELECT issue_id, email, message_id, status, attempts, reply, "
                            "updated FROM deliveries WHERE issue_id = ?", (issue_id,))
         return {row[1]: Delivery(*row) for row in rows}
+
+    def statuses(self, issue_id: str) -> dict[str, DeliveryStatus]:
+        """Each address's status: what a run needs, lighter than `deliveries`."""
+        rows = self._query("SELECT email, status FROM deliveries WHERE issue_id = ?",
+                           (issue_id,))
+        return dict(rows)
 
     def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None:
         """Store one server reply; committed (and synced) before this returns."""

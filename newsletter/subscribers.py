@@ -42,7 +42,7 @@ def load_roster(path: Path) -> Roster:
     if not path.exists():
         raise ConfigError("subscriber file not found", file=path,
                           fix="create it (see README) or set 'subscribers:' in the settings")
-    doc = load_yaml(path, "subscriber file")
+    doc = load_yaml(path, "subscriber file", key_depth=4)  # entries: their own line is enough
     problems: list[Problem] = list(doc.duplicate_keys)
     warnings: list[Problem] = []
     top = doc.data

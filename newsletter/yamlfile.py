@@ -65,12 +65,18 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
-def parse_yaml(text: str, path: Path, *, first_line: int = 1) -> YamlDocument:
-    """Parse one YAML document; a syntax error becomes a `ConfigError` naming the line."""
+def parse_yaml(text: str, path: Path, *, first_line: int = 1,
+               key_depth: int | None = None) -> YamlDocument:
+    """Parse one YAML document; a syntax error becomes a `ConfigError` naming the line.
+
+    The data is built straight from the parser's events: no node tree is kept, so a
+    subscriber file of 100,000 entries costs its data, not ten times that. Lines are
+    remembered for every sequence item and for mapping keys less than `key_depth` deep.
+    """
     loader = _Loader(text)
+    doc = YamlDocument(path=path, data=None)
     try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
+        doc.data = _Builder(loader, doc, first_line, key_depth).build()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + first_line if mark else None
@@ -85,31 +91,88 @@ def parse_yaml(text: str, path: Path, *, first_line: int = 1) -> YamlDocument:
         raise ConfigError(f"invalid YAML: {err}", file=path) from err
     finally:
         loader.dispose()
-    doc = YamlDocument(path=path, data=data)
-    if node is not None:
-        _record_lines(node, (), doc, first_line)
     return doc
 
 
-def load_yaml(path: Path, what: str) -> YamlDocument:
+_NO_KEY = object()
+
+
+class _Builder:
+    """Python data from YAML events, with the line of each item and key."""
+
+    def __init__(self, loader: Any, doc: YamlDocument, first_line: int,
+                 key_depth: int | None) -> None:
+        self.loader, self.doc, self.first_line = loader, doc, first_line
+        self.key_depth = key_depth
+        self.anchors: dict[str, Any] = {}
+        # (container, its location, pending key of a mapping, key lines seen in a mapping)
+        self.stack: list[tuple[Any, Location, Any, dict[Hashable, int]]] = []
+        self.result: Any = None
+
+    def build(self) -> Any:
+        while True:
+            event = self.loader.get_event()
+            if isinstance(event, yaml.StreamEndEvent):
+                return self.result
+            if isinstance(event, yaml.ScalarEvent):
+                self._add(self._scalar(event), event)
+            elif isinstance(event, yaml.AliasEvent):
+                if event.anchor not in self.anchors:
+                    raise yaml.composer.ComposerError(
+                        None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+                self._add(self.anchors[event.anchor], event)
+            elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+                container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
+                location = self._add(container, event)
+                self.stack.append((container, location, _NO_KEY, {}))
+            elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+                self.stack.pop()
+
+    def _scalar(self, event: Any) -> Any:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
+        if tag == "tag:yaml.org,2002:merge":
+            raise yaml.constructor.ConstructorError(
+                None, None, "merge keys (<<) are not supported; write the keys out",
+                event.start_mark)
+        construct = self.loader.yaml_constructors.get(tag) or \
+            self.loader.yaml_constructors[None]
+        return construct(self.loader, node)
+
+    def _add(self, value: Any, event: Any) -> Location:
+        """Put `value` in its parent; return its location."""
+        line = event.start_mark.line + self.first_line
+        if getattr(event, "anchor", None) and not isinstance(event, yaml.AliasEvent):
+            self.anchors[event.anchor] = value
+        if not self.stack:
+            self.result = value
+            return ()
+        parent, location, key, seen = self.stack[-1]
+        if isinstance(parent, list):
+            here = (*location, len(parent))
+            self.doc.lines[here] = line
+            parent.append(value)
+            return here
+        if key is _NO_KEY:  # this value is a key
+            if not isinstance(value, Hashable) or isinstance(value, dict | list):
+                raise yaml.constructor.ConstructorError(
+                    None, None, "a key must be a plain value", event.start_mark)
+            if value in seen:
+                self.doc.duplicate_keys.append(Problem(
+                    f"key {value!r} appears twice (also on line {seen[value]}); the last one "
+                    "wins", self.doc.path, line))
+            seen[value] = line
+            if self.key_depth is None or len(location) < self.key_depth:
+                self.doc.lines[(*location, value)] = line
+            self.stack[-1] = (parent, location, value, seen)
+            return location
+        parent[key] = value
+        self.stack[-1] = (parent, location, _NO_KEY, seen)
+        return (*location, key)
+
+
+def load_yaml(path: Path, what: str, key_depth: int | None = None) -> YamlDocument:
     """Read and parse a YAML file."""
-    return parse_yaml(read_text(path, what), path)
-
-
-def _record_lines(node: yaml.Node, loc: Location, doc: YamlDocument, first_line: int) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: dict[Hashable, int] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
-            line = key_node.start_mark.line + first_line
-            if key in seen:
-                doc.duplicate_keys.append(Problem(
-                    f"key {key!r} appears twice (also on line {seen[key]}); the last one wins",
-                    doc.path, line))
-            seen[key] = line
-            doc.lines[(*loc, key)] = line
-            _record_lines(value_node, (*loc, key), doc, first_line)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            doc.lines[(*loc, index)] = item.start_mark.line + first_line
-            _record_lines(item, (*loc, index), doc, first_line)
+    return parse_yaml(read_text(path, what), path, key_depth=key_depth)
