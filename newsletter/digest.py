@@ -160,39 +160,11 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
     newsletter = settings.newsletter
     test = to is not None
     report = DeliveryReport(issue=issue, test=test)
+    record = None if dry_run or test else ledger
     if test:
         todo = [to]
-        record = None
     else:
-        suppressed = ledger.suppressed(lst.id) if ledger else {}
-        for s in lst.subscribers:
-            if s.status != "active":
-                report.skipped.append((s, s.status))
-            elif s.email.lower() in suppressed:
-                report.skipped.append((s, f"suppressed: {suppressed[s.email.lower()]}"))
-        skipped = {s.email for s, _ in report.skipped}
-        active = [s for s in lst.subscribers if s.email not in skipped]
-        record = None if dry_run else ledger
-        if record is not None:
-            record.record_issue(issue.id, lst.id, issue.date,
-                                [a.id for a in (issue.lead, *issue.headlines)])
-            if resend:
-                record.reset(issue.id)
-            domain = newsletter.sender_domain
-            record.plan(issue.id, (
-                (s.email, message_id(issue.id, s.email, domain),
-                 "skipped" if s.email in skipped else "pending")
-                for s in lst.subscribers))
-            record.set_state(issue.id, "sending")
-        statuses = ledger.statuses(issue.id) if ledger is not None and not resend else {}
-
-        def status(s: Subscriber) -> str:
-            return statuses.get(s.email.lower(), "pending")
-
-        todo = [s for s in active if status(s) in UNSENT]
-        report.earlier = sum(status(s) == "sent" for s in active)
-        report.skipped += [(s, "failed permanently before") for s in active
-                           if status(s) == "failed-permanent"]
+        todo = _plan(issue, lst, ledger, record, newsletter.sender_domain, resend, report)
     if on_start is not None:
         on_start(issue, len(todo))
     template = MessageTemplate(rendered, newsletter, now, test=test)
@@ -206,6 +178,42 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
     if record is not None:
         _settle(record, issue.id, lst.id, report)
     return report
+
+
+def _plan(issue: Issue, lst: SubscriberList, ledger: Ledger | None, record: Ledger | None,
+          domain: str, resend: bool, report: DeliveryReport) -> list[Subscriber]:
+    """Who gets the issue in this run; fills in the report's skipped and earlier counts.
+
+    With `record`, the issue and a row per subscriber go into the ledger first, so that
+    every reader is pending there before the first message leaves.
+    """
+    suppressed = ledger.suppressed(lst.id) if ledger else {}
+    for s in lst.subscribers:
+        if s.status != "active":
+            report.skipped.append((s, s.status))
+        elif s.email.lower() in suppressed:
+            report.skipped.append((s, f"suppressed: {suppressed[s.email.lower()]}"))
+    skipped = {s.email for s, _ in report.skipped}
+    active = [s for s in lst.subscribers if s.email not in skipped]
+    if record is not None:
+        record.record_issue(issue.id, lst.id, issue.date,
+                            [a.id for a in (issue.lead, *issue.headlines)])
+        if resend:
+            record.reset(issue.id)
+        record.plan(issue.id, (
+            (s.email, message_id(issue.id, s.email, domain),
+             "skipped" if s.email in skipped else "pending")
+            for s in lst.subscribers))
+        record.set_state(issue.id, "sending")
+    statuses = ledger.statuses(issue.id) if ledger is not None and not resend else {}
+
+    def status(s: Subscriber) -> str:
+        return statuses.get(s.email.lower(), "pending")
+
+    report.earlier = sum(status(s) == "sent" for s in active)
+    report.skipped += [(s, "failed permanently before") for s in active
+                       if status(s) == "failed-permanent"]
+    return [s for s in active if status(s) in UNSENT]
 
 
 def _settle(ledger: Ledger, issue_id: str, list_id: str, report: DeliveryReport) -> None:
