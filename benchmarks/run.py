@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import smtplib
 import subprocess
@@ -147,8 +148,11 @@ def run_cli(project: Path, *args: str, env: dict[str, str] | None = None) -> dic
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"newsletter {' '.join(args)} failed:\n{out}\n{err}")
     premailer_calls, peak_kb = map(int, count_file.read_text().split())
+    # The progress lines' last rate covers the sending alone, without start-up.
+    rates = re.findall(r"([\d.]+) msg/s", err)
     return {"seconds": round(seconds, 2), "peak_rss_mb": round(peak_kb / 1024, 1),
-            "premailer_calls": premailer_calls, "summary": out.strip()[-200:]}
+            "premailer_calls": premailer_calls, "summary": out.strip()[-200:],
+            "send_phase_msgs_per_s": round(float(rates[-1])) if rates else None}
 
 
 class Sink:
@@ -241,6 +245,7 @@ def main() -> None:
             "in a separate process (Controller, handler counts messages)",
             "bare_smtplib_msgs_per_s": round(rate(active, ceiling_seconds)),
             "newsletter_send_msgs_per_s": round(rate(active, smtp_run["seconds"])),
+            "newsletter_send_phase_msgs_per_s": smtp_run["send_phase_msgs_per_s"],
             "newsletter_send": smtp_run,
         }
     build, smtp = results["build"], results["smtp"]
@@ -251,6 +256,8 @@ def main() -> None:
             build["build_fast_msgs_per_s"] / build["baseline_inline_per_subscriber_msgs_per_s"]),
         "smtp_send_vs_bare_smtplib": round(smtp["newsletter_send_msgs_per_s"]
                                            / smtp["bare_smtplib_msgs_per_s"], 2),
+        "smtp_send_phase_vs_bare_smtplib": round(smtp["newsletter_send_phase_msgs_per_s"]
+                                                 / smtp["bare_smtplib_msgs_per_s"], 2),
     }
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
@@ -276,8 +283,11 @@ def print_table(r: dict[str, Any]) -> None:
          f"{s['bare_smtplib_msgs_per_s']:,} msg/s", "the sink's ceiling"),
         (f"newsletter send, smtp backend, {s['connections']} conn.",
          f"{s['newsletter_send_msgs_per_s']:,} msg/s",
-         f"{q['smtp_send_vs_bare_smtplib']:.0%} of the ceiling, peak RSS "
+         f"{q['smtp_send_vs_bare_smtplib']:.0%} of the ceiling with start-up, peak RSS "
          f"{s['newsletter_send']['peak_rss_mb']} MB"),
+        ("  the sending alone (from its progress lines)",
+         f"{s['newsletter_send_phase_msgs_per_s']:,} msg/s",
+         f"{q['smtp_send_phase_vs_bare_smtplib']:.0%} of the ceiling"),
     ]
     width = max(len(row[0]) for row in rows)
     print(f"\n{'measure':<{width}}  {'result':>16}  notes")
