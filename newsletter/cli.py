@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -391,6 +392,41 @@ def unsubscribe(app: _App, email: str, list_id: str | None) -> None:
     where = f"list {list_id!r}" if list_id else "any list"
     click.echo(f"{address} will get no more issues of {where}" if added
                else f"{address} was already unsubscribed from {where}")
+
+
+@cli.group()
+def dkim() -> None:
+    """DKIM signing keys."""
+
+
+@dkim.command("keygen")
+@click.option("--selector", required=True, help="The DKIM selector, e.g. brief2026.")
+@click.option("--domain", help="Signing domain (default: dkim.domain, else the sender's).")
+@click.option("--out", "out", type=click.Path(path_type=Path),
+              help="Where to write the private key (default: config/dkim-SELECTOR.pem).")
+@click.option("--bits", type=click.Choice(["1024", "2048", "4096"]), default="2048",
+              show_default=True, help="RSA key size.")
+@pass_app
+@_user_errors
+def dkim_keygen(app: _App, selector: str, domain: str | None, out: Path | None,
+                bits: str) -> None:
+    """Write a new DKIM key pair and print the DNS TXT record to publish."""
+    from newsletter.dkim import dns_record, generate_key
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", selector):
+        raise ConfigError(f"selector {selector!r} is not a DNS label", field="--selector",
+                          fix="use letters, digits and '-', e.g. brief2026")
+    domain = domain or app.settings.dkim.domain or app.settings.newsletter.sender_domain
+    path = out or Path("config") / f"dkim-{selector}.pem"
+    if path.exists():
+        raise ConfigError("a key file is already there", file=path, field="--out",
+                          fix="pick another --selector or --out; never reuse a published key")
+    public = generate_key(path, int(bits))
+    click.echo(f"private key written to {path} (keep it secret; mode 600)")
+    click.echo("\npublish this DNS record:\n")
+    click.echo(dns_record(domain, selector, public))
+    click.echo(f"\nthen set in {app.config_path}:\n\ndkim:\n  domain: {domain}\n"
+               f"  selector: {selector}\n  private_key: {path}")
 
 
 @cli.group()

@@ -16,6 +16,7 @@ from newsletter.composer import compose, recompose
 from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
 from newsletter.dispatch import DispatchOptions, dispatch
+from newsletter.dkim import DkimSigner, load_signer
 from newsletter.errors import DeliveryError
 from newsletter.fastmime import MessageTemplate
 from newsletter.ledger import UNSENT, Ledger
@@ -119,6 +120,7 @@ def run_send(
     """
     settings = inputs.settings
     lists = inputs.roster.select(list_id)
+    signer = load_signer(settings.dkim)  # an unusable key stops the run here, before any mail
     renderer = Renderer(settings.templates, settings.newsletter)
     rendered = [renderer.render(compose_issue(inputs, lst, date, ledger)) for lst in lists]
     name = backend_name or settings.delivery.backend
@@ -142,7 +144,7 @@ def run_send(
                                           not_attempted=lst.active))
             continue
         reports.append(_send_issue(issue, lst, settings, now, ledger, open_backend, options,
-                                   to=to, resend=resend, dry_run=dry_run, stop=stop,
+                                   signer, to=to, resend=resend, dry_run=dry_run, stop=stop,
                                    sleep=sleep,
                                    on_start=on_start, on_result=on_result))
     return reports
@@ -150,7 +152,8 @@ def run_send(
 
 def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings,
                 now: dt.datetime, ledger: Ledger | None,
-                open_backend: Callable[[], DeliveryBackend], options: DispatchOptions, *,
+                open_backend: Callable[[], DeliveryBackend], options: DispatchOptions,
+                signer: DkimSigner | None, *,
                 to: Subscriber | None, resend: bool, dry_run: bool,
                 stop: threading.Event | None,
                 sleep: Callable[[float], object] | None,
@@ -167,7 +170,7 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
         todo = _plan(issue, lst, ledger, record, newsletter.sender_domain, resend, report)
     if on_start is not None:
         on_start(issue, len(todo))
-    template = MessageTemplate(rendered, newsletter, now, test=test)
+    template = MessageTemplate(rendered, newsletter, now, test=test, signer=signer)
     outcome = dispatch(
         todo, template.build, open_backend,
         options, ledger=record, issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)

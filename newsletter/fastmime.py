@@ -19,6 +19,7 @@ import html
 import re
 from email.utils import format_datetime
 
+from newsletter.dkim import DkimSigner
 from newsletter.message import (
     OutgoingMessage,
     list_unsubscribe,
@@ -44,8 +45,10 @@ class MessageTemplate:
     """Builds each subscriber's copy of one rendered issue in microseconds."""
 
     def __init__(self, rendered: RenderedIssue, newsletter: NewsletterSection,
-                 now: dt.datetime, *, test: bool = False) -> None:
+                 now: dt.datetime, *, test: bool = False,
+                 signer: DkimSigner | None = None) -> None:
         self.rendered = rendered
+        self.signer = signer
         self.newsletter = newsletter
         self.test = test
         issue = rendered.issue
@@ -102,6 +105,8 @@ class MessageTemplate:
             self._html.fill(personal),
             self._end,
         ])
+        if self.signer is not None:
+            data = self.signer.sign(data)
         return OutgoingMessage(
             list_id=issue.list_id, issue_id=issue.id, sender=self.newsletter.sender_address,
             recipient=subscriber.email, message_id=msg_id, subject=self.subject, data=data,

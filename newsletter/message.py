@@ -15,6 +15,7 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from urllib.parse import quote, urlencode
 
+from newsletter.dkim import DkimSigner
 from newsletter.models import Subscriber
 from newsletter.render import PersonalFields, RenderedIssue
 from newsletter.settings import NewsletterSection
@@ -79,6 +80,7 @@ def build_message(
     now: dt.datetime,
     *,
     test: bool = False,
+    signer: DkimSigner | None = None,
 ) -> OutgoingMessage:
     """One subscriber's copy: multipart/alternative (text, then HTML), utf-8, CRLF.
 
@@ -106,6 +108,7 @@ def build_message(
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(rendered.text.fill(personal), cte="quoted-printable")
     msg.add_alternative(rendered.html.fill(personal), subtype="html", cte="quoted-printable")
+    data = msg.as_bytes(policy=_WIRE)
     return OutgoingMessage(
         list_id=issue.list_id,
         issue_id=issue.id,
@@ -113,6 +116,6 @@ def build_message(
         recipient=subscriber.email,
         message_id=msg_id,
         subject=subject,
-        data=msg.as_bytes(policy=_WIRE),
+        data=signer.sign(data) if signer else data,
         test=test,
     )

@@ -106,6 +106,13 @@ class SmtpSection(_Section):
     reconnects: int = Field(3, ge=0, le=20)
 
 
+class DkimSection(_Section):
+    domain: str | None = None
+    selector: str | None = None
+    # A PEM file's path, or the PEM itself (only from NEWSLETTER_DKIM__PRIVATE_KEY or .env).
+    private_key: SecretStr | None = None
+
+
 class ScheduleSection(_Section):
     time: str = "07:00"
     timezone: str = "Europe/London"
@@ -165,6 +172,7 @@ class Settings(BaseSettings):
     ledger: Path = Path("outbox/newsletter.sqlite3")
     smtp: SmtpSection = Field(default_factory=SmtpSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
+    dkim: DkimSection = Field(default_factory=DkimSection)
 
     @classmethod
     def settings_customise_sources(
