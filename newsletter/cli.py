@@ -142,7 +142,9 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
     for lst in lists:
         rendered = renderer.render(compose_issue(inputs, lst, day, app.ledger(create=False)))
         if subscriber is not None:
-            personal = personal_fields(newsletter, lst.id, readers[lst.id])
+            secret = app.settings.unsubscribe.secret
+            personal = personal_fields(newsletter, lst.id, readers[lst.id],
+                                       secret.get_secret_value() if secret else None)
         else:  # a neutral copy, fit to show colleagues
             personal = PersonalFields(email=f"reader@{newsletter.sender_domain}",
                                       unsubscribe_url=f"{newsletter.base_url}/unsubscribe")
@@ -392,6 +394,24 @@ def unsubscribe(app: _App, email: str, list_id: str | None) -> None:
     where = f"list {list_id!r}" if list_id else "any list"
     click.echo(f"{address} will get no more issues of {where}" if added
                else f"{address} was already unsubscribed from {where}")
+
+
+@cli.command()
+@pass_app
+@_user_errors
+def serve(app: _App) -> None:
+    """Serve one-click unsubscribe and a health check on serve.host:serve.port.
+
+    Put it behind your web server (see README) so that base_url/unsubscribe reaches it.
+    """
+    import uvicorn
+
+    from newsletter.server import create_app
+
+    web = create_app(app.settings)
+    s = app.settings.serve
+    click.echo(f"serving on http://{s.host}:{s.port} (unsubscribe, healthz); Ctrl-C stops")
+    uvicorn.run(web, host=s.host, port=s.port, log_level="info", proxy_headers=True)
 
 
 @cli.group()

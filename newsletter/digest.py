@@ -170,7 +170,9 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
         todo = _plan(issue, lst, ledger, record, newsletter.sender_domain, resend, report)
     if on_start is not None:
         on_start(issue, len(todo))
-    template = MessageTemplate(rendered, newsletter, now, test=test, signer=signer)
+    secret = settings.unsubscribe.secret
+    template = MessageTemplate(rendered, newsletter, now, test=test, signer=signer,
+                               secret=secret.get_secret_value() if secret else None)
     outcome = dispatch(
         todo, template.build, open_backend,
         options, ledger=record, issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)

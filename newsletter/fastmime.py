@@ -46,9 +46,10 @@ class MessageTemplate:
 
     def __init__(self, rendered: RenderedIssue, newsletter: NewsletterSection,
                  now: dt.datetime, *, test: bool = False,
-                 signer: DkimSigner | None = None) -> None:
+                 signer: DkimSigner | None = None, secret: str | None = None) -> None:
         self.rendered = rendered
         self.signer = signer
+        self.secret = secret
         self.newsletter = newsletter
         self.test = test
         issue = rendered.issue
@@ -88,7 +89,7 @@ class MessageTemplate:
     def build(self, subscriber: Subscriber) -> OutgoingMessage:
         """One subscriber's message, byte for byte ready for SMTP."""
         issue = self.rendered.issue
-        personal = personal_fields(self.newsletter, issue.list_id, subscriber)
+        personal = personal_fields(self.newsletter, issue.list_id, subscriber, self.secret)
         msg_id = message_id(issue.id, subscriber.email, self._domain, test=self.test)
         data = b"".join([
             self._head,

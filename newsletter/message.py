@@ -13,12 +13,13 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime, formataddr
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from newsletter.dkim import DkimSigner
 from newsletter.models import Subscriber
 from newsletter.render import PersonalFields, RenderedIssue
 from newsletter.settings import NewsletterSection
+from newsletter.unsubscribe import unsubscribe_url
 
 # CRLF line ends. The body's quoted-printable lines follow max_line_length: RFC 2045 allows 76.
 _POLICY = SMTP.clone(max_line_length=76)
@@ -40,11 +41,6 @@ class OutgoingMessage:
     test: bool = False
 
 
-def unsubscribe_url(newsletter: NewsletterSection, list_id: str, email: str) -> str:
-    """The https link that unsubscribes `email` from `list_id`."""
-    return f"{newsletter.base_url}/unsubscribe?{urlencode({'list': list_id, 'email': email})}"
-
-
 def message_id(issue_id: str, email: str, domain: str, *, test: bool = False) -> str:
     """Deterministic Message-ID: the same issue to the same address always gets the same one."""
     digest = hashlib.sha256(f"{issue_id}\0{email.lower()}".encode()).hexdigest()[:20]
@@ -64,12 +60,13 @@ def subject_of(rendered: RenderedIssue, *, test: bool = False) -> str:
     return f"[TEST] {rendered.subject}" if test else rendered.subject
 
 
-def personal_fields(newsletter: NewsletterSection, list_id: str,
-                    subscriber: Subscriber) -> PersonalFields:
+def personal_fields(newsletter: NewsletterSection, list_id: str, subscriber: Subscriber,
+                    secret: str | None = None) -> PersonalFields:
+    """What differs per reader; `secret` signs the unsubscribe link."""
     return PersonalFields(
         email=subscriber.email,
         name=subscriber.name or "",
-        unsubscribe_url=unsubscribe_url(newsletter, list_id, subscriber.email),
+        unsubscribe_url=unsubscribe_url(newsletter.base_url, list_id, subscriber.email, secret),
     )
 
 
@@ -81,6 +78,7 @@ def build_message(
     *,
     test: bool = False,
     signer: DkimSigner | None = None,
+    secret: str | None = None,
 ) -> OutgoingMessage:
     """One subscriber's copy: multipart/alternative (text, then HTML), utf-8, CRLF.
 
@@ -88,7 +86,7 @@ def build_message(
     never mistaken for the issue's real delivery.
     """
     issue = rendered.issue
-    personal = personal_fields(newsletter, issue.list_id, subscriber)
+    personal = personal_fields(newsletter, issue.list_id, subscriber, secret)
     domain = newsletter.sender_domain
     subject = subject_of(rendered, test=test)
     msg_id = message_id(issue.id, subscriber.email, domain, test=test)

@@ -113,6 +113,16 @@ class DkimSection(_Section):
     private_key: SecretStr | None = None
 
 
+class UnsubscribeSection(_Section):
+    # Signs unsubscribe links; only from NEWSLETTER_UNSUBSCRIBE__SECRET or .env.
+    secret: SecretStr | None = None
+
+
+class ServeSection(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8025, ge=1, le=65535)
+
+
 class ScheduleSection(_Section):
     time: str = "07:00"
     timezone: str = "Europe/London"
@@ -173,6 +183,8 @@ class Settings(BaseSettings):
     smtp: SmtpSection = Field(default_factory=SmtpSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     dkim: DkimSection = Field(default_factory=DkimSection)
+    unsubscribe: UnsubscribeSection = Field(default_factory=UnsubscribeSection)
+    serve: ServeSection = Field(default_factory=ServeSection)
 
     @classmethod
     def settings_customise_sources(
@@ -191,7 +203,7 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-SECRET_KEYS = {("smtp", "password")}
+SECRET_KEYS = {("smtp", "password"), ("unsubscribe", "secret")}
 
 
 def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
