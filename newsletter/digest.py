@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from newsletter.archive import archive_issue
 from newsletter.composer import compose, recompose
 from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
@@ -123,6 +124,9 @@ def run_send(
     signer = load_signer(settings.dkim)  # an unusable key stops the run here, before any mail
     renderer = Renderer(settings.templates, settings.newsletter)
     rendered = [renderer.render(compose_issue(inputs, lst, date, ledger)) for lst in lists]
+    if ledger is not None and not dry_run and to is None:
+        for issue in rendered:  # the public copy, linked from every message as "view in browser"
+            archive_issue(settings.delivery.outbox, issue.issue, renderer.render_web(issue.issue))
     name = backend_name or settings.delivery.backend
     create_backend(name, settings, stream)  # an unknown name fails here, before any work
     options = DispatchOptions(

@@ -102,7 +102,7 @@ class Renderer:
         preheader = _preheader(issue)
         html_slots: list[tuple[str, str]] = []
         text_slots: list[tuple[str, str]] = []
-        context = self._context(issue, subject, preheader)
+        context = self._context(issue, subject, preheader, archive=False)
         raw_html = self._render(HTML_TEMPLATE, {**context, "subscriber": _Personal(html_slots)})
         raw_text = self._render(TEXT_TEMPLATE, {**context, "subscriber": _Personal(text_slots)})
         return RenderedIssue(
@@ -113,10 +113,23 @@ class Renderer:
             text=_split(_tidy_text(raw_text), text_slots, escape_html=False),
         )
 
-    def _context(self, issue: Issue, subject: str, preheader: str) -> dict[str, Any]:
+    def render_web(self, issue: Issue) -> str:
+        """The issue as a public web page (the archive): no reader's details, CSS kept in
+        `<style>` (browsers need no inlining, so premailer is not run)."""
+        slots: list[tuple[str, str]] = []
+        context = self._context(issue, f"{issue.list_title}: {issue.lead.title}",
+                                _preheader(issue), archive=True)
+        page = self._render(HTML_TEMPLATE, {**context, "subscriber": _Personal(slots)})
+        # A template that prints reader fields even here gets them empty, never sentinels.
+        return _split(page, slots, escape_html=True).fill(PersonalFields(email="",
+                                                                         unsubscribe_url=""))
+
+    def _context(self, issue: Issue, subject: str, preheader: str,
+                 archive: bool) -> dict[str, Any]:
         n = self.newsletter
         return {
             "lang": self.lang,
+            "archive": archive,
             "newsletter": {
                 "title": n.title, "sender_name": n.sender_name or n.title,
                 "sender_address": n.sender_address, "base_url": n.base_url,
@@ -127,6 +140,7 @@ class Renderer:
                 "id": issue.id, "date": issue.date, "date_label": date_label(issue.date),
                 "subject": subject, "preheader": preheader,
                 "lead": issue.lead, "headlines": issue.headlines,
+                "web_url": f"{n.base_url}/{web_path(issue)}",
             },
         }
 
@@ -165,6 +179,11 @@ class Renderer:
         except Exception as err:  # premailer raises bare lxml/cssutils errors
             raise TemplateError(f"CSS inlining failed: {err}", file=self.templates / HTML_TEMPLATE,
                                 fix="check the template's <style> for invalid CSS") from err
+
+
+def web_path(issue: Issue) -> str:
+    """Where the issue's web page lives, under base_url and under the outbox."""
+    return f"archive/{issue.list_id}/{issue.date.isoformat()}.html"
 
 
 def date_label(date: Any) -> str:

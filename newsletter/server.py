@@ -1,10 +1,11 @@
-"""`newsletter serve`: RFC 8058 one-click unsubscribe, a confirmation page, and a health check.
+"""`newsletter serve`: RFC 8058 one-click unsubscribe, the web archive, and a health check.
 
 - `POST /unsubscribe?list=…&email=…&token=…` unsubscribes at once: that is what mail clients
   send for `List-Unsubscribe-Post: List-Unsubscribe=One-Click`, with no cookies or login,
   and it is what the confirmation page's button sends. Idempotent, 200, never a redirect.
 - `GET` on the same URL only shows the page with the button: link scanners follow GETs.
 - A token that does not match list and address is 403; an unknown list is 404.
+- `/archive/<list>/` serves the sent issues' web pages and their index.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from newsletter.errors import ConfigError
 from newsletter.ledger import SqliteLedger
@@ -90,6 +92,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/unsubscribe", confirm, methods=["GET"]),
         Route("/unsubscribe", unsubscribe, methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
+        Mount("/archive", StaticFiles(directory=settings.delivery.outbox / "archive",
+                                      html=True, check_dir=False)),
     ], lifespan=lifespan)
 
 

@@ -129,3 +129,26 @@ def test_the_secret_is_refused_in_the_settings_file(project: Project, tmp_path: 
     result = project.run("config", "show")
     assert result.returncode == 2 and "s3cr3t-in-file" not in result.stderr
     assert "unsubscribe.secret: secrets don't belong in the settings file" in result.stderr
+
+
+def test_sent_issues_are_archived_linked_and_served(project: Project, served: str) -> None:
+    link_in_sent_mail(project, "zoe@example.org")
+    page = project.outbox / "archive" / "morning-brief" / f"{ISSUE_DATE}.html"
+    text = page.read_text()
+    assert "Harbour bridge reopens after repairs" in text and "<style>" in text
+    for private in ("zoe@example.org", "ada@example.com", "token=", "Good morning", "NLSLOT"):
+        assert private not in text
+    eml = (project.outbox / "morning-brief" / ISSUE_DATE / "zoe@example.org.eml").read_bytes()
+    body = message_from_bytes(eml, policy=policy.default).get_body(("html",)).get_content()
+    web_url = f"https://news.example.com/archive/morning-brief/{ISSUE_DATE}.html"
+    assert f'<a href="{web_url}"' in body and "View in browser" in body
+    status, index = call(f"{served}/archive/morning-brief/")
+    assert status == 200 and f'<a href="{ISSUE_DATE}.html">Tuesday 24 November 2026</a>' in index
+    status, served_page = call(f"{served}/archive/morning-brief/{ISSUE_DATE}.html")
+    assert status == 200 and served_page == text
+
+
+def test_test_sends_and_dry_runs_archive_nothing(project: Project) -> None:
+    assert project.run("send", "--date", ISSUE_DATE, "--dry-run").returncode == 0
+    assert project.run("send", "--date", ISSUE_DATE, "--to", "ed@example.net").returncode == 0
+    assert not (project.outbox / "archive").exists()
