@@ -20,6 +20,7 @@ import click
 import yaml
 
 from newsletter.addresses import InvalidAddress, normalize_address
+from newsletter.check import Finding
 from newsletter.delivery import BACKENDS
 from newsletter.delivery.file import write_atomically
 from newsletter.digest import (
@@ -168,10 +169,11 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
               help="Send the issue again to everyone, including those who already have it.")
 @click.option("--wait", "wait", type=float, default=0, metavar="SECONDS",
               help="If another process is sending, wait this long for it to finish.")
+@click.option("--force", is_flag=True, help="Send even if `check` finds errors.")
 @pass_app
 @_user_errors
 def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str | None,
-         to: str | None, dry_run: bool, resend: bool, wait: float) -> None:
+         to: str | None, dry_run: bool, resend: bool, wait: float, force: bool) -> None:
     """Deliver the issue to every active subscriber who has not had it yet.
 
     Every delivery is recorded in the ledger as the server answers, so running the same
@@ -195,8 +197,9 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
         try:
             reports = run_send(inputs, day, _now(), ledger if test_reader is None else None,
                                list_id=list_id, backend_name=backend_name, to=test_reader,
-                               resend=resend, dry_run=dry_run, stream=sys.stdout, stop=stop,
-                               on_start=progress.start, on_result=progress.advance)
+                               resend=resend, dry_run=dry_run, force=force,
+                               stream=sys.stdout, stop=stop, on_start=progress.start,
+                               on_result=progress.advance, on_finding=_print_finding)
         finally:
             lock.release()
     for report in reports:
@@ -314,6 +317,44 @@ def _print_issue(issue: Issue, explain: bool) -> None:
             for reason in d.reasons:
                 click.echo(f"                    · {reason}")
     click.echo()
+
+
+def _print_finding(issue_id: str, finding: Finding) -> None:
+    if finding.level == "warning":
+        click.echo(f"warning: {issue_id}: {finding.what}"
+                   + (f" — {finding.fix}" if finding.fix else ""), err=True)
+
+
+@cli.command()
+@click.option("--date", "date", type=DATE, help="Issue date (YYYY-MM-DD).")
+@click.option("--list", "list_id", metavar="LIST", help="Only this list.")
+@pass_app
+@_user_errors
+def check(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
+    """Render the issue and report what inboxes punish; exit 1 on errors.
+
+    Size against Gmail's clipping, links, images, preheader, subject, the plain-text part,
+    the unsubscribe link and headers, and the DKIM signature. `send` runs it first.
+    """
+    from newsletter.check import check_issue
+    from newsletter.dkim import load_signer
+
+    inputs = app.inputs()
+    day = app.date(date)
+    signer = load_signer(app.settings.dkim)
+    renderer = Renderer(app.settings.templates, app.settings.newsletter)
+    ledger = app.ledger(create=False)
+    errors = 0
+    for lst in inputs.roster.select(list_id):
+        rendered = renderer.render(compose_issue(inputs, lst, day, ledger))
+        findings = check_issue(rendered, lst, app.settings, signer, _now())
+        errors += sum(f.level == "error" for f in findings)
+        click.echo(f"{rendered.issue.id}: " + (f"{len(findings)} problem(s)" if findings
+                                               else "no problems found"))
+        for finding in findings:
+            click.echo(f"  {finding}")
+    if errors:
+        sys.exit(EXIT_FAILED_DELIVERIES)
 
 
 @cli.command()

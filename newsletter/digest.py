@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from newsletter.archive import archive_issue
+from newsletter.check import Finding, as_error, check_issue
 from newsletter.composer import compose, recompose
 from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
@@ -106,24 +107,34 @@ def run_send(
     to: Subscriber | None = None,
     resend: bool = False,
     dry_run: bool = False,
+    force: bool = False,
     stream: TextIO | None = None,
     stop: threading.Event | None = None,
     sleep: Callable[[float], object] | None = None,
     on_start: Callable[[Issue, int], None] | None = None,
     on_result: Callable[[DeliveryResult], None] | None = None,
+    on_finding: Callable[[str, Finding], None] | None = None,
 ) -> list[DeliveryReport]:
     """Send the `date` issue of each selected list to everyone who has not had it yet.
 
     With `to`, send one test copy instead (never recorded). A dry run reads the ledger but
     records nothing. Everything is composed and rendered before the first message
     goes out, so a content or template mistake in any list stops the run before anyone
-    gets mail. The caller holds `send_lock` around a recorded run.
+    gets mail; so does an error `check` finds, unless `force`. The caller holds `send_lock`
+    around a recorded run.
     """
     settings = inputs.settings
     lists = inputs.roster.select(list_id)
     signer = load_signer(settings.dkim)  # an unusable key stops the run here, before any mail
     renderer = Renderer(settings.templates, settings.newsletter)
     rendered = [renderer.render(compose_issue(inputs, lst, date, ledger)) for lst in lists]
+    for lst, issue in zip(lists, rendered, strict=True):
+        findings = check_issue(issue, lst, settings, signer, now)
+        for finding in findings:
+            if on_finding is not None:
+                on_finding(issue.issue.id, finding)
+        if not force and any(f.level == "error" for f in findings):
+            raise as_error(issue.issue.id, findings)
     if ledger is not None and not dry_run and to is None:
         for issue in rendered:  # the public copy, linked from every message as "view in browser"
             archive_issue(settings.delivery.outbox, issue.issue, renderer.render_web(issue.issue))
