@@ -129,8 +129,7 @@ def _preheader_and_subject(source: str, subject: str) -> list[Finding]:
                                 f"inboxes show about {PREHEADER_MAX}"))
     if len(subject) > SUBJECT_WARN:
         findings.append(Finding("warning", f"the subject is {len(subject)} characters; phones "
-                                f"cut it near {SUBJECT_WARN // 2} and desktops near "
-                                f"{SUBJECT_WARN}"))
+                                f"show about 40 and desktops about {SUBJECT_WARN}"))
     return findings
 
 
