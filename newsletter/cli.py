@@ -139,7 +139,7 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
             raise ConfigError(f"{subscriber} is not on {where}", file=inputs.roster.path,
                               field="--subscriber", fix="pick an address from the subscriber file")
         lists = [lst for lst in lists if lst.id in readers]
-    renderer = Renderer(app.settings.templates, newsletter)
+    renderer = Renderer.from_settings(app.settings)
     for lst in lists:
         rendered = renderer.render(compose_issue(inputs, lst, day, app.ledger(create=False)))
         if subscriber is not None:
@@ -342,7 +342,7 @@ def check(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
     inputs = app.inputs()
     day = app.date(date)
     signer = load_signer(app.settings.dkim)
-    renderer = Renderer(app.settings.templates, app.settings.newsletter)
+    renderer = Renderer.from_settings(app.settings)
     ledger = app.ledger(create=False)
     errors = 0
     for lst in inputs.roster.select(list_id):

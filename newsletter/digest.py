@@ -126,7 +126,7 @@ def run_send(
     settings = inputs.settings
     lists = inputs.roster.select(list_id)
     signer = load_signer(settings.dkim)  # an unusable key stops the run here, before any mail
-    renderer = Renderer(settings.templates, settings.newsletter)
+    renderer = Renderer.from_settings(settings)
     rendered = [renderer.render(compose_issue(inputs, lst, date, ledger)) for lst in lists]
     for lst, issue in zip(lists, rendered, strict=True):
         findings = check_issue(issue, lst, settings, signer, now)

@@ -21,8 +21,9 @@ import jinja2
 from premailer import Premailer
 
 from newsletter.errors import ConfigError, TemplateError
-from newsletter.models import Issue
-from newsletter.settings import NewsletterSection
+from newsletter.links import tag_url
+from newsletter.models import Article, Issue
+from newsletter.settings import LinksSection, NewsletterSection, Settings
 
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
@@ -78,7 +79,8 @@ class RenderedIssue:
 class Renderer:
     """Renders issues from one template folder. Build once per run; reuse for every issue."""
 
-    def __init__(self, templates: Path, newsletter: NewsletterSection, lang: str = "en") -> None:
+    def __init__(self, templates: Path, newsletter: NewsletterSection, lang: str = "en",
+                 links: LinksSection | None = None) -> None:
         if not templates.is_dir():
             raise ConfigError("template folder not found (setting 'templates')", file=templates,
                               fix=f"create it with {HTML_TEMPLATE} and {TEXT_TEMPLATE}, "
@@ -86,6 +88,7 @@ class Renderer:
         self.templates = templates
         self.newsletter = newsletter
         self.lang = lang
+        self.links = links or LinksSection()
         self.inline_count = 0  # premailer runs: one per rendered issue, never per subscriber
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(templates),
@@ -95,6 +98,10 @@ class Renderer:
         )
         self._env.filters["or_else"] = _or_else
         self._env.filters["wrap_paragraphs"] = wrap_paragraphs
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Renderer:
+        return cls(settings.templates, settings.newsletter, links=settings.links)
 
     def render(self, issue: Issue) -> RenderedIssue:
         """Render both parts of `issue` and inline the HTML's CSS."""
@@ -139,10 +146,17 @@ class Renderer:
             "issue": {
                 "id": issue.id, "date": issue.date, "date_label": date_label(issue.date),
                 "subject": subject, "preheader": preheader,
-                "lead": issue.lead, "headlines": issue.headlines,
+                "lead": self._tagged(issue, issue.lead),
+                "headlines": [self._tagged(issue, a) for a in issue.headlines],
                 "web_url": f"{n.base_url}/{web_path(issue)}",
             },
         }
+
+    def _tagged(self, issue: Issue, article: Article) -> Article:
+        tags = self.links.tags(issue.list_id, issue.date.isoformat())
+        if not tags or not article.url:
+            return article
+        return article.model_copy(update={"url": tag_url(article.url, tags)})
 
     def _render(self, name: str, context: dict[str, Any]) -> str:
         try:

@@ -76,6 +76,19 @@ class ArticlesSection(_Section):
     max_age_days: int = Field(2, ge=0, le=3650)
 
 
+class LinksSection(_Section):
+    # UTM tags added to article links; none by default. `{list}` and `{date}` are filled in.
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+
+    def tags(self, list_id: str, date: str) -> dict[str, str]:
+        values = {"utm_source": self.utm_source, "utm_medium": self.utm_medium,
+                  "utm_campaign": self.utm_campaign}
+        return {key: value.replace("{list}", list_id).replace("{date}", date)
+                for key, value in values.items() if value}
+
+
 class DeliverySection(_Section):
     backend: Literal["file", "smtp", "console"] = "file"
     outbox: Path = Path("outbox")
@@ -178,6 +191,7 @@ class Settings(BaseSettings):
     articles: ArticlesSection = Field(default_factory=ArticlesSection)
     subscribers: Path = Path("config/subscribers.yaml")
     templates: Path = Path("templates")
+    links: LinksSection = Field(default_factory=LinksSection)
     delivery: DeliverySection = Field(default_factory=DeliverySection)
     ledger: Path = Path("outbox/newsletter.sqlite3")
     smtp: SmtpSection = Field(default_factory=SmtpSection)
