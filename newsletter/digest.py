@@ -135,11 +135,11 @@ def run_send(
                 on_finding(issue.issue.id, finding)
         if not force and any(f.level == "error" for f in findings):
             raise as_error(issue.issue.id, findings)
+    name = backend_name or settings.delivery.backend
+    create_backend(name, settings, stream)  # a backend that can't be built fails before any work
     if ledger is not None and not dry_run and to is None:
         for issue in rendered:  # the public copy, linked from every message as "view in browser"
             archive_issue(settings.delivery.outbox, issue.issue, renderer.render_web(issue.issue))
-    name = backend_name or settings.delivery.backend
-    create_backend(name, settings, stream)  # an unknown name fails here, before any work
     options = DispatchOptions(
         connections=settings.smtp.connections if name == "smtp" else 1,
         retries=settings.delivery.retries,
