@@ -69,13 +69,13 @@ def compose(
     lead, lead_reason = _pick_lead(candidates)
     decisions[lead.id] = Decision(article_id=lead.id, title=lead.title, role="lead",
                                   reasons=[lead_reason])
-    ranked = sorted(
-        (c for c in candidates if c is not lead),
-        key=lambda a: _rank_key(a, lead, date, tz, max_age_days),
-    )
+    scored = {a.id: relatedness(a, lead, date, tz, max_age_days)
+              for a in candidates if a is not lead}
+    ranked = sorted((c for c in candidates if c is not lead),
+                    key=lambda a: _rank_key(a, lead, scored[a.id][0]))
     chosen: list[Article] = []
     for article in ranked:
-        score, reasons = relatedness(article, lead, date, tz, max_age_days)
+        score, reasons = scored[article.id]
         duplicate = _near_duplicate_of(article, [lead, *chosen])
         if duplicate is not None:
             role, reasons = "dropped", [f"near-duplicate of {duplicate.title!r}"]
@@ -145,11 +145,9 @@ def relatedness(article: Article, lead: Article, date: dt.date, tz: ZoneInfo,
     return score, reasons
 
 
-def _rank_key(article: Article, lead: Article, date: dt.date, tz: ZoneInfo,
-              max_age_days: int) -> tuple:
+def _rank_key(article: Article, lead: Article, score: float) -> tuple:
     # Headlines the lead's own page lists as related keep the page's order: an editor chose it.
     listed = article.related_to == lead.id
-    score, _ = relatedness(article, lead, date, tz, max_age_days)
     return (not listed, article.related_position if listed else 0, -round(score, 9),
             -article.published.timestamp(), article.title, article.id)
 

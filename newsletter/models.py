@@ -47,10 +47,6 @@ class Subscriber:
     status: Status = "active"
     line: int | None = None
 
-    @property
-    def first_name(self) -> str:
-        return self.name.split()[0] if self.name and self.name.split() else ""
-
 
 class SubscriberList(BaseModel):
     model_config = ConfigDict(frozen=True)

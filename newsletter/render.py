@@ -89,7 +89,6 @@ class Renderer:
         self.newsletter = newsletter
         self.lang = lang
         self.links = links or LinksSection()
-        self.inline_count = 0  # premailer runs: one per rendered issue, never per subscriber
         self._env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(templates),
             autoescape=jinja2.select_autoescape(["html", "htm"], default_for_string=False),
@@ -179,7 +178,6 @@ class Renderer:
                                 fix="check the variable names against the README") from err
 
     def _inline(self, raw_html: str) -> str:
-        self.inline_count += 1
         try:
             return Premailer(
                 raw_html,
