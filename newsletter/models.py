@@ -46,6 +46,10 @@ class Subscriber:
     name: str | None = None
     status: Status = "active"
     line: int | None = None
+    # Sections or tags the reader wants (lowercase); empty means the whole issue.
+    topics: tuple[str, ...] = ()
+    # IANA zone for local-time delivery; None means the list's (or the schedule's).
+    timezone: str | None = None
 
 
 class SubscriberList(BaseModel):
@@ -54,6 +58,10 @@ class SubscriberList(BaseModel):
     id: str
     title: str
     subscribers: tuple[Subscriber, ...] = ()
+    # Only articles in these sections (lowercase) go to this list; empty means all.
+    sections: tuple[str, ...] = ()
+    locale: str | None = None  # None: the settings' newsletter.locale
+    timezone: str | None = None  # None: schedule.timezone
 
     @property
     def active(self) -> list[Subscriber]:

@@ -32,6 +32,13 @@ class NewsletterSection(_Section):
     base_url: str = "https://example.com"
     unsubscribe_mailto: str = "unsubscribe@example.com"
     postal_address: str | None = None
+    # Dates and template strings of the email; a list's `locale:` overrides it.
+    locale: str = "en_GB"
+
+    @field_validator("locale")
+    @classmethod
+    def _locale(cls, value: str) -> str:
+        return check_locale(value)
 
     @field_validator("sender")
     @classmethod
@@ -74,6 +81,10 @@ class ArticlesSection(_Section):
     paths: list[Path] = Field(default_factory=lambda: [Path("articles")])
     headlines: int = Field(8, ge=1, le=50)
     max_age_days: int = Field(2, ge=0, le=3650)
+    # RSS or Atom feeds: URLs, or paths to feed files.
+    feeds: list[str] = Field(default_factory=list)
+    # Seconds to wait for a feed's server before warning and going on without it.
+    feed_timeout: float = Field(10, gt=0, le=300)
 
 
 class LinksSection(_Section):
@@ -157,12 +168,7 @@ class ScheduleSection(_Section):
     @field_validator("timezone")
     @classmethod
     def _timezone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as err:
-            raise ValueError(
-                "unknown time zone; use an IANA name such as Europe/London or America/New_York"
-            ) from err
+        check_timezone(value)
         return value
 
     @property
@@ -173,6 +179,27 @@ class ScheduleSection(_Section):
     def hour_minute(self) -> tuple[int, int]:
         hour, minute = self.time.split(":")
         return int(hour), int(minute)
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    """The zone called `name`; `ValueError` with the fix when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(
+            "unknown time zone; use an IANA name such as Europe/London or America/New_York"
+        ) from err
+
+
+def check_locale(name: str) -> str:
+    """`name` as Babel spells it (`de-DE` → `de_DE`); `ValueError` when Babel has no data."""
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        return str(Locale.parse(name.replace("-", "_")))
+    except (UnknownLocaleError, ValueError, TypeError) as err:
+        raise ValueError("unknown locale; use a name such as en_GB, en_US, de_DE or fr_FR"
+                         ) from err
 
 
 class Settings(BaseSettings):
