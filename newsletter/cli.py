@@ -26,19 +26,27 @@ from newsletter.delivery.file import write_atomically
 from newsletter.digest import (
     DeliveryReport,
     Inputs,
-    compose_issue,
+    compose_edition,
     issue_date,
     load_inputs,
+    render_edition,
     run_send,
     send_lock,
+    variant_audience,
 )
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.ledger import ALL_LISTS, SqliteLedger
 from newsletter.message import personal_fields
-from newsletter.models import Article, Issue, Subscriber
+from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList
 from newsletter.progress import SendProgress
 from newsletter.render import PersonalFields, Renderer
-from newsletter.settings import DEFAULT_CONFIG, Settings, load_settings
+from newsletter.settings import (
+    DEFAULT_CONFIG,
+    ScheduleSection,
+    Settings,
+    check_timezone,
+    load_settings,
+)
 from newsletter.subscribers import load_roster
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -140,19 +148,35 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
                               field="--subscriber", fix="pick an address from the subscriber file")
         lists = [lst for lst in lists if lst.id in readers]
     renderer = Renderer.from_settings(app.settings)
+    outbox = app.settings.delivery.outbox / "preview"
     for lst in lists:
-        rendered = renderer.render(compose_issue(inputs, lst, day, app.ledger(create=False)))
+        edition = render_edition(renderer, compose_edition(inputs, lst, day,
+                                                           app.ledger(create=False)),
+                                 lst.locale)
         if subscriber is not None:
             secret = app.settings.unsubscribe.secret
-            personal = personal_fields(newsletter, lst.id, readers[lst.id],
+            reader = readers[lst.id]
+            personal = personal_fields(newsletter, lst.id, reader,
                                        secret.get_secret_value() if secret else None)
-        else:  # a neutral copy, fit to show colleagues
+            copies = [(edition.for_reader(reader), day.isoformat())]
+        else:  # neutral copies, fit to show colleagues: the general issue and each variant
             personal = PersonalFields(email=f"reader@{newsletter.sender_domain}",
                                       unsubscribe_url=f"{newsletter.base_url}/unsubscribe")
-        for suffix, part in ((".html", rendered.html), (".txt", rendered.text)):
-            path = app.settings.delivery.outbox / "preview" / lst.id / f"{day.isoformat()}{suffix}"
-            write_atomically(path, part.fill(personal).encode("utf-8"))
-            click.echo(str(path))
+            copies = [(variant, _preview_name(day, variant.issue))
+                      for variant in edition.variants.values()]
+        for rendered, name in copies:
+            for suffix, part in ((".html", rendered.html), (".txt", rendered.text)):
+                path = outbox / lst.id / f"{name}{suffix}"
+                write_atomically(path, part.fill(personal).encode("utf-8"))
+                click.echo(str(path))
+
+
+def _preview_name(day: dt.date, issue: Issue) -> str:
+    """`2026-11-24` for the general issue, `2026-11-24.city+culture` for a topic variant."""
+    if not issue.topics or issue.fallback:
+        return day.isoformat()
+    return day.isoformat() + "." + "+".join(re.sub(r"[^\w-]+", "-", t).strip("-")
+                                            for t in issue.topics)
 
 
 @cli.command()
@@ -170,10 +194,14 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
 @click.option("--wait", "wait", type=float, default=0, metavar="SECONDS",
               help="If another process is sending, wait this long for it to finish.")
 @click.option("--force", is_flag=True, help="Send even if `check` finds errors.")
+@click.option("--timezone", "zone", metavar="ZONE",
+              help="Only readers whose morning is in this time zone (IANA name), as the "
+                   "scheduler does at that zone's schedule.time.")
 @pass_app
 @_user_errors
 def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str | None,
-         to: str | None, dry_run: bool, resend: bool, wait: float, force: bool) -> None:
+         to: str | None, dry_run: bool, resend: bool, wait: float, force: bool,
+         zone: str | None) -> None:
     """Deliver the issue to every active subscriber who has not had it yet.
 
     Every delivery is recorded in the ledger as the server answers, so running the same
@@ -181,6 +209,11 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
     twice; a fully sent issue is left alone. Exits 0 only if every subscriber has the issue.
     """
     test_reader = Subscriber(email=_address(to, "--to")) if to else None
+    if zone is not None:
+        try:
+            check_timezone(zone)
+        except ValueError as err:
+            raise ConfigError(f"{zone!r}: {err}", field="--timezone") from err
     if backend is not None and backend not in BACKENDS:
         raise ConfigError(f"unknown delivery backend {backend!r}", field="--backend",
                           fix="use one of: " + ", ".join(BACKENDS))
@@ -196,7 +229,8 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
             lock.acquire(wait=wait, stop=stop)
         try:
             reports = run_send(inputs, day, _now(), ledger if test_reader is None else None,
-                               list_id=list_id, backend_name=backend_name, to=test_reader,
+                               list_id=list_id, zone=zone, backend_name=backend_name,
+                               to=test_reader,
                                resend=resend, dry_run=dry_run, force=force,
                                stream=sys.stdout, stop=stop, on_start=progress.start,
                                on_result=progress.advance, on_finding=_print_finding)
@@ -250,9 +284,11 @@ def _summarise(report: DeliveryReport, backend: str, dry_run: bool) -> None:
     parts.append(f"{len(report.failed)} failed")
     if report.not_attempted:
         parts.append(f"{len(report.not_attempted)} not attempted")
+    if report.later:
+        parts.append(f"{report.later} waiting for their time zone's run")
     click.echo(f"{report.issue.id} [{label}]: {', '.join(parts)}")
     if (not report.test and not dry_run and not report.sent and not report.failed
-            and not report.not_attempted
+            and not report.not_attempted and not report.later
             and report.earlier):
         click.echo("  already sent to every subscriber; nothing to do (--resend sends it again)")
     for result in report.failed:
@@ -278,13 +314,14 @@ def compose(app: _App, date: dt.datetime | None, list_id: str | None, explain: b
     inputs = app.inputs()
     day = app.date(date)
     ledger = app.ledger(create=False)
-    issues = [compose_issue(inputs, lst, day, ledger) for lst in inputs.roster.select(list_id)]
+    lists = inputs.roster.select(list_id)
+    editions = [(lst, compose_edition(inputs, lst, day, ledger)) for lst in lists]
     if as_json:
-        data = [_issue_json(issue, explain) for issue in issues]
+        data = [_edition_json(edition, lst, explain) for lst, edition in editions]
         click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2, ensure_ascii=False))
         return
-    for issue in issues:
-        _print_issue(issue, explain)
+    for lst, edition in editions:
+        _print_edition(edition, lst, explain)
 
 
 def _article_json(article: Article) -> dict[str, Any]:
@@ -302,9 +339,43 @@ def _issue_json(issue: Issue, explain: bool) -> dict[str, Any]:
     return data
 
 
+def _edition_json(edition: Edition, lst: SubscriberList, explain: bool) -> dict[str, Any]:
+    """The general issue at the top level (as before topics existed), plus `variants`."""
+    data = _issue_json(edition.general, explain)
+    data["variants"] = [
+        {"topics": list(variant.topics), "subscribers": readers, "fallback": variant.fallback,
+         **{k: v for k, v in _issue_json(variant, explain).items()
+            if k not in ("id", "list", "date")}}
+        for variant, readers in variant_audience(edition, lst)]
+    return data
+
+
+def _print_edition(edition: Edition, lst: SubscriberList, explain: bool) -> None:
+    audience = variant_audience(edition, lst)
+    general = edition.general
+    click.echo(f"{general.id} — {general.list_title}")
+    if len(audience) > 1 or edition.by_topics:
+        click.echo(f"  {len(audience)} variant(s) rendered for {lst.id}: "
+                   + ", ".join(f"{_variant_label(v)} ({n} reader{'s' if n != 1 else ''})"
+                               for v, n in audience))
+    for variant, readers in audience:
+        if len(audience) > 1 or edition.by_topics:
+            click.echo(f"  ── {_variant_label(variant)}: {readers} reader(s)")
+        _print_issue(variant, explain)
+    fallbacks = sorted(key for key, issue in edition.by_topics.items() if issue.fallback)
+    for key in fallbacks:
+        click.echo(f"  topics {key.replace(',', ', ')}: no new article on them for "
+                   f"{general.date}; those readers get the general issue")
+    click.echo()
+
+
+def _variant_label(issue: Issue) -> str:
+    return "general" if not issue.topics or issue.fallback else "topics " + ", ".join(
+        issue.topics)
+
+
 def _print_issue(issue: Issue, explain: bool) -> None:
     lead = issue.lead
-    click.echo(f"{issue.id} — {issue.list_title}")
     click.echo(f"  lead: {lead.title}" + (f" ({lead.author})" if lead.author else ""))
     for n, article in enumerate(issue.headlines, start=1):
         section = f" [{article.section}]" if article.section else ""
@@ -316,7 +387,6 @@ def _print_issue(issue: Issue, explain: bool) -> None:
             click.echo(f"    {d.role:<8} {score}  {d.title}")
             for reason in d.reasons:
                 click.echo(f"                    · {reason}")
-    click.echo()
 
 
 def _print_finding(issue_id: str, finding: Finding) -> None:
@@ -346,13 +416,16 @@ def check(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
     ledger = app.ledger(create=False)
     errors = 0
     for lst in inputs.roster.select(list_id):
-        rendered = renderer.render(compose_issue(inputs, lst, day, ledger))
-        findings = check_issue(rendered, lst, app.settings, signer, _now())
-        errors += sum(f.level == "error" for f in findings)
-        click.echo(f"{rendered.issue.id}: " + (f"{len(findings)} problem(s)" if findings
-                                               else "no problems found"))
-        for finding in findings:
-            click.echo(f"  {finding}")
+        edition = render_edition(renderer, compose_edition(inputs, lst, day, ledger),
+                                 lst.locale)
+        for rendered in edition.variants.values():
+            findings = check_issue(rendered, lst, app.settings, signer, _now())
+            errors += sum(f.level == "error" for f in findings)
+            label = "" if len(edition.variants) == 1 else f" ({_variant_label(rendered.issue)})"
+            click.echo(f"{rendered.issue.id}{label}: "
+                       + (f"{len(findings)} problem(s)" if findings else "no problems found"))
+            for finding in findings:
+                click.echo(f"  {finding}")
     if errors:
         sys.exit(EXIT_FAILED_DELIVERIES)
 
@@ -362,34 +435,68 @@ def check(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
 @pass_app
 @_user_errors
 def schedule(app: _App, list_jobs: bool) -> None:
-    """Run the daily digest at schedule.time in schedule.timezone, until stopped.
+    """Send the daily digest at schedule.time in each reader's time zone, until stopped.
 
-    Runs missed while the machine was off are sent once when it is back, within
-    schedule.misfire_grace_minutes. SIGTERM or Ctrl-C stops it cleanly.
+    A reader's zone is their `timezone:` in the subscriber file, else their list's, else
+    schedule.timezone. Runs missed while the machine was off are sent once when it is
+    back, within schedule.misfire_grace_minutes. SIGTERM or Ctrl-C stops it cleanly.
     """
+    from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
 
     from newsletter import scheduler as daily
 
     s = app.settings.schedule
+    roster = load_roster(app.settings.subscribers)
+    zones = daily.delivery_zones(roster, app.settings)
     if list_jobs:
-        click.echo(f"daily digest at {s.time} {s.timezone}; next runs:")
-        for when in daily.next_run_times(s, _now()):
-            click.echo(f"  {when:%Y-%m-%d %H:%M %Z (%z)}")
+        _print_next_runs(s, zones)
         return
+    _warn(roster.warnings)
     load_inputs(app.settings)  # refuse to start on a broken subscriber file or articles
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     with daily.scheduler_lock(s), _stop_on_signals(daily.STOP):
-        scheduler = BackgroundScheduler(timezone=s.tz, jobstores={"default": daily.job_store(s)})
+        scheduler = BackgroundScheduler(timezone=s.tz, jobstores={
+            "default": daily.job_store(s), "memory": MemoryJobStore()})
         daily.watch_missed_runs(scheduler)
         scheduler.start(paused=True)
-        job = daily.install_daily_job(scheduler, s, app.config_path)
+        jobs = daily.install_jobs(scheduler, s, list(zones), app.config_path)
+        scheduler.add_job(daily.refresh_jobs, IntervalTrigger(minutes=daily.REFRESH_MINUTES),
+                          args=(scheduler, app.config_path), jobstore="memory",
+                          id="refresh", name="re-read subscribers for new time zones")
         scheduler.resume()
-        click.echo(f"scheduler running: daily digest at {s.time} {s.timezone}, next at "
-                   f"{job.next_run_time:%Y-%m-%d %H:%M %Z}; stop with Ctrl-C or SIGTERM")
+        first = min(jobs, key=lambda job: job.next_run_time)
+        click.echo(f"scheduler running: daily digest at {s.time} in {_zones_label(zones)}; "
+                   f"next at {first.next_run_time:%Y-%m-%d %H:%M %Z} "
+                   f"({first.id.removeprefix(daily.JOB_PREFIX)}); stop with Ctrl-C or SIGTERM")
         daily.STOP.wait()
         scheduler.shutdown(wait=True)
     click.echo("scheduler stopped")
+
+
+def _zones_label(zones: dict[str, int]) -> str:
+    if len(zones) == 1:
+        return next(iter(zones))
+    return f"{len(zones)} time zones (" + ", ".join(
+        f"{zone}: {n} reader{'s' if n != 1 else ''}" for zone, n in zones.items()) + ")"
+
+
+def _print_next_runs(s: ScheduleSection, zones: dict[str, int], count: int = 5) -> None:
+    from newsletter import scheduler as daily
+
+    now = _now()
+    if len(zones) == 1:
+        click.echo(f"daily digest at {s.time} {next(iter(zones))}; next runs:")
+        for when in daily.next_run_times(s, now, count, next(iter(zones))):
+            click.echo(f"  {when:%Y-%m-%d %H:%M %Z (%z)}")
+        return
+    click.echo(f"daily digest at {s.time} local time in {_zones_label(zones)}; next runs:")
+    runs = sorted((when, zone) for zone in zones
+                  for when in daily.next_run_times(s, now, count, zone))
+    for when, zone in runs[:count]:
+        click.echo(f"  {when:%Y-%m-%d %H:%M %Z (%z)} {zone} "
+                   f"= {when.astimezone(dt.UTC):%H:%M} UTC")
 
 
 @cli.command()

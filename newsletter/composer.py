@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from newsletter.errors import ContentError
@@ -37,6 +38,13 @@ def compose(
     if not articles:
         raise ContentError("there are no articles", field="articles.paths",
                            fix="add Markdown (.md) or text (.txt) articles to the folder")
+    if subscriber_list.sections:
+        articles = [a for a in articles if in_topics(a, subscriber_list.sections)]
+        if not articles:
+            raise ContentError(
+                f"no articles in the sections of list {subscriber_list.id!r} ("
+                + ", ".join(subscriber_list.sections) + ")", field="sections",
+                fix="add articles with one of those sections, or change the list's sections")
     oldest = date - dt.timedelta(days=max_age_days)
     decisions: dict[str, Decision] = {}
     candidates = []
@@ -97,6 +105,36 @@ def compose(
                                key=lambda d: (order.get(d.article_id, len(order)),
                                               -(d.score or 0), d.title))),
     )
+
+
+def in_topics(article: Article, topics: Iterable[str]) -> bool:
+    """Whether the article's section or one of its tags is among `topics` (any case)."""
+    wanted = {t.lower() for t in topics}
+    return ((article.section or "").lower() in wanted
+            or any(tag.lower() in wanted for tag in article.tags))
+
+
+def compose_for_topics(
+    articles: Iterable[Article],
+    subscriber_list: SubscriberList,
+    date: dt.date,
+    topics: tuple[str, ...],
+    general: Issue,
+    **options: Any,
+) -> Issue:
+    """The variant for readers who chose `topics`: lead and headlines among those topics.
+
+    When no usable article matches, it is the general issue (`fallback`), so nobody ever
+    gets an empty email. `options` are `compose`'s keyword arguments.
+    """
+    matching = [a for a in articles if in_topics(a, topics)]
+    try:
+        issue = compose(matching, subscriber_list, date, **options) if matching else None
+    except ContentError:
+        issue = None
+    if issue is None:
+        return general.model_copy(update={"topics": topics, "fallback": True})
+    return issue.model_copy(update={"topics": topics})
 
 
 def _pick_lead(candidates: list[Article]) -> tuple[Article, str]:

@@ -11,10 +11,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TextIO
+from zoneinfo import ZoneInfo
 
 from newsletter.archive import archive_issue
 from newsletter.check import Finding, as_error, check_issue
-from newsletter.composer import compose, recompose
+from newsletter.composer import compose, compose_for_topics, recompose
 from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
 from newsletter.dispatch import DispatchOptions, dispatch
@@ -24,7 +25,7 @@ from newsletter.fastmime import MessageTemplate
 from newsletter.ledger import UNSENT, Ledger
 from newsletter.lock import ProcessLock
 from newsletter.message import message_id
-from newsletter.models import Article, Issue, Subscriber, SubscriberList
+from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList, topic_key
 from newsletter.render import RenderedIssue, Renderer
 from newsletter.settings import Settings
 from newsletter.sources import load_articles
@@ -45,6 +46,7 @@ class DeliveryReport:
     paused: str | None = None
     stopped: bool = False
     test: bool = False
+    later: int = 0  # readers in other time zones, not due in this run
 
     @property
     def ok(self) -> bool:
@@ -73,9 +75,20 @@ def issue_date(settings: Settings, now: dt.datetime) -> dt.date:
     return now.astimezone(settings.schedule.tz).date()
 
 
+def list_zone(subscriber_list: SubscriberList, settings: Settings) -> str:
+    """The list's time zone: its own `timezone:`, else `schedule.timezone`."""
+    return subscriber_list.timezone or settings.schedule.timezone
+
+
+def reader_zone(subscriber: Subscriber, subscriber_list: SubscriberList,
+                settings: Settings) -> str:
+    """Where the reader's morning is: their `timezone:`, else the list's."""
+    return subscriber.timezone or list_zone(subscriber_list, settings)
+
+
 def compose_issue(inputs: Inputs, subscriber_list: SubscriberList, date: dt.date,
                   ledger: Ledger | None = None) -> Issue:
-    """The issue as recorded when it was first sent, or freshly composed.
+    """The general issue as recorded when it was first sent, or freshly composed.
 
     A fresh issue leaves out articles that earlier issues of the list already carried.
     """
@@ -83,11 +96,73 @@ def compose_issue(inputs: Inputs, subscriber_list: SubscriberList, date: dt.date
         record = ledger.issue(f"{subscriber_list.id}/{date.isoformat()}")
         if record is not None:
             return recompose(inputs.articles, subscriber_list, date, record.article_ids)
-    a = inputs.settings.articles
     sent = ledger.articles_sent_before(subscriber_list.id, date) if ledger else frozenset()
-    return compose(inputs.articles, subscriber_list, date, headlines=a.headlines,
-                   max_age_days=a.max_age_days, tz=inputs.settings.schedule.tz,
-                   already_sent=sent)
+    return compose(inputs.articles, subscriber_list, date, already_sent=sent,
+                   **_compose_options(inputs, subscriber_list))
+
+
+def compose_edition(inputs: Inputs, subscriber_list: SubscriberList, date: dt.date,
+                    ledger: Ledger | None = None) -> Edition:
+    """The general issue plus a variant for each set of topics the list's readers chose.
+
+    Variants recorded by an earlier run of the same date are kept as they were, so
+    readers in a later time zone get what the earlier ones got.
+    """
+    general = compose_issue(inputs, subscriber_list, date, ledger)
+    recorded = ledger.variants(general.id) if ledger is not None else {}
+    choices = {topic_key(s.topics): tuple(sorted(s.topics)) for s in subscriber_list.subscribers
+               if s.topics and s.status == "active"}
+    by_topics: dict[str, Issue] = {}
+    for key, topics in sorted(choices.items()):
+        if key in recorded:
+            issue = recompose(inputs.articles, subscriber_list, date, recorded[key])
+            by_topics[key] = issue.model_copy(update={
+                "topics": topics, "fallback": recorded[key] == general.article_ids})
+            continue
+        sent = (ledger.articles_sent_before(subscriber_list.id, date, key)
+                if ledger is not None else frozenset())
+        by_topics[key] = compose_for_topics(inputs.articles, subscriber_list, date, topics,
+                                            general, already_sent=sent,
+                                            **_compose_options(inputs, subscriber_list))
+    return Edition(general=general, by_topics=by_topics)
+
+
+def _compose_options(inputs: Inputs, subscriber_list: SubscriberList) -> dict:
+    a = inputs.settings.articles
+    return {"headlines": a.headlines, "max_age_days": a.max_age_days,
+            "tz": ZoneInfo(list_zone(subscriber_list, inputs.settings))}
+
+
+def variant_audience(edition: Edition, subscriber_list: SubscriberList
+                     ) -> list[tuple[Issue, int]]:
+    """Each distinct variant (general first) with how many active readers get it."""
+    counts: dict[tuple[str, ...], int] = {}
+    for s in subscriber_list.subscribers:
+        if s.status == "active":
+            ids = edition.issue_for(s).article_ids
+            counts[ids] = counts.get(ids, 0) + 1
+    return [(variant, counts.get(variant.article_ids, 0)) for variant in edition.variants()]
+
+
+@dataclass(frozen=True)
+class RenderedEdition:
+    """An edition with each distinct variant rendered (and CSS-inlined) exactly once."""
+
+    edition: Edition
+    variants: dict[tuple[str, ...], RenderedIssue]  # article ids → the rendered variant
+
+    @property
+    def general(self) -> RenderedIssue:
+        return self.variants[self.edition.general.article_ids]
+
+    def for_reader(self, subscriber: Subscriber) -> RenderedIssue:
+        return self.variants[self.edition.issue_for(subscriber).article_ids]
+
+
+def render_edition(renderer: Renderer, edition: Edition, locale: str | None) -> RenderedEdition:
+    """Render each distinct variant of `edition` once."""
+    return RenderedEdition(edition, {issue.article_ids: renderer.render(issue, locale=locale)
+                                     for issue in edition.variants()})
 
 
 def send_lock(settings: Settings) -> ProcessLock:
@@ -103,6 +178,7 @@ def run_send(
     ledger: Ledger | None,
     *,
     list_id: str | None = None,
+    zone: str | None = None,
     backend_name: str | None = None,
     to: Subscriber | None = None,
     resend: bool = False,
@@ -117,7 +193,9 @@ def run_send(
 ) -> list[DeliveryReport]:
     """Send the `date` issue of each selected list to everyone who has not had it yet.
 
-    With `to`, send one test copy instead (never recorded). A dry run reads the ledger but
+    With `zone`, only to readers whose morning is in that time zone (the scheduler's run
+    for that zone); the others stay pending for their own run. With `to`, send one test
+    copy of the general issue instead (never recorded). A dry run reads the ledger but
     records nothing. Everything is composed and rendered before the first message
     goes out, so a content or template mistake in any list stops the run before anyone
     gets mail; so does an error `check` finds, unless `force`. The caller holds `send_lock`
@@ -127,19 +205,24 @@ def run_send(
     lists = inputs.roster.select(list_id)
     signer = load_signer(settings.dkim)  # an unusable key stops the run here, before any mail
     renderer = Renderer.from_settings(settings)
-    rendered = [renderer.render(compose_issue(inputs, lst, date, ledger)) for lst in lists]
-    for lst, issue in zip(lists, rendered, strict=True):
-        findings = check_issue(issue, lst, settings, signer, now)
-        for finding in findings:
-            if on_finding is not None:
-                on_finding(issue.issue.id, finding)
-        if not force and any(f.level == "error" for f in findings):
-            raise as_error(issue.issue.id, findings)
+    editions = [render_edition(renderer, compose_edition(inputs, lst, date, ledger), lst.locale)
+                for lst in lists]
+    for lst, edition in zip(lists, editions, strict=True):
+        for rendered in edition.variants.values():
+            findings = check_issue(rendered, lst, settings, signer, now)
+            for finding in findings:
+                if on_finding is not None:
+                    on_finding(rendered.issue.id, finding)
+            if not force and any(f.level == "error" for f in findings):
+                raise as_error(rendered.issue.id, findings)
     name = backend_name or settings.delivery.backend
     create_backend(name, settings, stream)  # a backend that can't be built fails before any work
     if ledger is not None and not dry_run and to is None:
-        for issue in rendered:  # the public copy, linked from every message as "view in browser"
-            archive_issue(settings.delivery.outbox, issue.issue, renderer.render_web(issue.issue))
+        for lst, edition in zip(lists, editions, strict=True):
+            # The public copy, linked from every message as "view in browser".
+            general = edition.edition.general
+            archive_issue(settings.delivery.outbox, general,
+                          renderer.render_web(general, locale=lst.locale))
     options = DispatchOptions(
         connections=settings.smtp.connections if name == "smtp" else 1,
         retries=settings.delivery.retries,
@@ -151,30 +234,39 @@ def run_send(
     def open_backend() -> DeliveryBackend:
         return create_backend(name, settings, stream)
 
+    def due(lst: SubscriberList) -> Callable[[Subscriber], bool] | None:
+        if zone is None:
+            return None
+        return lambda s: reader_zone(s, lst, settings) == zone
+
     reports: list[DeliveryReport] = []
-    for lst, issue in zip(lists, rendered, strict=True):
+    for lst, edition in zip(lists, editions, strict=True):
         if reports and (reports[-1].error or reports[-1].paused or reports[-1].stopped):
             # The run is over: later lists are reported as waiting, never silently dropped.
-            reports.append(DeliveryReport(issue=issue.issue, test=to is not None,
-                                          not_attempted=lst.active))
+            is_due = due(lst)
+            waiting = [s for s in lst.active if is_due is None or is_due(s)]
+            reports.append(DeliveryReport(issue=edition.edition.general, test=to is not None,
+                                          not_attempted=waiting))
             continue
-        reports.append(_send_issue(issue, lst, settings, now, ledger, open_backend, options,
-                                   signer, to=to, resend=resend, dry_run=dry_run, stop=stop,
-                                   sleep=sleep,
+        reports.append(_send_issue(edition, lst, settings, now, ledger, open_backend, options,
+                                   signer, to=to, due=due(lst), resend=resend,
+                                   dry_run=dry_run, stop=stop, sleep=sleep,
                                    on_start=on_start, on_result=on_result))
     return reports
 
 
-def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings,
+def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settings,
                 now: dt.datetime, ledger: Ledger | None,
                 open_backend: Callable[[], DeliveryBackend], options: DispatchOptions,
                 signer: DkimSigner | None, *,
-                to: Subscriber | None, resend: bool, dry_run: bool,
+                to: Subscriber | None, due: Callable[[Subscriber], bool] | None,
+                resend: bool, dry_run: bool,
                 stop: threading.Event | None,
                 sleep: Callable[[float], object] | None,
                 on_start: Callable[[Issue, int], None] | None,
                 on_result: Callable[[DeliveryResult], None] | None) -> DeliveryReport:
-    issue = rendered.issue
+    edition = rendered.edition
+    issue = edition.general
     newsletter = settings.newsletter
     test = to is not None
     report = DeliveryReport(issue=issue, test=test)
@@ -182,14 +274,25 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
     if test:
         todo = [to]
     else:
-        todo = _plan(issue, lst, ledger, record, newsletter.sender_domain, resend, report)
+        todo = _plan(edition, lst, ledger, record, newsletter.sender_domain, resend, report)
+        if due is not None:
+            report.later = sum(not due(s) for s in todo)
+            todo = [s for s in todo if due(s)]
     if on_start is not None:
         on_start(issue, len(todo))
     secret = settings.unsubscribe.secret
-    template = MessageTemplate(rendered, newsletter, now, test=test, signer=signer,
-                               secret=secret.get_secret_value() if secret else None)
+    templates = {ids: MessageTemplate(variant, newsletter, now, test=test, signer=signer,
+                                      secret=secret.get_secret_value() if secret else None)
+                 for ids, variant in rendered.variants.items()}
+    general = templates[issue.article_ids]
+
+    def build(subscriber: Subscriber) -> bytes:
+        if not subscriber.topics or test:
+            return general.build(subscriber)
+        return templates[edition.issue_for(subscriber).article_ids].build(subscriber)
+
     outcome = dispatch(
-        todo, template.build, open_backend,
+        todo, build, open_backend,
         options, ledger=record, issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)
     report.sent, report.failed = outcome.sent, list(outcome.failed.values())
     report.not_attempted = outcome.not_attempted
@@ -200,13 +303,14 @@ def _send_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
     return report
 
 
-def _plan(issue: Issue, lst: SubscriberList, ledger: Ledger | None, record: Ledger | None,
+def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: Ledger | None,
           domain: str, resend: bool, report: DeliveryReport) -> list[Subscriber]:
     """Who gets the issue in this run; fills in the report's skipped and earlier counts.
 
-    With `record`, the issue and a row per subscriber go into the ledger first, so that
-    every reader is pending there before the first message leaves.
+    With `record`, the issue, its variants and a row per subscriber go into the ledger
+    first, so that every reader is pending there before the first message leaves.
     """
+    issue = edition.general
     suppressed = ledger.suppressed(lst.id) if ledger else {}
     for s in lst.subscribers:
         if s.status != "active":
@@ -216,8 +320,9 @@ def _plan(issue: Issue, lst: SubscriberList, ledger: Ledger | None, record: Ledg
     skipped = {s.email for s, _ in report.skipped}
     active = [s for s in lst.subscribers if s.email not in skipped]
     if record is not None:
-        record.record_issue(issue.id, lst.id, issue.date,
-                            [a.id for a in (issue.lead, *issue.headlines)])
+        record.record_issue(issue.id, lst.id, issue.date, issue.article_ids)
+        record.record_variants(issue.id, {key: variant.article_ids
+                                          for key, variant in edition.by_topics.items()})
         if resend:
             record.reset(issue.id)
         record.plan(issue.id, (
@@ -243,5 +348,5 @@ def _settle(ledger: Ledger, issue_id: str, list_id: str, report: DeliveryReport)
             ledger.suppress(list_id, result.recipient, f"{issue_id}: {result.reply}")
     if report.paused:
         ledger.set_state(issue_id, "paused", report.paused)
-    elif report.ok:
+    elif report.ok and not report.later:
         ledger.set_state(issue_id, "complete")

@@ -57,7 +57,10 @@ class Ledger(Protocol):
     def issues(self, list_id: str | None = None, date: dt.date | None = None
                ) -> list[IssueRecord]: ...
     def set_state(self, issue_id: str, state: str, note: str = "") -> None: ...
-    def articles_sent_before(self, list_id: str, date: dt.date) -> frozenset[str]: ...
+    def record_variants(self, issue_id: str, variants: dict[str, tuple[str, ...]]) -> None: ...
+    def variants(self, issue_id: str) -> dict[str, tuple[str, ...]]: ...
+    def articles_sent_before(self, list_id: str, date: dt.date,
+                             topics: str = "") -> frozenset[str]: ...
     def plan(self, issue_id: str, deliveries: Iterable[tuple[str, str, DeliveryStatus]]
              ) -> None: ...
     def deliveries(self, issue_id: str) -> dict[str, Delivery]: ...
@@ -80,6 +83,13 @@ CREATE TABLE IF NOT EXISTS issues (
     state TEXT NOT NULL DEFAULT 'sending',
     note TEXT NOT NULL DEFAULT '',
     created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS issue_variants (
+    issue_id TEXT NOT NULL,
+    topics TEXT NOT NULL,         -- the readers' topics, sorted, comma-separated
+    articles TEXT NOT NULL,       -- what those readers get: lead first, then headlines
+    created TEXT NOT NULL,
+    PRIMARY KEY (issue_id, topics)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     issue_id TEXT NOT NULL,
@@ -179,12 +189,34 @@ class SqliteLedger:
             db.execute("UPDATE issues SET state = ?, note = ? WHERE issue_id = ?",
                        (state, note, issue_id))
 
-    def articles_sent_before(self, list_id: str, date: dt.date) -> frozenset[str]:
-        """Articles that earlier issues of the list carried to at least one reader."""
-        rows = self._query(
-            "SELECT articles FROM issues i WHERE list_id = ? AND date < ? AND EXISTS "
-            "(SELECT 1 FROM deliveries d WHERE d.issue_id = i.issue_id AND status = 'sent')",
-            (list_id, date.isoformat()))
+    def record_variants(self, issue_id: str, variants: dict[str, tuple[str, ...]]) -> None:
+        """Remember each topic variant's articles (topic key → ids); the first record wins."""
+        now = _now()
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO issue_variants (issue_id, topics, articles, created) "
+                "VALUES (?, ?, ?, ?)",
+                [(issue_id, key, json.dumps(list(ids)), now) for key, ids in variants.items()])
+
+    def variants(self, issue_id: str) -> dict[str, tuple[str, ...]]:
+        rows = self._query("SELECT topics, articles FROM issue_variants WHERE issue_id = ?",
+                           (issue_id,))
+        return {topics: tuple(json.loads(articles)) for topics, articles in rows}
+
+    def articles_sent_before(self, list_id: str, date: dt.date,
+                             topics: str = "") -> frozenset[str]:
+        """Articles that earlier issues of the list carried to its readers of `topics`
+        (a topic key; "" for the general issue), where at least one reader got the issue."""
+        sent = ("EXISTS (SELECT 1 FROM deliveries d WHERE d.issue_id = i.issue_id "
+                "AND status = 'sent')")
+        if topics:
+            rows = self._query(
+                "SELECT v.articles FROM issue_variants v JOIN issues i USING (issue_id) "
+                f"WHERE i.list_id = ? AND i.date < ? AND v.topics = ? AND {sent}",
+                (list_id, date.isoformat(), topics))
+        else:
+            rows = self._query(f"SELECT articles FROM issues i WHERE list_id = ? AND date < ? "
+                               f"AND {sent}", (list_id, date.isoformat()))
         return frozenset(a for (articles,) in rows for a in json.loads(articles))
 
     # deliveries -----------------------------------------------------------------------

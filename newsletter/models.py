@@ -89,8 +89,44 @@ class Issue(BaseModel):
     lead: Article
     headlines: tuple[Article, ...] = ()
     decisions: tuple[Decision, ...] = ()
+    # The topics this variant was chosen for; empty for the general issue.
+    topics: tuple[str, ...] = ()
+    # True when no article matched `topics` and the variant is the general issue.
+    fallback: bool = False
 
     @property
     def id(self) -> str:
-        """Stable for a list and date, e.g. `morning-brief/2026-11-24`."""
+        """Stable for a list and date, e.g. `morning-brief/2026-11-24`; shared by variants."""
         return f"{self.list_id}/{self.date.isoformat()}"
+
+    @property
+    def article_ids(self) -> tuple[str, ...]:
+        """Lead first, then the headlines: what tells two variants apart."""
+        return (self.lead.id, *(a.id for a in self.headlines))
+
+
+def topic_key(topics: tuple[str, ...]) -> str:
+    """One name for a set of topics, whatever their order: `city,culture`."""
+    return ",".join(sorted(topics))
+
+
+class Edition(BaseModel):
+    """A list's issue for one date: the general issue and one variant per topic choice."""
+
+    model_config = ConfigDict(frozen=True)
+
+    general: Issue
+    # topic_key(topics) → the issue readers with those topics get (the general one if none fit).
+    by_topics: dict[str, Issue] = Field(default_factory=dict)
+
+    def issue_for(self, subscriber: Subscriber) -> Issue:
+        if not subscriber.topics:
+            return self.general
+        return self.by_topics.get(topic_key(subscriber.topics), self.general)
+
+    def variants(self) -> list[Issue]:
+        """The distinct choices of articles, general first: each is rendered once."""
+        seen: dict[tuple[str, ...], Issue] = {self.general.article_ids: self.general}
+        for key in sorted(self.by_topics):
+            seen.setdefault(self.by_topics[key].article_ids, self.by_topics[key])
+        return list(seen.values())

@@ -1,6 +1,10 @@
-"""The daily schedule: APScheduler's cron trigger at `schedule.time` in `schedule.timezone`.
+"""The daily schedule: APScheduler's cron trigger at `schedule.time` in each reader's zone.
 
-Jobs live in a SQLite job store, so a run missed while the machine was off or asleep is
+One job per time zone the readers live in (a reader's `timezone:`, else their list's, else
+`schedule.timezone`); the job for a zone sends the issue of that zone's local date to
+the readers there. Every zone's readers share one issue per list and date, recorded in
+the ledger by the first zone to send it, so nobody gets a date twice. Jobs live in a
+SQLite job store, so a run missed while the machine was off or asleep is
 still due when the scheduler comes back: within `schedule.misfire_grace_minutes` it goes
 out once (several missed days coalesce into one run); later, it is skipped as stale and
 logged. One scheduler per job store, enforced by a lock.
@@ -12,6 +16,7 @@ import datetime as dt
 import logging
 import threading
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.job import Job
@@ -19,13 +24,17 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from newsletter.digest import issue_date, load_inputs, run_send, send_lock
+from newsletter.digest import issue_date, load_inputs, reader_zone, run_send, send_lock
 from newsletter.errors import NewsletterError
 from newsletter.ledger import SqliteLedger
 from newsletter.lock import ProcessLock
-from newsletter.settings import ScheduleSection, load_settings
+from newsletter.settings import ScheduleSection, Settings, load_settings
+from newsletter.subscribers import Roster, load_roster
 
-JOB_ID = "daily-digest"
+JOB_PREFIX = "digest@"
+LEGACY_JOB_ID = "daily-digest"  # the one job of versions before local-time delivery
+# How often a running scheduler re-reads the subscriber file for new time zones.
+REFRESH_MINUTES = 5
 log = logging.getLogger("newsletter.scheduler")
 # Set by the `schedule` command on SIGTERM/SIGINT: the running job finishes the message in
 # flight, records it and returns.
@@ -54,16 +63,45 @@ class DailyTrigger(CronTrigger):
         return fire
 
 
-def daily_trigger(schedule: ScheduleSection) -> DailyTrigger:
-    """Fires at `schedule.time` local time every day; follows DST."""
+def daily_trigger(schedule: ScheduleSection, zone: str | None = None) -> DailyTrigger:
+    """Fires at `schedule.time` local time in `zone` (default the schedule's) every day;
+    follows DST."""
     hour, minute = schedule.hour_minute
-    return DailyTrigger(hour=hour, minute=minute, timezone=schedule.tz)
+    return DailyTrigger(hour=hour, minute=minute, timezone=ZoneInfo(zone or schedule.timezone))
 
 
-def next_run_times(schedule: ScheduleSection, now: dt.datetime,
-                   count: int = 5) -> list[dt.datetime]:
-    """The next `count` run times after `now`, in the schedule's time zone."""
-    trigger = daily_trigger(schedule)
+def job_id(zone: str) -> str:
+    return JOB_PREFIX + zone
+
+
+def delivery_zones(roster: Roster, settings: Settings) -> dict[str, int]:
+    """Each time zone with active readers, and how many; the schedule's zone if none."""
+    zones: dict[str, int] = {}
+    for lst in roster.lists.values():
+        for s in lst.subscribers:
+            if s.status == "active":
+                zone = reader_zone(s, lst, settings)
+                zones[zone] = zones.get(zone, 0) + 1
+    return dict(sorted(zones.items())) or {settings.schedule.timezone: 0}
+
+
+def due_date(schedule: ScheduleSection, zone: str, now: dt.datetime) -> dt.date:
+    """The local date in `zone` of the latest `schedule.time` at or before `now`.
+
+    A run that starts late (within the grace time, even past midnight) still sends the
+    issue of the morning it was due.
+    """
+    local = now.astimezone(ZoneInfo(zone))
+    hour, minute = schedule.hour_minute
+    if (local.hour, local.minute) < (hour, minute):
+        return local.date() - dt.timedelta(days=1)
+    return local.date()
+
+
+def next_run_times(schedule: ScheduleSection, now: dt.datetime, count: int = 5,
+                   zone: str | None = None) -> list[dt.datetime]:
+    """The next `count` run times after `now`, in `zone` (default the schedule's)."""
+    trigger = daily_trigger(schedule, zone)
     times: list[dt.datetime] = []
     previous = None
     current = now
@@ -86,37 +124,77 @@ def scheduler_lock(schedule: ScheduleSection) -> ProcessLock:
     return ProcessLock(schedule.jobs.with_name(schedule.jobs.name + ".lock"), "the scheduler")
 
 
-def install_daily_job(scheduler: BaseScheduler, schedule: ScheduleSection,
-                      config_path: Path) -> Job:
-    """Make sure the started (or paused) `scheduler` has the daily job.
+def install_jobs(scheduler: BaseScheduler, schedule: ScheduleSection, zones: list[str],
+                 config_path: Path) -> list[Job]:
+    """Make sure the started (or paused) `scheduler` has one daily job per zone, and no
+    others.
 
     A stored job with the same schedule is kept as it is: its next run time may be a run
     that was missed while the scheduler was down, and must not be moved to tomorrow.
     """
-    trigger = daily_trigger(schedule)
-    args = (str(config_path.resolve()),)
+    config = str(config_path.resolve())
     grace = schedule.misfire_grace_minutes * 60
-    existing = scheduler.get_job(JOB_ID)
-    if (existing is not None and repr(existing.trigger) == repr(trigger)
-            and tuple(existing.args) == args and existing.misfire_grace_time == grace):
-        return existing
-    return scheduler.add_job(
-        scheduled_send, trigger=trigger, args=args, id=JOB_ID, name="daily digest",
-        replace_existing=True, misfire_grace_time=grace, coalesce=True, max_instances=1)
+    jobs = []
+    for zone in zones:
+        trigger = daily_trigger(schedule, zone)
+        args = (config, zone)
+        existing = scheduler.get_job(job_id(zone))
+        if (existing is not None and repr(existing.trigger) == repr(trigger)
+                and tuple(existing.args) == args and existing.misfire_grace_time == grace):
+            jobs.append(existing)
+            continue
+        jobs.append(scheduler.add_job(
+            scheduled_send, trigger=trigger, args=args, id=job_id(zone),
+            name=f"daily digest, {zone}", replace_existing=True, misfire_grace_time=grace,
+            coalesce=True, max_instances=1))
+    wanted = {job_id(zone) for zone in zones}
+    for job in scheduler.get_jobs(jobstore="default"):
+        if job.id == LEGACY_JOB_ID or (job.id.startswith(JOB_PREFIX) and job.id not in wanted):
+            job.remove()
+    return jobs
+
+
+def refresh_jobs(scheduler: BaseScheduler, config_path: Path) -> None:
+    """Re-read settings and subscribers; add jobs for new time zones, drop unused ones.
+
+    Runs every few minutes inside `newsletter schedule`; a broken file keeps the jobs
+    as they are (and is logged), so a typo does not stop tomorrow's digest.
+    """
+    try:
+        settings = load_settings(config_path)
+        zones = delivery_zones(load_roster(settings.subscribers), settings)
+    except NewsletterError as err:
+        for line in str(err).splitlines():
+            log.error("could not refresh the schedule: %s", line)
+        return
+    before = {job.id for job in scheduler.get_jobs(jobstore="default")}
+    install_jobs(scheduler, settings.schedule, list(zones), config_path)
+    after = {job.id for job in scheduler.get_jobs(jobstore="default")}
+    for added in sorted(after - before):
+        log.info("now also sending at %s in %s", settings.schedule.time,
+                 added.removeprefix(JOB_PREFIX))
+    for removed in sorted(before - after):
+        log.info("no readers left in %s: its daily job is removed",
+                 removed.removeprefix(JOB_PREFIX))
 
 
 def watch_missed_runs(scheduler: BaseScheduler) -> None:
     """Log each run skipped as stale, with the command that sends it by hand."""
     def missed(event: JobExecutionEvent) -> None:
         when = event.scheduled_run_time
+        zone = event.job_id.removeprefix(JOB_PREFIX) if event.job_id.startswith(
+            JOB_PREFIX) else None
+        by_hand = f"newsletter send --date {when.date().isoformat()}" + (
+            f" --timezone {zone}" if zone else "")
         log.warning("the digest due at %s was skipped as stale (later than the grace time); "
-                    "send it by hand with: newsletter send --date %s",
-                    when.isoformat(timespec="minutes"), when.date().isoformat())
+                    "send it by hand with: %s", when.isoformat(timespec="minutes"), by_hand)
     scheduler.add_listener(missed, EVENT_JOB_MISSED)
 
 
-def scheduled_send(config_path: str, now: dt.datetime | None = None) -> bool:
-    """The scheduled job: exactly what `newsletter send` does, for today's issue.
+def scheduled_send(config_path: str, zone: str | None = None,
+                   now: dt.datetime | None = None) -> bool:
+    """The scheduled job: exactly what `newsletter send --timezone ZONE` does, for the
+    issue of that zone's morning (without a zone: `newsletter send`, for today's issue).
 
     Settings, subscribers and articles are read afresh, so edits apply without a restart.
     If a manual `send` holds the lock, the job waits for it (then finds its work done).
@@ -132,7 +210,9 @@ def scheduled_send(config_path: str, now: dt.datetime | None = None) -> bool:
         try:
             lock.acquire(wait=settings.schedule.misfire_grace_minutes * 60, stop=STOP)
             try:
-                reports = run_send(inputs, issue_date(settings, now), now, ledger, stop=STOP)
+                date = (due_date(settings.schedule, zone, now) if zone
+                        else issue_date(settings, now))
+                reports = run_send(inputs, date, now, ledger, zone=zone, stop=STOP)
             finally:
                 lock.release()
         finally:
@@ -142,9 +222,10 @@ def scheduled_send(config_path: str, now: dt.datetime | None = None) -> bool:
             log.error("scheduled run failed: %s", line)
         return False
     for report in reports:
-        log.info("%s: %d sent, %d sent earlier, %d skipped, %d failed, %d not attempted",
-                 report.issue.id, report.sent, report.earlier, len(report.skipped),
-                 len(report.failed), len(report.not_attempted))
+        log.info("%s%s: %d sent, %d sent earlier, %d skipped, %d failed, %d not attempted, "
+                 "%d in other time zones", report.issue.id, f" ({zone})" if zone else "",
+                 report.sent, report.earlier, len(report.skipped), len(report.failed),
+                 len(report.not_attempted), report.later)
         if report.error is not None:
             log.error("%s: %s", report.issue.id, report.error)
         if report.paused:

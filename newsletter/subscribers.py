@@ -10,12 +10,13 @@ from typing import Any, get_args
 from newsletter.addresses import InvalidAddress, normalize_address
 from newsletter.errors import ConfigError, Problem
 from newsletter.models import Status, Subscriber, SubscriberList
+from newsletter.settings import check_locale, check_timezone
 from newsletter.yamlfile import YamlDocument, load_yaml
 
 # List ids become folder names and the List-Id label, so keep them DNS-label friendly.
 LIST_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-LIST_KEYS = ("title", "subscribers")
-ENTRY_KEYS = ("email", "name", "status")
+LIST_KEYS = ("title", "subscribers", "sections", "locale", "timezone")
+ENTRY_KEYS = ("email", "name", "status", "topics", "timezone")
 STATUSES: tuple[str, ...] = get_args(Status)
 
 
@@ -85,6 +86,16 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
     if not isinstance(title, str) or not title.strip():
         problems.append(Problem("title must be text", doc.path, doc.line_of((*loc, "title"))))
         title = list_id
+    sections = _words_list(body.get("sections"))
+    if sections is None:
+        problems.append(Problem("'sections' must be a list of section names", doc.path,
+                                doc.line_of((*loc, "sections")),
+                                fix="e.g. sections: [city, culture]"))
+        sections = ()
+    locale = _checked(body.get("locale"), check_locale, "locale", doc.path,
+                      doc.line_of((*loc, "locale")), problems)
+    timezone = _checked(body.get("timezone"), check_timezone, "timezone", doc.path,
+                        doc.line_of((*loc, "timezone")), problems)
     entries = body.get("subscribers") or []
     if not isinstance(entries, list):
         problems.append(Problem("'subscribers' must be a list of addresses", doc.path,
@@ -94,7 +105,7 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
     first_seen: dict[str, int | None] = {}
     for index, entry in enumerate(entries):
         line = doc.line_of((*loc, "subscribers", index))
-        subscriber = _read_entry(doc.path, line, entry, problems)
+        subscriber = _read_entry(doc.path, line, entry, problems, sections)
         if subscriber is None:
             continue
         key = subscriber.email.lower()
@@ -107,11 +118,40 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
         subscribers.append(subscriber)
     if not entries:
         warnings.append(Problem(f"list {list_id!r} has no subscribers", doc.path, here))
-    return SubscriberList(id=list_id, title=title.strip(), subscribers=tuple(subscribers))
+    return SubscriberList(id=list_id, title=title.strip(), subscribers=tuple(subscribers),
+                          sections=sections, locale=locale,
+                          timezone=timezone and str(body["timezone"]))
 
 
-def _read_entry(path: Path, line: int | None, entry: Any,
-                problems: list[Problem]) -> Subscriber | None:
+def _words_list(value: Any) -> tuple[str, ...] | None:
+    """`[City, culture]` or `"city, culture"` → `("city", "culture")`; None if malformed."""
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        return None
+    words: list[str] = []
+    for v in value:
+        word = " ".join(v.split()).lower()
+        if word and word not in words:
+            words.append(word)
+    return tuple(words)
+
+
+def _checked(value: Any, check: Any, key: str, path: Path, line: int | None,
+             problems: list[Problem]) -> Any:
+    if value is None:
+        return None
+    try:
+        return check(str(value))
+    except ValueError as err:
+        problems.append(Problem(f"{key} {value!r}: {err}", path, line))
+        return None
+
+
+def _read_entry(path: Path, line: int | None, entry: Any, problems: list[Problem],
+                sections: tuple[str, ...] = ()) -> Subscriber | None:
     if isinstance(entry, str):
         entry = {"email": entry}
     if not isinstance(entry, dict):
@@ -141,7 +181,22 @@ def _read_entry(path: Path, line: int | None, entry: Any,
         problems.append(Problem(f"unknown status {status!r}", path, line,
                                 fix="use one of: " + ", ".join(STATUSES)))
         bad = True
+    topics = _words_list(entry.get("topics"))
+    if topics is None:
+        problems.append(Problem("'topics' must be a list of sections or tags", path, line,
+                                fix="e.g. topics: [city, culture]"))
+        bad = True
+    elif sections and (unknown := [t for t in topics if t not in sections]):
+        problems.append(Problem(f"unknown topic {unknown[0]!r}: this list's sections are "
+                                + ", ".join(sections), path, line,
+                                fix="pick topics from the list's 'sections'"))
+        bad = True
+    timezone = entry.get("timezone")
+    if timezone is not None and _checked(timezone, check_timezone, "timezone", path, line,
+                                         problems) is None:
+        bad = True
     if bad:
         return None
     clean_name = " ".join(name.split()) if name else None
-    return Subscriber(email=email, name=clean_name or None, status=status, line=line)
+    return Subscriber(email=email, name=clean_name or None, status=status, line=line,
+                      topics=topics or (), timezone=timezone and str(timezone))
