@@ -467,7 +467,7 @@ def schedule(app: _App, list_jobs: bool) -> None:
                           id="refresh", name="re-read subscribers for new time zones")
         scheduler.resume()
         first = min(jobs, key=lambda job: job.next_run_time)
-        click.echo(f"scheduler running: daily digest at {s.time} in {_zones_label(zones)}; "
+        click.echo(f"scheduler running: daily digest at {s.time} {_zones_label(zones)}; "
                    f"next at {first.next_run_time:%Y-%m-%d %H:%M %Z} "
                    f"({first.id.removeprefix(daily.JOB_PREFIX)}); stop with Ctrl-C or SIGTERM")
         daily.STOP.wait()
@@ -478,7 +478,7 @@ def schedule(app: _App, list_jobs: bool) -> None:
 def _zones_label(zones: dict[str, int]) -> str:
     if len(zones) == 1:
         return next(iter(zones))
-    return f"{len(zones)} time zones (" + ", ".join(
+    return f"local time in {len(zones)} time zones (" + ", ".join(
         f"{zone}: {n} reader{'s' if n != 1 else ''}" for zone, n in zones.items()) + ")"
 
 
@@ -491,7 +491,7 @@ def _print_next_runs(s: ScheduleSection, zones: dict[str, int], count: int = 5) 
         for when in daily.next_run_times(s, now, count, next(iter(zones))):
             click.echo(f"  {when:%Y-%m-%d %H:%M %Z (%z)}")
         return
-    click.echo(f"daily digest at {s.time} local time in {_zones_label(zones)}; next runs:")
+    click.echo(f"daily digest at {s.time} {_zones_label(zones)}; next runs:")
     runs = sorted((when, zone) for zone in zones
                   for when in daily.next_run_times(s, now, count, zone))
     for when, zone in runs[:count]:

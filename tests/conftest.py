@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -10,7 +11,13 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+import apscheduler.executors.base as executors_base
+import apscheduler.schedulers.base as schedulers_base
 import pytest
+from apscheduler.executors.debug import DebugExecutor
+from apscheduler.schedulers.base import BaseScheduler
+
+import newsletter.scheduler as scheduler_module
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "samples" / "the-week-article-page.txt"
@@ -164,3 +171,61 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
         proj.write(f"articles/{name}", text)
     monkeypatch.chdir(tmp_path)
     return proj
+
+
+class Clock:
+    def __init__(self, now: dt.datetime) -> None:
+        self.now = now
+
+    def datetime_class(self) -> type[dt.datetime]:
+        clock = self
+
+        class FakeDatetime(dt.datetime):
+            @classmethod
+            def now(cls, tz=None):  # type: ignore[override]
+                return clock.now.astimezone(tz) if tz else clock.now.replace(tzinfo=None)
+
+        return FakeDatetime
+
+
+class ManualScheduler(BaseScheduler):
+    """Runs due jobs only when the test calls `tick()`, in the test's thread."""
+
+    def wakeup(self) -> None:
+        pass
+
+    def shutdown(self, wait: bool = True) -> None:
+        super().shutdown(wait)
+
+    def _create_default_executor(self) -> DebugExecutor:
+        return DebugExecutor()
+
+    def tick(self) -> None:
+        self._process_jobs()
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    fake = Clock(dt.datetime(2026, 11, 24, 6, 0, tzinfo=dt.UTC))
+    monkeypatch.setattr(schedulers_base, "datetime", fake.datetime_class())
+    monkeypatch.setattr(executors_base, "datetime", fake.datetime_class())
+    monkeypatch.setattr(scheduler_module, "clock", lambda: fake.now)
+    return fake
+
+
+def start_scheduler(project: Project) -> ManualScheduler:
+    """A scheduler process starting up on the project's persistent job store, as
+    `newsletter schedule` does (one job per readers' time zone)."""
+    from newsletter.settings import load_settings
+    from newsletter.subscribers import load_roster
+
+    settings = load_settings(project.settings)
+    schedule = settings.schedule
+    scheduler = ManualScheduler(timezone=schedule.tz,
+                                jobstores={"default": scheduler_module.job_store(schedule)})
+    scheduler_module.watch_missed_runs(scheduler)
+    scheduler.start(paused=True)
+    zones = scheduler_module.delivery_zones(load_roster(settings.subscribers), settings)
+    scheduler_module.install_jobs(scheduler, schedule, list(zones), project.settings)
+    scheduler.resume()
+    return scheduler

@@ -9,17 +9,13 @@ import sys
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import apscheduler.executors.base as executors_base
-import apscheduler.schedulers.base as schedulers_base
 import pytest
-from apscheduler.executors.debug import DebugExecutor
-from apscheduler.schedulers.base import BaseScheduler
 
 import newsletter.scheduler as scheduler_module
 from newsletter.ledger import SqliteLedger
-from newsletter.scheduler import install_daily_job, next_run_times
-from newsletter.settings import ScheduleSection, load_settings
-from tests.conftest import Project, clean_env
+from newsletter.scheduler import job_id, next_run_times
+from newsletter.settings import ScheduleSection
+from tests.conftest import Clock, Project, clean_env, start_scheduler
 
 UTC = dt.UTC
 
@@ -75,64 +71,12 @@ def test_list_jobs_prints_times_in_the_schedule_timezone(project: Project) -> No
     assert len(lines) == 6 and all(line.endswith("06:15 IST (+0530)") for line in lines[1:])
 
 
-class _Clock:
-    def __init__(self, now: dt.datetime) -> None:
-        self.now = now
-
-    def datetime_class(self) -> type[dt.datetime]:
-        clock = self
-
-        class FakeDatetime(dt.datetime):
-            @classmethod
-            def now(cls, tz=None):  # type: ignore[override]
-                return clock.now.astimezone(tz) if tz else clock.now.replace(tzinfo=None)
-
-        return FakeDatetime
-
-
-class _ManualScheduler(BaseScheduler):
-    """Runs due jobs only when the test calls `tick()`, in the test's thread."""
-
-    def wakeup(self) -> None:
-        pass
-
-    def shutdown(self, wait: bool = True) -> None:
-        super().shutdown(wait)
-
-    def _create_default_executor(self) -> DebugExecutor:
-        return DebugExecutor()
-
-    def tick(self) -> None:
-        self._process_jobs()
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
-    fake = _Clock(dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
-    monkeypatch.setattr(schedulers_base, "datetime", fake.datetime_class())
-    monkeypatch.setattr(executors_base, "datetime", fake.datetime_class())
-    monkeypatch.setattr(scheduler_module, "clock", lambda: fake.now)
-    return fake
-
-
 def _emls(project: Project, date: str | None = None) -> list[Path]:
     return sorted(p for p in project.outbox.rglob("*.eml") if date is None or p.parent.name == date)
 
 
-def _restart(project: Project) -> _ManualScheduler:
-    """A scheduler process starting up on the project's persistent job store."""
-    schedule = load_settings(project.settings).schedule
-    scheduler = _ManualScheduler(timezone=schedule.tz,
-                                 jobstores={"default": scheduler_module.job_store(schedule)})
-    scheduler_module.watch_missed_runs(scheduler)
-    scheduler.start(paused=True)
-    install_daily_job(scheduler, schedule, project.settings)
-    scheduler.resume()
-    return scheduler
-
-
-def test_scheduled_job_sends_at_seven_once_a_day(project: Project, clock: _Clock) -> None:
-    scheduler = _restart(project)
+def test_scheduled_job_sends_at_seven_once_a_day(project: Project, clock: Clock) -> None:
+    scheduler = start_scheduler(project)
     try:
         clock.now = dt.datetime(2026, 11, 24, 6, 59, 59, tzinfo=UTC)
         scheduler.tick()
@@ -144,7 +88,7 @@ def test_scheduled_job_sends_at_seven_once_a_day(project: Project, clock: _Clock
         clock.now = dt.datetime(2026, 11, 24, 7, 20, tzinfo=UTC)
         scheduler.tick()
         assert _emls(project) == sent  # once a day, not once a tick
-        job = scheduler.get_job(scheduler_module.JOB_ID)
+        job = scheduler.get_job(job_id("Europe/London"))
         assert job.next_run_time == dt.datetime(2026, 11, 25, 7, 0, tzinfo=ZoneInfo(
             "Europe/London"))
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 3600)
@@ -153,11 +97,11 @@ def test_scheduled_job_sends_at_seven_once_a_day(project: Project, clock: _Clock
 
 
 def test_a_run_missed_while_down_is_sent_once_on_restart_within_grace(
-        project: Project, clock: _Clock) -> None:
+        project: Project, clock: Clock) -> None:
     clock.now = dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
-    _restart(project).shutdown(wait=False)  # the machine goes to sleep before 07:00
+    start_scheduler(project).shutdown(wait=False)  # the machine goes to sleep before 07:00
     clock.now = dt.datetime(2026, 11, 24, 7, 40, tzinfo=UTC)  # and wakes 40 minutes late
-    scheduler = _restart(project)
+    scheduler = start_scheduler(project)
     try:
         scheduler.tick()
         assert len(_emls(project, "2026-11-24")) == 3
@@ -170,11 +114,11 @@ def test_a_run_missed_while_down_is_sent_once_on_restart_within_grace(
         ("sent", 1), ("sent", 1), ("sent", 1), ("skipped", 0)]
 
 
-def test_several_missed_days_coalesce_into_one_run(project: Project, clock: _Clock) -> None:
+def test_several_missed_days_coalesce_into_one_run(project: Project, clock: Clock) -> None:
     clock.now = dt.datetime(2026, 11, 21, 6, 0, tzinfo=UTC)
-    _restart(project).shutdown(wait=False)
+    start_scheduler(project).shutdown(wait=False)
     clock.now = dt.datetime(2026, 11, 24, 7, 30, tzinfo=UTC)  # down for three mornings
-    scheduler = _restart(project)
+    scheduler = start_scheduler(project)
     try:
         scheduler.tick()
     finally:
@@ -184,11 +128,11 @@ def test_several_missed_days_coalesce_into_one_run(project: Project, clock: _Clo
 
 
 def test_a_run_later_than_the_grace_time_is_skipped_and_logged(
-        project: Project, clock: _Clock, caplog: pytest.LogCaptureFixture) -> None:
+        project: Project, clock: Clock, caplog: pytest.LogCaptureFixture) -> None:
     clock.now = dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
-    _restart(project).shutdown(wait=False)
+    start_scheduler(project).shutdown(wait=False)
     clock.now = dt.datetime(2026, 11, 24, 9, 5, tzinfo=UTC)  # two hours late: stale
-    scheduler = _restart(project)
+    scheduler = start_scheduler(project)
     try:
         scheduler.tick()
     finally:
@@ -198,8 +142,8 @@ def test_a_run_later_than_the_grace_time_is_skipped_and_logged(
     assert "newsletter send --date 2026-11-24" in caplog.text
 
 
-def test_scheduled_run_within_grace_time_still_sends(project: Project, clock: _Clock) -> None:
-    scheduler = _restart(project)
+def test_scheduled_run_within_grace_time_still_sends(project: Project, clock: Clock) -> None:
+    scheduler = start_scheduler(project)
     try:
         clock.now = dt.datetime(2026, 11, 24, 7, 25, tzinfo=UTC)  # busy machine, 25 min late
         scheduler.tick()
