@@ -343,10 +343,11 @@ def _edition_json(edition: Edition, lst: SubscriberList, explain: bool) -> dict[
     """The general issue at the top level (as before topics existed), plus `variants`."""
     data = _issue_json(edition.general, explain)
     data["variants"] = [
-        {"topics": list(variant.topics), "subscribers": readers, "fallback": variant.fallback,
-         **{k: v for k, v in _issue_json(variant, explain).items()
+        {"general": a.general, "subscribers": a.readers,
+         "topics": [list(t) for t in a.topic_sets if t],
+         **{k: v for k, v in _issue_json(a.issue, explain).items()
             if k not in ("id", "list", "date")}}
-        for variant, readers in variant_audience(edition, lst)]
+        for a in variant_audience(edition, lst)]
     return data
 
 
@@ -354,18 +355,19 @@ def _print_edition(edition: Edition, lst: SubscriberList, explain: bool) -> None
     audience = variant_audience(edition, lst)
     general = edition.general
     click.echo(f"{general.id} — {general.list_title}")
-    if len(audience) > 1 or edition.by_topics:
+    several = len(audience) > 1 or bool(edition.by_topics)
+    if several:
         click.echo(f"  {len(audience)} variant(s) rendered for {lst.id}: "
-                   + ", ".join(f"{_variant_label(v)} ({n} reader{'s' if n != 1 else ''})"
-                               for v, n in audience))
-    for variant, readers in audience:
-        if len(audience) > 1 or edition.by_topics:
-            click.echo(f"  ── {_variant_label(variant)}: {readers} reader(s)")
-        _print_issue(variant, explain)
-    fallbacks = sorted(key for key, issue in edition.by_topics.items() if issue.fallback)
-    for key in fallbacks:
-        click.echo(f"  topics {key.replace(',', ', ')}: no new article on them for "
-                   f"{general.date}; those readers get the general issue")
+                   + "; ".join(f"{a.label} ({a.readers} reader{'s' if a.readers != 1 else ''})"
+                               for a in audience))
+    for a in audience:
+        if several:
+            click.echo(f"  ── {a.label}: {a.readers} reader(s)")
+        _print_issue(a.issue, explain)
+    for key, issue in sorted(edition.by_topics.items()):
+        if issue.fallback:
+            click.echo(f"  topics {key.replace(',', ', ')}: no new article on them for "
+                       f"{general.date}; those readers get the general issue")
     click.echo()
 
 

@@ -133,15 +133,38 @@ def _compose_options(inputs: Inputs, subscriber_list: SubscriberList) -> dict:
             "tz": ZoneInfo(list_zone(subscriber_list, inputs.settings))}
 
 
-def variant_audience(edition: Edition, subscriber_list: SubscriberList
-                     ) -> list[tuple[Issue, int]]:
-    """Each distinct variant (general first) with how many active readers get it."""
-    counts: dict[tuple[str, ...], int] = {}
+@dataclass(frozen=True)
+class Audience:
+    """Who gets one variant: how many active readers, and the topic sets that lead to it."""
+
+    issue: Issue
+    general: bool
+    readers: int
+    topic_sets: tuple[tuple[str, ...], ...]  # () stands for readers without topics
+
+    @property
+    def label(self) -> str:
+        """`general`, or `topics city | culture, sport` when two choices got the same."""
+        if self.general:
+            return "general"
+        return "topics " + " | ".join(", ".join(t) for t in self.topic_sets)
+
+
+def variant_audience(edition: Edition, subscriber_list: SubscriberList) -> list[Audience]:
+    """Each distinct variant (general first) with its readers and the topics behind it."""
+    readers: dict[tuple[str, ...], int] = {}
+    topic_sets: dict[tuple[str, ...], list[tuple[str, ...]]] = {}
     for s in subscriber_list.subscribers:
-        if s.status == "active":
-            ids = edition.issue_for(s).article_ids
-            counts[ids] = counts.get(ids, 0) + 1
-    return [(variant, counts.get(variant.article_ids, 0)) for variant in edition.variants()]
+        if s.status != "active":
+            continue
+        ids = edition.issue_for(s).article_ids
+        readers[ids] = readers.get(ids, 0) + 1
+        topics = tuple(sorted(s.topics))
+        if topics not in topic_sets.setdefault(ids, []):
+            topic_sets[ids].append(topics)
+    return [Audience(variant, index == 0, readers.get(variant.article_ids, 0),
+                     tuple(sorted(topic_sets.get(variant.article_ids, []))))
+            for index, variant in enumerate(edition.variants())]
 
 
 @dataclass(frozen=True)
