@@ -258,3 +258,27 @@ def test_list_jobs_shows_every_zone(world: Project) -> None:
     assert len(lines) == 6
     zones = [line.split()[4] for line in lines[1:]]
     assert set(zones) <= set(READERS.values()) and len(set(zones)) == 4
+
+
+def test_a_list_is_composed_at_its_own_readers_first_morning(world: Project,
+                                                             clock: Clock) -> None:
+    world.write("config/subscribers.yaml", SUBSCRIBERS + """\
+  west:
+    title: West Coast Brief
+    timezone: America/Los_Angeles
+    subscribers: [reader@example.com]
+""")
+    clock.now = dt.datetime(2026, 10, 30, 12, 0, tzinfo=UTC)
+    scheduler = start_scheduler(world)
+    try:
+        _run_clock(scheduler, clock, dt.datetime(2026, 10, 31, 8, 0, tzinfo=UTC))
+        ledger = SqliteLedger(world.outbox / "newsletter.sqlite3")
+        try:
+            assert ledger.issue("world/2026-10-31") is not None  # Auckland's run made it
+            assert ledger.issue("west/2026-10-31") is None  # not before its readers' 07:00
+            _run_clock(scheduler, clock, dt.datetime(2026, 10, 31, 15, 0, tzinfo=UTC))
+            assert ledger.statuses("west/2026-10-31") == {"reader@example.com": "sent"}
+        finally:
+            ledger.close()
+    finally:
+        scheduler.shutdown(wait=False)
