@@ -8,25 +8,34 @@ subscriber's copy is a cheap join (`PersonalTemplate.fill`) with no Jinja and no
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import logging
 import re
 import textwrap
 import traceback
 from dataclasses import dataclass, fields
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
+import babel.dates
 import jinja2
+from babel import Locale, UnknownLocaleError
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import PoFileError, read_po
+from babel.support import NullTranslations, Translations
+from markupsafe import Markup
 from premailer import Premailer
 
-from newsletter.errors import ConfigError, TemplateError
+from newsletter.errors import ConfigError, Problem, TemplateError
 from newsletter.links import tag_url
 from newsletter.models import Article, Issue
 from newsletter.settings import LinksSection, NewsletterSection, Settings
 
 HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
+CATALOG = "locale/{name}/LC_MESSAGES/messages.po"  # under the template folder
 PREHEADER_LENGTH = 140
 _SENTINEL = re.compile(r"NLSLOT(\d+)X")
 
@@ -76,10 +85,27 @@ class RenderedIssue:
     text: PersonalTemplate
 
 
-class Renderer:
-    """Renders issues from one template folder. Build once per run; reuse for every issue."""
+@dataclass(frozen=True)
+class _Localised:
+    """The templates set up for one locale: its Jinja environment carries its translations
+    and date filters, so switching locale is a dictionary lookup."""
 
-    def __init__(self, templates: Path, newsletter: NewsletterSection, lang: str = "en",
+    locale: Locale
+    env: jinja2.Environment
+
+    @property
+    def lang(self) -> str:
+        """The BCP 47 tag for `<html lang>`: `en-GB`, `zh-Hant-TW`."""
+        return str(self.locale).replace("_", "-")
+
+
+class Renderer:
+    """Renders issues from one template folder. Build once per run; reuse for every issue.
+
+    `locale` is the default for `render(issue, locale=None)`; without it, the newsletter's.
+    """
+
+    def __init__(self, templates: Path, newsletter: NewsletterSection, locale: str | None = None,
                  links: LinksSection | None = None) -> None:
         if not templates.is_dir():
             raise ConfigError("template folder not found (setting 'templates')", file=templates,
@@ -87,30 +113,29 @@ class Renderer:
                                   "or point 'templates' at a folder that has them")
         self.templates = templates
         self.newsletter = newsletter
-        self.lang = lang
+        self.locale = locale or newsletter.locale
         self.links = links or LinksSection()
-        self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(templates),
-            autoescape=jinja2.select_autoescape(["html", "htm"], default_for_string=False),
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-        )
-        self._env.filters["or_else"] = _or_else
-        self._env.filters["wrap_paragraphs"] = wrap_paragraphs
+        self._loader = jinja2.FileSystemLoader(templates)
+        self._localised: dict[str, _Localised] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
-        return cls(settings.templates, settings.newsletter, links=settings.links)
+        return cls(settings.templates, settings.newsletter, settings.newsletter.locale,
+                   links=settings.links)
 
-    def render(self, issue: Issue) -> RenderedIssue:
-        """Render both parts of `issue` and inline the HTML's CSS."""
+    def render(self, issue: Issue, locale: str | None = None) -> RenderedIssue:
+        """Render both parts of `issue` in `locale` (None: the default) and inline the HTML's
+        CSS."""
+        kit = self._localise(locale)
         subject = f"{issue.list_title}: {issue.lead.title}"
         preheader = _preheader(issue)
         html_slots: list[tuple[str, str]] = []
         text_slots: list[tuple[str, str]] = []
-        context = self._context(issue, subject, preheader, archive=False)
-        raw_html = self._render(HTML_TEMPLATE, {**context, "subscriber": _Personal(html_slots)})
-        raw_text = self._render(TEXT_TEMPLATE, {**context, "subscriber": _Personal(text_slots)})
+        context = self._context(kit, issue, subject, preheader, archive=False)
+        raw_html = self._render(kit, HTML_TEMPLATE,
+                                {**context, "subscriber": _Personal(html_slots)})
+        raw_text = self._render(kit, TEXT_TEMPLATE,
+                                {**context, "subscriber": _Personal(text_slots)})
         return RenderedIssue(
             issue=issue,
             subject=subject,
@@ -119,22 +144,55 @@ class Renderer:
             text=_split(_tidy_text(raw_text), text_slots, escape_html=False),
         )
 
-    def render_web(self, issue: Issue) -> str:
+    def render_web(self, issue: Issue, locale: str | None = None) -> str:
         """The issue as a public web page (the archive): no reader's details, CSS kept in
         `<style>` (browsers need no inlining, so premailer is not run)."""
+        kit = self._localise(locale)
         slots: list[tuple[str, str]] = []
-        context = self._context(issue, f"{issue.list_title}: {issue.lead.title}",
+        context = self._context(kit, issue, f"{issue.list_title}: {issue.lead.title}",
                                 _preheader(issue), archive=True)
-        page = self._render(HTML_TEMPLATE, {**context, "subscriber": _Personal(slots)})
+        page = self._render(kit, HTML_TEMPLATE, {**context, "subscriber": _Personal(slots)})
         # A template that prints reader fields even here gets them empty, never sentinels.
         return _split(page, slots, escape_html=True).fill(PersonalFields(email="",
                                                                          unsubscribe_url=""))
 
-    def _context(self, issue: Issue, subject: str, preheader: str,
+    def _localise(self, locale: str | None) -> _Localised:
+        name = locale or self.locale
+        kit = self._localised.get(name)
+        if kit is None:
+            kit = self._localised[name] = self._build(name)
+        return kit
+
+    def _build(self, name: str) -> _Localised:
+        try:
+            locale = Locale.parse(name.replace("-", "_"))
+        except (UnknownLocaleError, ValueError, TypeError) as err:
+            raise ConfigError(f"unknown locale {name!r}", field="locale",
+                              fix="use a name such as en_GB, en_US, de_DE or fr_FR") from err
+        env = jinja2.Environment(
+            loader=self._loader,
+            autoescape=jinja2.select_autoescape(["html", "htm"], default_for_string=False),
+            undefined=jinja2.StrictUndefined,
+            keep_trailing_newline=True,
+            extensions=["jinja2.ext.i18n"],
+        )
+        env.filters.update({
+            "or_else": _or_else,
+            "wrap_paragraphs": wrap_paragraphs,
+            "format_date": _date_filter(babel.dates.format_date, locale),
+            "format_datetime": _date_filter(babel.dates.format_datetime, locale),
+        })
+        # Newstyle: translations are %-formatted by Jinja after escaping the variables, and
+        # a translation that drops a variable is no error.
+        env.install_gettext_translations(  # type: ignore[attr-defined]
+            load_translations(self.templates, locale), newstyle=True)
+        return _Localised(locale, env)
+    def _context(self, kit: _Localised, issue: Issue, subject: str, preheader: str,
                  archive: bool) -> dict[str, Any]:
         n = self.newsletter
         return {
-            "lang": self.lang,
+            "lang": kit.lang,
+            "locale": str(kit.locale),
             "archive": archive,
             "newsletter": {
                 "title": n.title, "sender_name": n.sender_name or n.title,
@@ -143,7 +201,8 @@ class Renderer:
             },
             "list": {"id": issue.list_id, "title": issue.list_title},
             "issue": {
-                "id": issue.id, "date": issue.date, "date_label": date_label(issue.date),
+                "id": issue.id, "date": issue.date,
+                "date_label": date_label(issue.date, kit.locale),
                 "subject": subject, "preheader": preheader,
                 "lead": self._tagged(issue, issue.lead),
                 "headlines": [self._tagged(issue, a) for a in issue.headlines],
@@ -157,9 +216,9 @@ class Renderer:
             return article
         return article.model_copy(update={"url": tag_url(article.url, tags)})
 
-    def _render(self, name: str, context: dict[str, Any]) -> str:
+    def _render(self, kit: _Localised, name: str, context: dict[str, Any]) -> str:
         try:
-            return self._env.get_template(name).render(context)
+            return kit.env.get_template(name).render(context)
         except jinja2.TemplateNotFound as err:
             raise TemplateError(f"template {err.name!r} not found in this folder",
                                 file=self.templates,
@@ -198,9 +257,25 @@ def web_path(issue: Issue) -> str:
     return f"archive/{issue.list_id}/{issue.date.isoformat()}.html"
 
 
-def date_label(date: Any) -> str:
-    """`Tuesday 24 November 2026`."""
-    return f"{date:%A} {date.day} {date:%B %Y}"
+def date_label(date: dt.date, locale: Locale | str = "en_GB") -> str:
+    """The issue's dateline: `Tuesday, 24 November 2026`, `Dienstag, 24. November 2026`."""
+    return babel.dates.format_date(date, format="full", locale=locale)
+
+
+def load_translations(templates: Path, locale: Locale) -> NullTranslations:
+    """The catalogs for `locale` in the template folder, most specific first (`de_DE`, then
+    `de`); with none, untranslated strings. A catalog that cannot be used is a
+    `TemplateError` naming it."""
+    regional = f"{locale.language}_{locale.territory}" if locale.territory else None
+    # A dict keeps the order and drops repeats: zh_Hant_TW, zh_TW, zh; de_DE, de; de.
+    names = [n for n in dict.fromkeys([str(locale), regional, locale.language]) if n]
+    found = [_read_catalog(path) for name in names
+             if (path := templates / CATALOG.format(name=name)).is_file()]
+    if not found:
+        return NullTranslations()
+    for fallback in found[1:]:
+        found[0].add_fallback(fallback)
+    return found[0]
 
 
 def wrap_paragraphs(text: str, width: int = 72) -> str:
@@ -208,6 +283,39 @@ def wrap_paragraphs(text: str, width: int = 72) -> str:
     paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
     return "\n\n".join(textwrap.fill(" ".join(p.split()), width, break_long_words=False,
                                      break_on_hyphens=False) for p in paragraphs)
+
+
+def _read_catalog(path: Path) -> Translations:
+    fix = "fix the file, or delete it to send this language's mail in English"
+    try:
+        with path.open("rb") as fp:
+            catalog = read_po(fp, abort_invalid=True)
+    except PoFileError as err:
+        # Babel's message ends in " on <0-based line>"; the Problem carries the line itself.
+        what = str(err).rsplit(" on ", 1)[0]
+        raise TemplateError(f"translation catalog is malformed: {what}", file=path,
+                            line=err.lineno + 1, fix=fix) from err
+    except (OSError, UnicodeError, ValueError) as err:
+        raise TemplateError(f"translation catalog cannot be read: {err}", file=path,
+                            fix=fix) from err
+    problems = [Problem(f"translation of {message.id!r}: {errors[0]}", path, message.lineno,
+                        fix="use the msgid's %(name)s placeholders, spelled the same")
+                for message, errors in catalog.check() if not message.fuzzy]
+    if problems:
+        raise TemplateError(problems=problems)
+    compiled = BytesIO()
+    write_mo(compiled, catalog)  # fuzzy entries are left out, as msgfmt does
+    compiled.seek(0)
+    return Translations(compiled)
+
+
+def _date_filter(format_: Any, locale: Locale) -> Any:
+    """`{{ article.published | format_date("long") }}` in the issue's locale."""
+
+    def filter_(value: dt.date, format: str = "medium") -> str:
+        return str(format_(value, format, locale=locale))
+
+    return filter_
 
 
 class _PersonalFieldTested(Exception):
@@ -246,7 +354,10 @@ class _Personal:
 def _or_else(value: Any, default: str) -> Any:
     """`{{ subscriber.first_name | or_else("reader") }}`: a fallback for an empty field."""
     if isinstance(value, _Slot):
-        return _Slot(value.name, value._slots, default)
+        # The fallback is filled in as plain text and escaped then, like the field itself;
+        # `_("reader")` in an HTML template is Markup already.
+        plain = default.unescape() if isinstance(default, Markup) else str(default)
+        return _Slot(value.name, value._slots, plain)
     return value or default
 
 

@@ -58,7 +58,7 @@ def test_media_rules_stay_in_a_style_block_with_important(rendered) -> None:
 def test_email_structure(rendered) -> None:
     html = rendered.html.fill(ADA)
     assert html.startswith("<!DOCTYPE html>")
-    assert '<html lang="en"' in html
+    assert '<html lang="en-GB"' in html
     assert html.count('role="presentation"') >= 3
     assert 'width="600"' in html and "max-width:600px" in html.replace(" ", "")
     assert re.search(r'<img [^>]*alt="The bridge at dawn"', html)
