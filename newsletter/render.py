@@ -14,6 +14,7 @@ import logging
 import re
 import textwrap
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from io import BytesIO
 from pathlib import Path
@@ -299,7 +300,8 @@ def _read_catalog(path: Path) -> Translations:
         raise TemplateError(f"translation catalog cannot be read: {err}", file=path,
                             fix=fix) from err
     problems = [Problem(f"translation of {message.id!r}: {errors[0]}", path, message.lineno,
-                        fix="use the msgid's %(name)s placeholders, spelled the same")
+                        fix="give the msgstr the msgid's %(name)s placeholders, spelled the "
+                            "same, and as many plural forms as the header's Plural-Forms")
                 for message, errors in catalog.check() if not message.fuzzy]
     if problems:
         raise TemplateError(problems=problems)
@@ -309,7 +311,7 @@ def _read_catalog(path: Path) -> Translations:
     return Translations(compiled)
 
 
-def _date_filter(format_: Any, locale: Locale) -> Any:
+def _date_filter(format_: Callable[..., str], locale: Locale) -> Callable[..., str]:
     """`{{ article.published | format_date("long") }}` in the issue's locale."""
 
     def filter_(value: dt.date, format: str = "medium") -> str:
