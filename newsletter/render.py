@@ -23,6 +23,7 @@ from typing import Any
 import babel.dates
 import jinja2
 from babel import Locale, UnknownLocaleError
+from babel.messages.catalog import Catalog, Message
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import PoFileError, read_po
 from babel.support import NullTranslations, Translations
@@ -39,6 +40,7 @@ TEXT_TEMPLATE = "digest.txt"
 CATALOG = "locale/{name}/LC_MESSAGES/messages.po"  # under the template folder
 PREHEADER_LENGTH = 140
 _SENTINEL = re.compile(r"NLSLOT(\d+)X")
+_PLACEHOLDER = re.compile(r"%\((\w+)\)")
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class Renderer:
             raise TemplateError(str(err), file=file or name, line=line,
                                 fix='write e.g. {{ subscriber.first_name | or_else("reader") }}'
                                 ) from err
-        except (jinja2.UndefinedError, TypeError, ValueError, AttributeError) as err:
+        except (jinja2.UndefinedError, TypeError, ValueError, AttributeError, KeyError) as err:
             file, line = _template_frame(err, self.templates)
             raise TemplateError(f"template error: {err}", file=file or name, line=line,
                                 fix="check the variable names against the README") from err
@@ -299,16 +301,37 @@ def _read_catalog(path: Path) -> Translations:
     except (OSError, UnicodeError, ValueError) as err:
         raise TemplateError(f"translation catalog cannot be read: {err}", file=path,
                             fix=fix) from err
-    problems = [Problem(f"translation of {message.id!r}: {errors[0]}", path, message.lineno,
-                        fix="give the msgstr the msgid's %(name)s placeholders, spelled the "
-                            "same, and as many plural forms as the header's Plural-Forms")
-                for message, errors in catalog.check() if not message.fuzzy]
+    problems = [Problem(f"translation of {message.id!r}: {error}", path, message.lineno,
+                        fix="keep the msgid's %(name)s placeholders as they are spelled "
+                            "there; write %% for a percent sign")
+                for message in catalog if message.id and message.string and not message.fuzzy
+                if (error := _translation_error(catalog, message))]
     if problems:
         raise TemplateError(problems=problems)
     compiled = BytesIO()
     write_mo(compiled, catalog)  # fuzzy entries are left out, as msgfmt does
     compiled.seek(0)
     return Translations(compiled)
+
+
+def _translation_error(catalog: Catalog, message: Message) -> str | None:
+    """Why `message` would fail when rendered, if it would."""
+    errors = message.check(catalog)
+    if errors:
+        return str(errors[0])
+    # Newstyle gettext %-formats every translation, even one whose msgid has no
+    # placeholders, which Babel's own check skips.
+    ids = message.id if isinstance(message.id, tuple | list) else (message.id,)
+    names = {name: 0 for name in _PLACEHOLDER.findall(" ".join(ids))}
+    strings = message.string if isinstance(message.string, tuple | list) else (message.string,)
+    for string in strings:
+        try:
+            string % names
+        except KeyError as err:
+            return f"unknown placeholder %({err.args[0]})s"
+        except (ValueError, TypeError) as err:
+            return f"not a valid %-format ({err})"
+    return None
 
 
 def _date_filter(format_: Callable[..., str], locale: Locale) -> Callable[..., str]:

@@ -133,15 +133,19 @@ def test_a_malformed_catalog_is_a_template_error_naming_file_and_line(
     assert "Good morning" in Renderer(own_templates, NEWSLETTER).render(ISSUE).text.fill(ADA)
 
 
-def test_a_translation_with_the_wrong_placeholder_is_caught_before_rendering(
-        own_templates: Path) -> None:
+@pytest.mark.parametrize(("msgid", "msgstr", "says"), [
+    ("Good morning, %(name)s.", "Guten Morgen, %(nom)s.", "nom"),
+    ("Also today", "Außerdem heute, %(x)s", "%(x)s"),  # a msgid without placeholders
+    ("Also today", "100 % heute", "%%"),  # every translation is %-formatted
+])
+def test_a_translation_that_would_not_format_is_caught_before_rendering(
+        own_templates: Path, msgid: str, msgstr: str, says: str) -> None:
     catalog = own_templates / "locale" / "de" / "LC_MESSAGES" / "messages.po"
-    catalog.write_text(PO_HEADER + 'msgid "Good morning, %(name)s."\n'
-                       'msgstr "Guten Morgen, %(nom)s."\n')
+    catalog.write_text(PO_HEADER + f'msgid "{msgid}"\nmsgstr "{msgstr}"\n')
     with pytest.raises(TemplateError) as caught:
         Renderer(own_templates, NEWSLETTER).render(ISSUE, locale="de")
     [problem] = caught.value.problems
-    assert problem.file == catalog and problem.line == 5 and "'nom'" in str(problem)
+    assert problem.file == catalog and problem.line == 5 and says in str(problem)
 
 
 def test_a_catalog_that_is_not_utf8_is_a_template_error(own_templates: Path) -> None:
