@@ -249,8 +249,9 @@ def run_send(
         for lst, edition in zip(lists, editions, strict=True):
             # The public copy, linked from every message as "view in browser".
             general = edition.edition.general
+            locale = lst.locale or settings.newsletter.locale
             archive_issue(settings.delivery.outbox, general,
-                          renderer.render_web(general, locale=lst.locale))
+                          renderer.render_web(general, locale=locale), locale)
     options = DispatchOptions(
         connections=settings.smtp.connections if name == "smtp" else 1,
         retries=settings.delivery.retries,

@@ -39,7 +39,7 @@ PROBLEMS = {
                            "warning: the preheader is"),
     "text part lost the lead": ("digest.txt", "{{ lead.title }}", "", "error: the plain-text "
                                 "part lacks the lead, 'Harbour bridge reopens after repairs'"),
-    "no unsubscribe link": (HTML, '<a href="{{ subscriber.unsubscribe_url }}">Unsubscribe</a>',
+    "no unsubscribe link": (HTML, '<a href="{{ url }}">Unsubscribe</a>',
                             "", "error: the HTML has no unsubscribe link"),
     "too big for Gmail": (HTML, "</body>", "<p>{{ 'x' * 110000 }}</p></body>",
                           "error: the HTML is 1"),

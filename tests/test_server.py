@@ -143,7 +143,7 @@ def test_sent_issues_are_archived_linked_and_served(project: Project, served: st
     web_url = f"https://news.example.com/archive/morning-brief/{ISSUE_DATE}.html"
     assert f'<a href="{web_url}"' in body and "View in browser" in body
     status, index = call(f"{served}/archive/morning-brief/")
-    assert status == 200 and f'<a href="{ISSUE_DATE}.html">Tuesday 24 November 2026</a>' in index
+    assert status == 200 and f'<a href="{ISSUE_DATE}.html">Tuesday, 24 November 2026</a>' in index
     status, served_page = call(f"{served}/archive/morning-brief/{ISSUE_DATE}.html")
     assert status == 200 and served_page == text
 
