@@ -282,3 +282,11 @@ def test_a_list_is_composed_at_its_own_readers_first_morning(world: Project,
             ledger.close()
     finally:
         scheduler.shutdown(wait=False)
+
+
+def test_send_with_an_unknown_time_zone_is_one_clear_error(world: Project) -> None:
+    result = world.run("send", "--date", "2026-11-01", "--timezone", "Europe/Londn")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == ("error: --timezone: 'Europe/Londn': unknown time zone; use "
+                                     "an IANA name such as Europe/London or America/New_York")
+    assert not list(world.outbox.glob("world/*/*.eml"))
