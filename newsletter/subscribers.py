@@ -123,6 +123,11 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
                           timezone=timezone and str(body["timezone"]))
 
 
+# Readers share a handful of topic choices and zones: one object each, not one per reader
+# (100,000 readers would otherwise hold 100,000 copies).
+_SHARED: dict[Any, Any] = {}
+
+
 def _words_list(value: Any) -> tuple[str, ...] | None:
     """`[City, culture]` or `"city, culture"` → `("city", "culture")`; None if malformed."""
     if value is None:
@@ -136,7 +141,11 @@ def _words_list(value: Any) -> tuple[str, ...] | None:
         word = " ".join(v.split()).lower()
         if word and word not in words:
             words.append(word)
-    return tuple(words)
+    return _shared(tuple(words))
+
+
+def _shared(value: Any) -> Any:
+    return _SHARED.setdefault(value, value)
 
 
 def _checked(value: Any, check: Any, key: str, path: Path, line: int | None,
@@ -199,4 +208,4 @@ def _read_entry(path: Path, line: int | None, entry: Any, problems: list[Problem
         return None
     clean_name = " ".join(name.split()) if name else None
     return Subscriber(email=email, name=clean_name or None, status=status, line=line,
-                      topics=topics or (), timezone=timezone and str(timezone))
+                      topics=topics or (), timezone=timezone and _shared(str(timezone)))
