@@ -1,0 +1,442 @@
+"""RSS 0.9x/2.0, RSS 1.0 (RDF) and Atom 1.0 feeds: fetched, parsed, sanitised, merged.
+
+A feed that is down or malformed is a warning, not an error: the digest goes on without it.
+Only when every configured feed fails does `load_feeds` raise `ContentError`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import hashlib
+import html
+import http.client
+import importlib.metadata
+import re
+import socket
+import ssl
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit, urlunsplit
+from xml.sax import SAXParseException
+
+import feedparser
+import nh3
+
+from newsletter.composer import title_similarity
+from newsletter.errors import ContentError, Problem
+from newsletter.models import Article
+from newsletter.sources.feedcache import CachedFeed, FeedCache
+from newsletter.sources.text import html_to_text, summarize
+
+try:
+    _VERSION = importlib.metadata.version("newsletter")
+except importlib.metadata.PackageNotFoundError:  # running from a source tree
+    _VERSION = "0"
+USER_AGENT = f"newsletter/{_VERSION}"
+_ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9, "
+           "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.1")
+_MAX_BYTES = 10 * 1024 * 1024
+_MAX_WORKERS = 8
+_SUMMARY_LIMIT = 300
+_GOES_ON = "the digest goes on without this feed"
+
+# Email-safe markup: text structure, links and images; nothing that runs, styles or embeds.
+_TAGS = {
+    "p", "br", "hr", "a", "em", "strong", "b", "i", "u", "s", "small", "sub", "sup", "code",
+    "pre", "blockquote", "q", "cite", "abbr", "ul", "ol", "li", "dl", "dt", "dd",
+    "h2", "h3", "h4", "img", "figure", "figcaption",
+}
+_ATTRIBUTES = {
+    "a": {"href", "title"}, "img": {"src", "alt", "width", "height"}, "abbr": {"title"},
+}
+_IMG_WITHOUT_SRC = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
+_EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>")
+_BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[2-4]|figure|hr)\b")
+_LINE_BREAKS = re.compile(r"\s*\n\s*")
+# feedparser flags these as bozo, but the document itself was read correctly.
+_BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+
+
+@dataclass
+class FeedLoad:
+    """What the feeds gave: articles, and warnings about the feeds that failed."""
+
+    articles: list[Article] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+
+
+def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float) -> FeedLoad:
+    """Fetch or read every feed (URLs in parallel), parse them and merge duplicates.
+
+    `cache` keeps each URL's last good answer for a conditional GET next time, and as a
+    fallback when the feed is down. Raises `ContentError` only if no feed could be read.
+    """
+    if not feeds:
+        return FeedLoad()
+    cached = {f: cache.get(f) for f in feeds if _is_url(f)} if cache is not None else {}
+    with ThreadPoolExecutor(max_workers=min(_MAX_WORKERS, len(feeds))) as pool:
+        answers = list(pool.map(lambda f: _get(f, cached.get(f), timeout), feeds))
+    articles: list[Article] = []
+    warnings: list[Problem] = []
+    failures: list[Problem] = []
+    for source, answer in zip(feeds, answers, strict=True):
+        failure = answer.failure
+        if failure is None:
+            parsed = _parse(answer.body, source, answer.base_url, answer.content_type)
+            failure = parsed.failure
+            if failure is None:
+                if cache is not None and _is_url(source):
+                    cache.put(source, answer.etag, answer.last_modified, answer.body,
+                              dt.datetime.now(dt.UTC))
+                articles.extend(parsed.articles)
+                warnings.extend(parsed.warnings)
+                continue
+        old = cached.get(source)
+        if old is not None and not answer.not_modified:
+            parsed = _parse(old.body, source, source, None)
+            if parsed.failure is None:
+                when = old.fetched_at.strftime("%Y-%m-%d %H:%M UTC")
+                warnings.append(Problem(f"{failure}; using the copy fetched {when}", source))
+                articles.extend(parsed.articles)
+                warnings.extend(parsed.warnings)
+                continue
+        failures.append(Problem(failure, source, field=answer.field))
+        warnings.append(Problem(failure, source, field=answer.field, fix=_GOES_ON))
+    if len(failures) == len(feeds):
+        raise ContentError(problems=[
+            Problem(f"none of the {len(feeds)} feeds could be read", field="articles.feeds",
+                    fix="check the URLs and paths (and the network), or remove "
+                        "articles.feeds to use only local articles"),
+            *failures,
+        ])
+    return FeedLoad(_unique_ids(merge_duplicates(articles)), warnings)
+
+
+def parse_feed(data: bytes, source: str, base_url: str | None = None) -> FeedLoad:
+    """Articles from one feed document; `source` names it in warnings.
+
+    `base_url` (the feed's URL) resolves relative links; without it, the feed's own link.
+    """
+    parsed = _parse(data, source, base_url, None)
+    if parsed.failure is not None:
+        return FeedLoad([], [Problem(parsed.failure, source)])
+    return FeedLoad(parsed.articles, parsed.warnings)
+
+
+def merge_duplicates(articles: Sequence[Article]) -> list[Article]:
+    """One article per story: same URL (normalised) or near-identical title.
+
+    The one with the longest body is kept (ties: earliest, then id) with every copy's tags;
+    the result keeps the input order of the kept articles.
+    """
+    position = {id(a): i for i, a in enumerate(articles)}
+    groups: list[list[Article]] = []
+    for article in sorted(articles, key=_rank):
+        group = next((g for g in groups if any(_same_story(article, b) for b in g)), None)
+        if group is None:
+            groups.append([article])
+        else:
+            group.append(article)
+    merged = []
+    for group in sorted(groups, key=lambda g: position[id(g[0])]):
+        tags = tuple(dict.fromkeys(t for a in group for t in a.tags))
+        merged.append(group[0] if tags == group[0].tags
+                      else group[0].model_copy(update={"tags": tags}))
+    return merged
+
+
+def sanitize_html(fragment: str, base_url: str | None) -> str:
+    """Email-safe HTML: allowed tags only, links and image sources made absolute."""
+
+    def keep(tag: str, attribute: str, value: str) -> str | None:
+        if attribute in ("href", "src"):
+            url = urljoin(base_url, value.strip()) if base_url else value.strip()
+            parts = urlsplit(url)
+            if parts.scheme in ("http", "https") and parts.netloc:
+                return url
+            return url if attribute == "href" and parts.scheme == "mailto" else None
+        if attribute in ("width", "height"):
+            return value if value.isdigit() else None
+        return value
+
+    cleaned = nh3.clean(fragment, tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=keep,
+                        url_schemes={"http", "https", "mailto"}, link_rel=None,
+                        strip_comments=True)
+    cleaned = _EMPTY_PARAGRAPH.sub("", _IMG_WITHOUT_SRC.sub("", cleaned)).strip()
+    if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
+        paragraphs = re.split(r"\n\s*\n|(?:<br>\s*){2,}", cleaned)
+        cleaned = "\n".join(f"<p>{p.strip()}</p>" for p in paragraphs if p.strip())
+    if "<pre" not in cleaned:  # indentation left by the feed's own markup, except in <pre>
+        cleaned = _LINE_BREAKS.sub("\n", cleaned)
+    return cleaned
+
+
+# --- fetching -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Answer:
+    body: bytes = b""
+    base_url: str | None = None
+    content_type: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    not_modified: bool = False  # a 304: `body` is the cached copy
+    failure: str | None = None
+    field: str | None = None  # the setting to fix, when the user can fix it
+
+
+def _is_url(feed: str) -> bool:
+    return feed.lower().startswith(("http://", "https://"))
+
+
+def _get(feed: str, cached: CachedFeed | None, timeout: float) -> _Answer:
+    if _is_url(feed):
+        return _fetch(feed, cached, timeout)
+    try:
+        return _Answer(Path(feed).read_bytes(), content_type="application/xml")
+    except FileNotFoundError:
+        return _Answer(failure="feed file not found", field="articles.feeds")
+    except OSError as err:
+        return _Answer(failure=f"cannot read the feed file ({err.strerror or err})",
+                       field="articles.feeds")
+
+
+def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
+    headers = {"User-Agent": USER_AGENT, "Accept": _ACCEPT, "Accept-Encoding": "gzip"}
+    if cached is not None and cached.etag:
+        headers["If-None-Match"] = cached.etag
+    if cached is not None and cached.last_modified:
+        headers["If-Modified-Since"] = cached.last_modified
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=timeout) as response:
+            body = response.read(_MAX_BYTES + 1)
+            if len(body) > _MAX_BYTES:
+                return _Answer(failure=f"the feed is larger than {_MAX_BYTES // 2**20} MB")
+            if response.headers.get("Content-Encoding", "").lower() == "gzip":
+                body = gzip.decompress(body)
+            final_url = response.geturl()
+            location = response.headers.get("Content-Location")
+            return _Answer(body, urljoin(final_url, location) if location else final_url,
+                           response.headers.get("Content-Type"), response.headers.get("ETag"),
+                           response.headers.get("Last-Modified"))
+    except urllib.error.HTTPError as err:
+        err.close()
+        if err.code == 304 and cached is not None:
+            return _Answer(cached.body, url, None, err.headers.get("ETag") or cached.etag,
+                           err.headers.get("Last-Modified") or cached.last_modified,
+                           not_modified=True)
+        return _Answer(failure=f"HTTP {err.code} {err.reason}")
+    except urllib.error.URLError as err:
+        return _Answer(failure=_network_failure(err.reason, timeout))
+    except (OSError, http.client.HTTPException, EOFError, zlib.error) as err:
+        return _Answer(failure=_network_failure(err, timeout))
+    except ValueError as err:
+        return _Answer(failure=f"not a valid URL ({err})", field="articles.feeds")
+
+
+def _network_failure(reason: object, timeout: float) -> str:
+    if isinstance(reason, TimeoutError):
+        return f"no answer within {timeout:g} s"
+    if isinstance(reason, socket.gaierror):
+        return "host not found (DNS lookup failed)"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, ssl.SSLError):
+        return f"TLS failed ({getattr(reason, 'reason', None) or reason})"
+    if isinstance(reason, gzip.BadGzipFile | EOFError | zlib.error):
+        return f"the gzip-compressed answer is damaged ({reason})"
+    if isinstance(reason, OSError) and reason.strerror:
+        return f"network error ({reason.strerror})"
+    return f"network error ({reason})"
+
+
+# --- parsing --------------------------------------------------------------------------------
+
+@dataclass
+class _Parsed:
+    articles: list[Article] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    failure: str | None = None
+
+
+def _parse(data: bytes, source: str, base_url: str | None, content_type: str | None) -> _Parsed:
+    headers = {"content-type": content_type or "application/xml"}
+    if base_url:
+        headers["content-location"] = base_url
+    # Our own sanitiser runs later; feedparser's would turn a <script> that writes markup
+    # into that markup.
+    doc = feedparser.parse(data, response_headers=headers, sanitize_html=False)
+    if not doc.get("version") and not doc.entries:
+        reason = _bozo_reason(doc) if doc.get("bozo") else "no <rss>, <rdf:RDF> or <feed> element"
+        return _Parsed(failure=f"not a readable RSS or Atom feed ({reason})")
+    result = _Parsed()
+    if doc.get("bozo") and not isinstance(doc.get("bozo_exception"), _BENIGN):
+        result.warnings.append(Problem(
+            f"the feed is not well-formed ({_bozo_reason(doc)}); used the "
+            f"{len(doc.entries)} entries that could be read", source))
+    base = base_url or _absolute(doc.feed.get("link"), None)
+    feed_author = (doc.feed.get("author_detail") or {}).get("name")
+    seen: set[str] = set()
+    for entry in doc.entries:
+        article = _article(entry, source, base, feed_author, result.warnings)
+        if article is None:
+            continue
+        if article.id in seen:  # a feed that reuses a guid for different entries
+            article = article.model_copy(
+                update={"id": _id(f"{article.id} {article.url} {article.title}")})
+        seen.add(article.id)
+        result.articles.append(article)
+    return result
+
+
+def _bozo_reason(doc: Any) -> str:
+    err = doc.get("bozo_exception")
+    if isinstance(err, SAXParseException):
+        return f"line {err.getLineNumber()}: {err.getMessage()}"
+    return str(err) or type(err).__name__
+
+
+def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
+             warnings: list[Problem]) -> Article | None:
+    url = _absolute(entry.get("link"), base)
+    link_base = base or url
+    body_html = sanitize_html(_entry_html(entry), link_base)
+    body = html_to_text(body_html)
+    description = entry.get("summary_detail")
+    summary_text = _text_of(description, link_base) if description else ""
+    summary = _shorten(summary_text) if summary_text else summarize(body, _SUMMARY_LIMIT)
+    title = _title(entry) or _shorten(summary, 80)
+    if not title:
+        warnings.append(Problem("an entry has neither a title nor any text; skipped", source))
+        return None
+    published = _date(entry)
+    if published is None:
+        warnings.append(Problem(f"entry “{title}” has no date; skipped", source,
+                                fix="the feed needs a pubDate, dc:date, published or updated"))
+        return None
+    guid = entry.get("id")
+    # A guid that is not a URI ("4411") is only unique within its feed.
+    key = (guid if ":" in guid else f"{source} {guid}") if guid else (
+        url or f"{title} {published.isoformat()}")
+    terms = [(t.get("term") or t.get("label") or "").strip().lower()
+             for t in entry.get("tags") or []]
+    tags = tuple(dict.fromkeys(t for t in terms if t))
+    author = (entry.get("author_detail") or {}).get("name") or feed_author
+    return Article(
+        id=_id(key),
+        title=title,
+        url=url,
+        summary=summary,
+        body=body,
+        body_html=body_html,
+        author=" ".join(author.split()) if author else None,
+        published=published,
+        section=tags[0] if tags else None,
+        tags=tags,
+        image=_image(entry, link_base),
+    )
+
+
+def _id(key: str) -> str:
+    return "feed:" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _entry_html(entry: Any) -> str:
+    """The fullest HTML the entry has: content:encoded or Atom content, else the summary."""
+    details = [*(entry.get("content") or []), entry.get("summary_detail")]
+    for detail in details:
+        if detail and detail.get("value", "").strip():
+            return _as_html(detail)
+    return ""
+
+
+def _as_html(detail: Any) -> str:
+    if "html" in (detail.get("type") or ""):
+        return detail["value"]
+    paragraphs = re.split(r"\n\s*\n", detail["value"].strip())
+    return "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
+
+
+def _text_of(detail: Any, base: str | None) -> str:
+    return " ".join(html_to_text(sanitize_html(_as_html(detail), base)).split())
+
+
+def _title(entry: Any) -> str:
+    detail = entry.get("title_detail") or {}
+    title = entry.get("title") or ""
+    if "html" in (detail.get("type") or ""):
+        title = nh3.clean(title, tags=set())
+    # Unescaped even as text: many feeds escape their titles twice ("&amp;amp;").
+    return " ".join(html.unescape(title).split())
+
+
+def _shorten(text: str, limit: int = _SUMMARY_LIMIT) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit + 1].rsplit(" ", 1)[0] if " " in text[:limit + 1] else text[:limit]
+    return cut.rstrip(",;:—–-") + "…"
+
+
+def _date(entry: Any) -> dt.datetime | None:
+    for key in ("published_parsed", "updated_parsed", "created_parsed"):
+        parsed = entry.get(key)
+        if parsed:  # feedparser gives UTC struct_time, whatever offset the feed wrote
+            return dt.datetime(*parsed[:6], tzinfo=dt.UTC)
+    return None
+
+
+def _image(entry: Any, base: str | None) -> str | None:
+    candidates = [m.get("url") for m in entry.get("media_content") or []
+                  if m.get("medium") == "image" or (m.get("type") or "").startswith("image/")]
+    candidates += [m.get("url") for m in entry.get("media_thumbnail") or []]
+    candidates += [e.get("href") for e in entry.get("enclosures") or []
+                   if (e.get("type") or "").startswith("image/")]
+    return next((url for c in candidates if (url := _absolute(c, base))), None)
+
+
+def _absolute(link: str | None, base: str | None) -> str | None:
+    if not link:
+        return None
+    url = urljoin(base, link.strip()) if base else link.strip()
+    parts = urlsplit(url)
+    return url if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+# --- merging --------------------------------------------------------------------------------
+
+def _rank(article: Article) -> tuple:
+    return (-len(article.body), article.published, article.id, article.url or "", article.title)
+
+
+def _same_story(a: Article, b: Article) -> bool:
+    if a.url and b.url and _normal_url(a.url) == _normal_url(b.url):
+        return True
+    return title_similarity(a.title, b.title) >= 0.9
+
+
+def _normal_url(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"),
+                       parts.query, ""))
+
+
+def _unique_ids(articles: list[Article]) -> list[Article]:
+    """Two feeds may share a guid for different stories; the later one gets a new id."""
+    seen: set[str] = set()
+    unique = []
+    for article in articles:
+        if article.id in seen:
+            article = article.model_copy(
+                update={"id": _id(f"{article.id} {article.url} {article.title}")})
+        seen.add(article.id)
+        unique.append(article)
+    return unique

@@ -1,0 +1,117 @@
+"""What each feed URL last answered, so the next fetch can be a conditional GET.
+
+`SqliteFeedCache` keeps a `feed_cache` table in the ledger's SQLite file: one file holds
+everything the program remembers between runs. It opens its own connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from newsletter.errors import ConfigError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS feed_cache (
+    url TEXT PRIMARY KEY,
+    etag TEXT,
+    last_modified TEXT,
+    body BLOB NOT NULL,
+    fetched_at TEXT NOT NULL
+)
+"""
+
+
+@dataclass(frozen=True)
+class CachedFeed:
+    """The last good answer for one feed URL."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    body: bytes
+    fetched_at: dt.datetime  # aware, UTC
+
+
+class FeedCache(Protocol):
+    """Where fetched feed documents are kept between runs."""
+
+    def get(self, url: str) -> CachedFeed | None: ...
+    def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
+            fetched_at: dt.datetime) -> None: ...
+
+
+class MemoryFeedCache:
+    """A cache that lasts as long as the process: for one-off runs and tests."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, CachedFeed] = {}
+
+    def get(self, url: str) -> CachedFeed | None:
+        return self._entries.get(url)
+
+    def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
+            fetched_at: dt.datetime) -> None:
+        self._entries[url] = CachedFeed(url, etag, last_modified, body, _utc(fetched_at))
+
+
+class SqliteFeedCache:
+    """The cache as a table in the ledger's SQLite file (WAL mode, like the ledger)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                       timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # Losing the last cached copy after a power cut only costs one full download.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute(_SCHEMA)
+        except (sqlite3.Error, OSError) as err:
+            raise ConfigError(f"cannot open the feed cache: {err}", file=path, field="ledger",
+                              fix="check the path is a writable folder, not a file of "
+                                  "another kind") from err
+        self._lock = threading.Lock()
+
+    def get(self, url: str) -> CachedFeed | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT etag, last_modified, body, fetched_at FROM feed_cache WHERE url = ?",
+                (url,)).fetchone()
+        if row is None:
+            return None
+        etag, last_modified, body, fetched_at = row
+        return CachedFeed(url, etag, last_modified, bytes(body),
+                          _utc(dt.datetime.fromisoformat(fetched_at)))
+
+    def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
+            fetched_at: dt.datetime) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO feed_cache (url, etag, last_modified, body, fetched_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET etag = excluded.etag, "
+                "last_modified = excluded.last_modified, body = excluded.body, "
+                "fetched_at = excluded.fetched_at",
+                (url, etag, last_modified, body, _utc(fetched_at).isoformat()))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> SqliteFeedCache:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _utc(when: dt.datetime) -> dt.datetime:
+    # A naive time can only have come from us, and we always write UTC.
+    return when.replace(tzinfo=dt.UTC) if when.tzinfo is None else when.astimezone(dt.UTC)
