@@ -1,0 +1,443 @@
+"""RSS and Atom feeds: parsing each shape, sanitising, merging, fetching over loopback HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import gzip
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from newsletter.errors import ContentError
+from newsletter.ledger import SqliteLedger
+from newsletter.models import Article
+from newsletter.sources.feed import (
+    USER_AGENT,
+    FeedLoad,
+    load_feeds,
+    merge_duplicates,
+    parse_feed,
+    sanitize_html,
+)
+from newsletter.sources.feedcache import MemoryFeedCache, SqliteFeedCache
+
+FEEDS = Path(__file__).parent / "feeds"
+REPO = Path(__file__).resolve().parents[1]
+UTC = dt.UTC
+
+
+def parse(name: str, base_url: str | None = None) -> FeedLoad:
+    return parse_feed((FEEDS / name).read_bytes(), name, base_url)
+
+
+def by_title(load: FeedLoad) -> dict[str, Article]:
+    return {a.title: a for a in load.articles}
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+def test_rss2_entry_becomes_an_article_with_clean_fields() -> None:
+    load = parse("rss2-harbour-gazette.xml", "https://gazette.example.com/feed.xml")
+    assert load.warnings == []
+    bridge = by_title(load)["Swing bridge reopens after six weeks of repairs & tests"]
+    assert bridge.url == "https://gazette.example.com/2026/11/swing-bridge-reopens"
+    assert bridge.author == "Mira Castellane"
+    # Tue, 24 Nov 2026 06:30:00 +0100
+    assert bridge.published == dt.datetime(2026, 11, 24, 5, 30, tzinfo=UTC)
+    assert bridge.published.utcoffset() == dt.timedelta(0)
+    assert bridge.section == "city"
+    assert bridge.tags == ("city", "transport")  # "City" and "city" are one tag
+    assert bridge.image == "https://gazette.example.com/images/bridge-wide.jpg"
+    assert bridge.summary.startswith("The swing bridge over the inner harbour opened")
+    assert bridge.id.startswith("feed:")
+
+
+def test_rss2_content_is_sanitised_for_email() -> None:
+    bridge = parse("rss2-harbour-gazette.xml", "https://gazette.example.com/feed.xml").articles[0]
+    html = bridge.body_html
+    for banned in ("<script", "<style", "<iframe", "onclick", "onmouseover", "javascript:",
+                   "style=", "tracker.example.net", "color: red"):
+        assert banned not in html
+    assert '<a href="https://gazette.example.com/tags/turning-gear">turning gear</a>' in html
+    assert ('<img alt="The bridge at dawn" height="400" '
+            'src="https://gazette.example.com/images/bridge-dawn.jpg" width="600">') in html
+    assert "<strong>forty times</strong>" in html and "<blockquote>" in html
+    assert bridge.body.split("\n\n") == [
+        "The swing bridge over the inner harbour opened to traffic again at dawn, after six "
+        "weeks of repairs to its turning gear.",
+        "Engineers from the harbour board swung it open and shut forty times overnight.",
+        "“It turns like new,” said the bridge keeper.",
+    ]
+
+
+def test_a_feed_file_without_a_base_url_resolves_links_against_its_own_link() -> None:
+    bridge = parse("rss2-harbour-gazette.xml").articles[0]
+    assert bridge.url == "https://gazette.example.com/2026/11/swing-bridge-reopens"
+    assert 'href="https://gazette.example.com/tags/turning-gear"' in bridge.body_html
+
+
+def test_plain_description_gives_a_short_summary_and_paragraph_html() -> None:
+    fish = by_title(parse("rss2-harbour-gazette.xml"))["Fish market rings its bell an hour early"]
+    assert fish.author == "Tomas Quay"  # the name, not the address in <author>
+    assert fish.published == dt.datetime(2026, 11, 23, 22, 5, tzinfo=UTC)
+    assert fish.summary.endswith("…") and len(fish.summary) <= 301
+    assert fish.summary[:-1] in fish.body and not fish.summary[:-1].endswith(" ")
+    assert fish.body_html.startswith("<p>From Monday") and fish.body_html.endswith("</p>")
+    assert fish.image is None
+
+
+def test_rdf_feed_with_dc_dates() -> None:
+    load = parse("rdf-harbour-board.rdf")
+    assert load.warnings == []
+    storm, dredging = load.articles
+    assert storm.title == "Storm surge warning for Thursday night"
+    assert storm.url == "https://board.example.org/notices/storm-surge"
+    assert storm.published == dt.datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # 18:00-05:00
+    assert (storm.author, storm.section, storm.tags) == ("Harbour Master", "safety", ("safety",))
+    assert storm.body == "Sandbags are available at the fire station from noon."
+    assert dredging.published == dt.datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+    assert (dredging.section, dredging.tags, dredging.author) == (None, (), None)
+
+
+def test_atom_feed_with_xml_base_html_and_xhtml_content() -> None:
+    load = parse("atom-quayside.atom")
+    assert load.warnings == []
+    rowers = by_title(load)["Rowers take the Estuary Cup"]  # <b> stripped from an html title
+    assert rowers.url == "https://quayside.example.net/blog/2026/rowers-estuary-cup"
+    # Only <updated>, at -08:00: the next day in UTC.
+    assert rowers.published == dt.datetime(2026, 11, 24, 1, 45, tzinfo=UTC)
+    assert rowers.author == "Ines Harrow"
+    assert rowers.tags == ("sport", "rowing") and rowers.section == "sport"
+    assert rowers.summary == "The harbour crew won by two lengths in a cold head wind."
+    assert 'href="https://quayside.example.net/blog/results#final"' in rowers.body_html
+    assert rowers.body == ("The harbour crew won by two lengths.\n\n"
+                           "Their cox called it the best row of the year.")
+
+    cafe = by_title(load)["Net loft café wins a regional award"]
+    assert cafe.url == "https://quayside.example.net/gallery/net-loft-cafe"  # entry xml:base
+    assert cafe.published == dt.datetime(2026, 11, 22, 7, 0, tzinfo=UTC)  # published wins
+    assert cafe.author == "Quayside Collective"  # inherited from the feed
+    assert 'src="https://quayside.example.net/gallery/photos/net-loft.jpg"' in cafe.body_html
+    assert 'href="https://quayside.example.net/menu"' in cafe.body_html
+    assert "<div" not in cafe.body_html
+
+
+def test_ids_are_stable_and_distinct() -> None:
+    names = ["rss2-harbour-gazette.xml", "rdf-harbour-board.rdf", "atom-quayside.atom"]
+    first = [a.id for name in names for a in parse(name).articles]
+    again = [a.id for name in names for a in parse(name).articles]
+    assert first == again and len(set(first)) == len(first)
+    # An id from the guid does not change with the base URL the feed was fetched from.
+    assert parse("rss2-harbour-gazette.xml", "https://mirror.example.org/f.xml").articles[1].id \
+        == parse("rss2-harbour-gazette.xml").articles[1].id
+
+
+def test_truncated_feed_keeps_what_was_read_and_warns_once() -> None:
+    load = parse("truncated.xml")
+    assert [a.title for a in load.articles] == ["Ferry timetable changes from Monday"]
+    not_well_formed = [w for w in load.warnings if "not well-formed" in w.what]
+    assert len(not_well_formed) == 1
+    assert "line 15" in str(not_well_formed[0]) and "truncated.xml" in str(not_well_formed[0])
+
+
+def test_an_html_error_page_is_not_a_feed() -> None:
+    load = parse("error-page.html")
+    assert load.articles == []
+    [warning] = load.warnings
+    assert warning.what.startswith("not a readable RSS or Atom feed (")
+    assert warning.file == "error-page.html"
+
+
+def test_an_undated_entry_is_skipped_with_a_warning() -> None:
+    load = parse("undated.xml")
+    assert [a.title for a in load.articles] == ["Rope works homes: plans go on show"]
+    [warning] = load.warnings
+    assert str(warning).startswith(
+        "undated.xml: entry “Residents' meeting on the rope works homes” has no date; skipped")
+
+
+def test_sanitiser_drops_unsafe_images_and_links() -> None:
+    html = sanitize_html(
+        '<p><a href="javascript:alert(1)">x</a> <a href="mailto:desk@example.com">mail</a>'
+        '<img src="data:image/png;base64,AAAA" alt="d"><img src="cid:1">'
+        '<img src="http://img.example.com/a.png" width="100%" onerror="x()"></p>', None)
+    assert html == ('<p><a>x</a> <a href="mailto:desk@example.com">mail</a>'
+                    '<img src="http://img.example.com/a.png"></p>')
+
+
+# --- merging ------------------------------------------------------------------------------
+
+MIRROR = """<?xml version="1.0" encoding="UTF-8"?>
+<rss version="2.0"><channel><title>Estuary Mirror</title><link>https://mirror.example.org/</link>
+<item>
+  <title>Swing bridge back in service</title>
+  <link>HTTPS://Gazette.Example.com/2026/11/swing-bridge-reopens/#top</link>
+  <guid>mirror-1</guid>
+  <pubDate>Tue, 24 Nov 2026 04:00:00 GMT</pubDate>
+  <category>Roads</category><category>City</category>
+  <description>The bridge is open.</description>
+</item>
+<item>
+  <title>Fish market rings the bell an hour early</title>
+  <link>https://mirror.example.org/fish</link>
+  <guid>mirror-2</guid>
+  <pubDate>Tue, 24 Nov 2026 05:00:00 GMT</pubDate>
+  <category>Food</category>
+  <description>Short copy.</description>
+</item>
+</channel></rss>
+"""
+
+
+def write_feeds(tmp_path: Path) -> list[str]:
+    gazette = tmp_path / "gazette.xml"
+    gazette.write_bytes((FEEDS / "rss2-harbour-gazette.xml").read_bytes())
+    mirror = tmp_path / "mirror.xml"
+    mirror.write_text(MIRROR, encoding="utf-8")
+    return [str(mirror), str(gazette)]
+
+
+def test_duplicates_across_feeds_are_merged(tmp_path: Path) -> None:
+    load = load_feeds(write_feeds(tmp_path), cache=None, timeout=1)
+    assert load.warnings == []
+    assert len(load.articles) == 2
+    bridge, fish = load.articles
+    # Same URL once normalised: the gazette's longer story wins, with both feeds' tags.
+    assert bridge.title == "Swing bridge reopens after six weeks of repairs & tests"
+    assert bridge.tags == ("city", "transport", "roads")
+    # Near-identical title, different URLs: the longer body wins.
+    assert fish.title == "Fish market rings its bell an hour early"
+    assert fish.tags == ("business", "food")
+
+
+def test_merging_does_not_depend_on_feed_order(tmp_path: Path) -> None:
+    feeds = write_feeds(tmp_path)
+    forward = load_feeds(feeds, cache=None, timeout=1).articles
+    backward = load_feeds(feeds[::-1], cache=None, timeout=1).articles
+    assert sorted(a.id for a in forward) == sorted(a.id for a in backward)
+    tie = parse("rdf-harbour-board.rdf").articles[0]
+    later = tie.model_copy(update={"id": "feed:later", "published": tie.published
+                                   + dt.timedelta(hours=1), "tags": ("weather",)})
+    for articles in ([tie, later], [later, tie]):
+        [kept] = merge_duplicates(articles)
+        assert kept.id == tie.id  # same body length: the earliest wins
+        assert set(kept.tags) == {"safety", "weather"}
+
+
+def test_different_stories_are_not_merged() -> None:
+    load = parse("rss2-harbour-gazette.xml")
+    assert merge_duplicates(load.articles) == load.articles
+
+
+# --- fetching -----------------------------------------------------------------------------
+
+@dataclass
+class Route:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    block: bool = False
+
+
+@dataclass
+class FeedServer:
+    base: str
+    routes: dict[str, Route]
+    seen: list[tuple[str, dict[str, str]]]
+
+    def url(self, path: str) -> str:
+        return self.base + path
+
+    def requests_to(self, path: str) -> list[dict[str, str]]:
+        return [headers for p, headers in self.seen if p == path]
+
+
+@pytest.fixture
+def server() -> Iterator[FeedServer]:
+    release = threading.Event()
+    routes: dict[str, Route] = {}
+    seen: list[tuple[str, dict[str, str]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            seen.append((self.path, headers))
+            route = routes.get(self.path, Route(404, b"not here"))
+            if route.block:
+                release.wait()
+                return
+            etag = route.headers.get("ETag")
+            if route.status == 200 and etag and headers.get("if-none-match") == etag:
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            body = route.body
+            if "gzip" in headers.get("accept-encoding", "") and route.headers.get("gzip"):
+                body = gzip.compress(body)
+            self.send_response(route.status)
+            for name, value in route.headers.items():
+                self.send_header("Content-Encoding" if name == "gzip" else name,
+                                 "gzip" if name == "gzip" else value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield FeedServer(f"http://127.0.0.1:{httpd.server_address[1]}", routes, seen)
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join()
+
+
+def feed_route(name: str, **headers: str) -> Route:
+    return Route(200, (FEEDS / name).read_bytes(),
+                 {"Content-Type": "application/rss+xml; charset=utf-8", **headers})
+
+
+def test_conditional_get_uses_the_cache_on_304(server: FeedServer, tmp_path: Path) -> None:
+    modified = "Tue, 24 Nov 2026 07:10:00 GMT"
+    server.routes["/gazette.xml"] = feed_route("rss2-harbour-gazette.xml", ETag='"v1"',
+                                               **{"Last-Modified": modified})
+    url = server.url("/gazette.xml")
+    with SqliteFeedCache(tmp_path / "outbox" / "newsletter.sqlite3") as cache:
+        first = load_feeds([url], cache=cache, timeout=5)
+        stored = cache.get(url)
+        assert stored is not None and stored.etag == '"v1"'
+        assert stored.last_modified == modified
+        assert stored.body == (FEEDS / "rss2-harbour-gazette.xml").read_bytes()
+
+        second = load_feeds([url], cache=cache, timeout=5)
+    assert second.warnings == [] and second.articles == first.articles
+    assert len(first.articles) == 2
+    # Relative links resolve against the URL the feed came from.
+    assert first.articles[0].url == server.url("/2026/11/swing-bridge-reopens")
+    plain, conditional = server.requests_to("/gazette.xml")
+    assert "if-none-match" not in plain and plain["user-agent"] == USER_AGENT
+    assert conditional["if-none-match"] == '"v1"'
+    assert conditional["if-modified-since"] == modified
+
+
+def test_the_cache_shares_the_ledger_file_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "outbox" / "newsletter.sqlite3"
+    ledger = SqliteLedger(path)
+    when = dt.datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+    with SqliteFeedCache(path) as cache:
+        cache.put("https://example.com/feed.xml", '"a"', None, b"<rss/>", when)
+        cache.put("https://example.com/feed.xml", '"b"', None, b"<rss></rss>", when)
+    ledger.close()
+    with SqliteFeedCache(path) as cache:
+        stored = cache.get("https://example.com/feed.xml")
+        assert cache.get("https://example.com/other.xml") is None
+    assert stored is not None
+    assert (stored.etag, stored.body, stored.fetched_at) == ('"b"', b"<rss></rss>", when)
+
+
+def test_gzip_answers_are_read(server: FeedServer) -> None:
+    server.routes["/atom"] = feed_route("atom-quayside.atom", gzip="yes")
+    load = load_feeds([server.url("/atom")], cache=None, timeout=5)
+    assert server.requests_to("/atom")[0]["accept-encoding"] == "gzip"
+    assert len(load.articles) == 2 and load.warnings == []
+
+
+def test_a_server_error_is_a_warning_and_other_feeds_are_used(server: FeedServer) -> None:
+    server.routes["/down"] = Route(500, b"oops")
+    server.routes["/rdf"] = feed_route("rdf-harbour-board.rdf")
+    load = load_feeds([server.url("/down"), server.url("/rdf")], cache=None, timeout=5)
+    assert len(load.articles) == 2
+    [warning] = load.warnings
+    assert str(warning) == (f"{server.url('/down')}: HTTP 500 Internal Server Error"
+                            " — the digest goes on without this feed")
+
+
+def test_a_feed_that_does_not_answer_in_time_is_a_warning(server: FeedServer) -> None:
+    server.routes["/slow"] = Route(block=True)
+    server.routes["/rdf"] = feed_route("rdf-harbour-board.rdf")
+    load = load_feeds([server.url("/slow"), server.url("/rdf")], cache=None, timeout=0.3)
+    assert len(load.articles) == 2
+    [warning] = load.warnings
+    assert warning.file == server.url("/slow")
+    assert warning.what == "no answer within 0.3 s"
+
+
+def test_a_failing_feed_falls_back_to_its_cached_copy(server: FeedServer) -> None:
+    server.routes["/gazette.xml"] = feed_route("rss2-harbour-gazette.xml")
+    cache = MemoryFeedCache()
+    url = server.url("/gazette.xml")
+    first = load_feeds([url], cache=cache, timeout=5)
+    server.routes["/gazette.xml"] = Route(503, b"maintenance")
+    again = load_feeds([url], cache=cache, timeout=5)
+    assert again.articles == first.articles
+    [warning] = again.warnings
+    assert warning.what.startswith("HTTP 503 Service Unavailable; using the copy fetched ")
+
+
+def test_an_html_page_served_as_a_feed_is_a_warning(server: FeedServer,
+                                                    tmp_path: Path) -> None:
+    server.routes["/html"] = Route(200, (FEEDS / "error-page.html").read_bytes(),
+                                   {"Content-Type": "text/html"})
+    server.routes["/rdf"] = feed_route("rdf-harbour-board.rdf")
+    cache = MemoryFeedCache()
+    load = load_feeds([server.url("/html"), server.url("/rdf")], cache=cache, timeout=5)
+    [warning] = load.warnings
+    assert "not a readable RSS or Atom feed" in warning.what
+    assert cache.get(server.url("/html")) is None  # a bad answer never replaces a good copy
+
+
+def refused_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/feed.xml"
+
+
+def test_every_feed_failing_is_an_error(server: FeedServer, tmp_path: Path) -> None:
+    server.routes["/down"] = Route(500, b"oops")
+    feeds = [server.url("/down"), str(tmp_path / "missing.xml"), refused_url()]
+    with pytest.raises(ContentError) as caught:
+        load_feeds(feeds, cache=None, timeout=5)
+    problems = caught.value.problems
+    assert problems[0].field == "articles.feeds"
+    assert problems[0].what == "none of the 3 feeds could be read"
+    assert [p.what for p in problems[1:]] == [
+        "HTTP 500 Internal Server Error", "feed file not found", "connection refused"]
+
+
+def test_a_missing_feed_file_is_a_warning(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.xml"
+    load = load_feeds([str(missing), str(FEEDS / "atom-quayside.atom")], cache=None, timeout=1)
+    assert len(load.articles) == 2
+    [warning] = load.warnings
+    assert str(warning) == (f"{missing}: articles.feeds: feed file not found"
+                            " — the digest goes on without this feed")
+
+
+class Untouchable:
+    def __getattr__(self, name: str) -> Callable[..., object]:
+        raise AssertionError(f"the cache was used: {name}")
+
+
+def test_no_feeds_means_no_work() -> None:
+    assert load_feeds([], cache=Untouchable(), timeout=1) == FeedLoad()  # type: ignore[arg-type]
+
+
+def test_the_bundled_sample_feed_reads_cleanly() -> None:
+    load = parse_feed((REPO / "articles/feeds/harbourton-events.xml").read_bytes(), "sample")
+    assert load.warnings == [] and 4 <= len(load.articles) <= 5
+    assert {a.published.date() for a in load.articles} <= {dt.date(2026, 11, 23),
+                                                          dt.date(2026, 11, 24)}
+    assert all(a.url and a.url.startswith("https://example.com/events/") for a in load.articles)
+    assert {"culture", "sport", "city"} <= {t for a in load.articles for t in a.tags}
