@@ -353,6 +353,14 @@ def test_gzip_answers_are_read(server: FeedServer) -> None:
     assert len(load.articles) == 2 and load.warnings == []
 
 
+def test_a_damaged_gzip_answer_is_a_warning(server: FeedServer) -> None:
+    server.routes["/bad-gzip"] = Route(200, b"not gzip at all", {"Content-Encoding": "gzip"})
+    server.routes["/rdf"] = feed_route("rdf-harbour-board.rdf")
+    load = load_feeds([server.url("/bad-gzip"), server.url("/rdf")], cache=None, timeout=5)
+    [warning] = load.warnings
+    assert warning.what.startswith("the gzip-compressed answer is damaged")
+
+
 def test_a_server_error_is_a_warning_and_other_feeds_are_used(server: FeedServer) -> None:
     server.routes["/down"] = Route(500, b"oops")
     server.routes["/rdf"] = feed_route("rdf-harbour-board.rdf")

@@ -7,7 +7,6 @@ Only when every configured feed fails does `load_feeds` raise `ContentError`.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import hashlib
 import html
 import http.client
@@ -218,10 +217,11 @@ def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
                                     timeout=timeout) as response:
             body = response.read(_MAX_BYTES + 1)
+            if response.headers.get("Content-Encoding", "").lower() == "gzip":
+                # Bounded, so that a small compressed answer cannot fill the memory.
+                body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, _MAX_BYTES + 1)
             if len(body) > _MAX_BYTES:
                 return _Answer(failure=f"the feed is larger than {_MAX_BYTES // 2**20} MB")
-            if response.headers.get("Content-Encoding", "").lower() == "gzip":
-                body = gzip.decompress(body)
             final_url = response.geturl()
             location = response.headers.get("Content-Location")
             return _Answer(body, urljoin(final_url, location) if location else final_url,
@@ -236,7 +236,7 @@ def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
         return _Answer(failure=f"HTTP {err.code} {err.reason}")
     except urllib.error.URLError as err:
         return _Answer(failure=_network_failure(err.reason, timeout))
-    except (OSError, http.client.HTTPException, EOFError, zlib.error) as err:
+    except (OSError, http.client.HTTPException, zlib.error) as err:
         return _Answer(failure=_network_failure(err, timeout))
     except ValueError as err:
         return _Answer(failure=f"not a valid URL ({err})", field="articles.feeds")
@@ -251,7 +251,7 @@ def _network_failure(reason: object, timeout: float) -> str:
         return "connection refused"
     if isinstance(reason, ssl.SSLError):
         return f"TLS failed ({getattr(reason, 'reason', None) or reason})"
-    if isinstance(reason, gzip.BadGzipFile | EOFError | zlib.error):
+    if isinstance(reason, zlib.error):
         return f"the gzip-compressed answer is damaged ({reason})"
     if isinstance(reason, OSError) and reason.strerror:
         return f"network error ({reason.strerror})"
