@@ -424,6 +424,14 @@ def test_every_feed_failing_is_an_error(server: FeedServer, tmp_path: Path) -> N
         "HTTP 500 Internal Server Error", "feed file not found", "connection refused"]
 
 
+def test_a_single_failing_feed_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ContentError) as caught:
+        load_feeds([str(tmp_path / "gone.xml")], cache=None, timeout=1)
+    assert str(caught.value).splitlines()[0] == (
+        "articles.feeds: the feed could not be read — check the URLs and paths (and the "
+        "network), or remove articles.feeds to use only local articles")
+
+
 def test_a_missing_feed_file_is_a_warning(tmp_path: Path) -> None:
     missing = tmp_path / "missing.xml"
     load = load_feeds([str(missing), str(FEEDS / "atom-quayside.atom")], cache=None, timeout=1)

@@ -110,7 +110,8 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float)
         warnings.append(Problem(failure, source, field=answer.field, fix=_GOES_ON))
     if len(failures) == len(feeds):
         raise ContentError(problems=[
-            Problem(f"none of the {len(feeds)} feeds could be read", field="articles.feeds",
+            Problem("the feed could not be read" if len(feeds) == 1
+                    else f"none of the {len(feeds)} feeds could be read", field="articles.feeds",
                     fix="check the URLs and paths (and the network), or remove "
                         "articles.feeds to use only local articles"),
             *failures,
