@@ -89,7 +89,7 @@ class _App:
 
     def inputs(self) -> Inputs:
         inputs = load_inputs(self.settings)
-        _warn(inputs.roster.warnings)
+        _warn(inputs.warnings)
         return inputs
 
     def date(self, value: dt.datetime | None) -> dt.date:

@@ -20,7 +20,7 @@ from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
 from newsletter.dispatch import DispatchOptions, dispatch
 from newsletter.dkim import DkimSigner, load_signer
-from newsletter.errors import DeliveryError
+from newsletter.errors import DeliveryError, Problem
 from newsletter.fastmime import MessageTemplate
 from newsletter.ledger import UNSENT, Ledger
 from newsletter.lock import ProcessLock
@@ -29,6 +29,8 @@ from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberLis
 from newsletter.render import RenderedIssue, Renderer
 from newsletter.settings import Settings
 from newsletter.sources import load_articles
+from newsletter.sources.feed import load_feeds
+from newsletter.sources.feedcache import SqliteFeedCache
 from newsletter.subscribers import Roster, load_roster
 
 
@@ -56,18 +58,31 @@ class DeliveryReport:
 
 @dataclass
 class Inputs:
-    """Everything a run reads from disk, read once."""
+    """Everything a run reads from disk (and feeds), read once."""
 
     settings: Settings
     roster: Roster
     articles: list[Article]
+    # Problems that do not stop a run: a feed that is down, a duplicate subscriber.
+    warnings: list[Problem] = field(default_factory=list)
 
 
 def load_inputs(settings: Settings) -> Inputs:
-    """Read subscribers and articles named by the settings."""
+    """Read subscribers, article files and feeds named by the settings.
+
+    Feeds are fetched with conditional GET; their validators and last bodies are kept in
+    the ledger's database. A feed that fails is a warning; every feed failing is an error.
+    """
     roster = load_roster(settings.subscribers)
     articles = load_articles(settings.articles.paths, settings.schedule.tz)
-    return Inputs(settings, roster, articles)
+    warnings = list(roster.warnings)
+    if settings.articles.feeds:
+        with SqliteFeedCache(settings.ledger) as cache:
+            fed = load_feeds(settings.articles.feeds, cache=cache,
+                             timeout=settings.articles.feed_timeout)
+        articles.extend(fed.articles)
+        warnings.extend(fed.warnings)
+    return Inputs(settings, roster, articles, warnings)
 
 
 def issue_date(settings: Settings, now: dt.datetime) -> dt.date:

@@ -205,6 +205,8 @@ def scheduled_send(config_path: str, zone: str | None = None,
     try:
         settings = load_settings(Path(config_path))
         inputs = load_inputs(settings)
+        for warning in inputs.warnings:
+            log.warning("%s", warning)
         ledger = SqliteLedger(settings.ledger)
         lock = send_lock(settings)
         try:
