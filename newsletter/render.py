@@ -190,6 +190,7 @@ class Renderer:
         env.install_gettext_translations(  # type: ignore[attr-defined]
             load_translations(self.templates, locale), newstyle=True)
         return _Localised(locale, env)
+
     def _context(self, kit: _Localised, issue: Issue, subject: str, preheader: str,
                  archive: bool) -> dict[str, Any]:
         n = self.newsletter
