@@ -51,7 +51,8 @@ def test_rss2_entry_becomes_an_article_with_clean_fields() -> None:
     assert bridge.published == dt.datetime(2026, 11, 24, 5, 30, tzinfo=UTC)
     assert bridge.published.utcoffset() == dt.timedelta(0)
     assert bridge.section == "city"
-    assert bridge.tags == ("city", "transport")  # "City" and "city" are one tag
+    # "City" and "city" are one category; the first category is the section, not a tag.
+    assert bridge.tags == ("transport",)
     assert bridge.image == "https://gazette.example.com/images/bridge-wide.jpg"
     assert bridge.summary.startswith("The swing bridge over the inner harbour opened")
     assert bridge.id.startswith("feed:")
@@ -98,7 +99,7 @@ def test_rdf_feed_with_dc_dates() -> None:
     assert storm.title == "Storm surge warning for Thursday night"
     assert storm.url == "https://board.example.org/notices/storm-surge"
     assert storm.published == dt.datetime(2026, 11, 23, 23, 0, tzinfo=UTC)  # 18:00-05:00
-    assert (storm.author, storm.section, storm.tags) == ("Harbour Master", "safety", ("safety",))
+    assert (storm.author, storm.section, storm.tags) == ("Harbour Master", "safety", ())
     assert storm.body == "Sandbags are available at the fire station from noon."
     assert dredging.published == dt.datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
     assert (dredging.section, dredging.tags, dredging.author) == (None, (), None)
@@ -112,7 +113,7 @@ def test_atom_feed_with_xml_base_html_and_xhtml_content() -> None:
     # Only <updated>, at -08:00: the next day in UTC.
     assert rowers.published == dt.datetime(2026, 11, 24, 1, 45, tzinfo=UTC)
     assert rowers.author == "Ines Harrow"
-    assert rowers.tags == ("sport", "rowing") and rowers.section == "sport"
+    assert rowers.tags == ("rowing",) and rowers.section == "sport"
     assert rowers.summary == "The harbour crew won by two lengths in a cold head wind."
     assert 'href="https://quayside.example.net/blog/results#final"' in rowers.body_html
     assert rowers.body == ("The harbour crew won by two lengths.\n\n"
@@ -209,10 +210,10 @@ def test_duplicates_across_feeds_are_merged(tmp_path: Path) -> None:
     bridge, fish = load.articles
     # Same URL once normalised: the gazette's longer story wins, with both feeds' tags.
     assert bridge.title == "Swing bridge reopens after six weeks of repairs & tests"
-    assert bridge.tags == ("city", "transport", "roads")
+    assert (bridge.section, bridge.tags) == ("city", ("transport", "roads"))
     # Near-identical title, different URLs: the longer body wins.
     assert fish.title == "Fish market rings its bell an hour early"
-    assert fish.tags == ("business", "food")
+    assert (fish.section, fish.tags) == ("business", ("food",))
 
 
 def test_merging_does_not_depend_on_feed_order(tmp_path: Path) -> None:
@@ -226,7 +227,7 @@ def test_merging_does_not_depend_on_feed_order(tmp_path: Path) -> None:
     for articles in ([tie, later], [later, tie]):
         [kept] = merge_duplicates(articles)
         assert kept.id == tie.id  # same body length: the earliest wins
-        assert set(kept.tags) == {"safety", "weather"}
+        assert (kept.section, set(kept.tags)) == ("safety", {"weather"})
 
 
 def test_different_stories_are_not_merged() -> None:
@@ -456,4 +457,4 @@ def test_the_bundled_sample_feed_reads_cleanly() -> None:
     assert {a.published.date() for a in load.articles} <= {dt.date(2026, 11, 23),
                                                           dt.date(2026, 11, 24)}
     assert all(a.url and a.url.startswith("https://example.com/events/") for a in load.articles)
-    assert {"culture", "sport", "city"} <= {t for a in load.articles for t in a.tags}
+    assert {"culture", "sport", "city"} <= {a.section for a in load.articles}

@@ -146,7 +146,11 @@ def merge_duplicates(articles: Sequence[Article]) -> list[Article]:
             group.append(article)
     merged = []
     for group in sorted(groups, key=lambda g: position[id(g[0])]):
-        tags = tuple(dict.fromkeys(t for a in group for t in a.tags))
+        kept = group[0]
+        # Every copy's categories, but the kept copy's section stays out of its tags.
+        tags = tuple(dict.fromkeys(
+            t for a in group for t in (*a.tags, *((a.section,) if a.section else ()))
+            if t != kept.section))
         merged.append(group[0] if tags == group[0].tags
                       else group[0].model_copy(update={"tags": tags}))
     return merged
@@ -340,8 +344,10 @@ def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
         body_html=body_html,
         author=" ".join(author.split()) if author else None,
         published=published,
+        # The first category is the section; the others are tags, as in front matter (a
+        # section repeated as a tag would count twice in the composer's relatedness).
         section=tags[0] if tags else None,
-        tags=tags,
+        tags=tags[1:],
         image=_image(entry, link_base),
     )
 
