@@ -158,7 +158,7 @@ def check_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
                 signer: DkimSigner | None, now: dt.datetime) -> list[Finding]:
     """Build the issue for its first active reader (or a stand-in) and check that message."""
     newsletter = settings.newsletter
-    reader = next(iter(lst.active), None) or Subscriber(
+    reader = next((s for s in lst.subscribers if s.status == "active"), None) or Subscriber(
         email=f"reader@{newsletter.sender_domain}")
     secret = settings.unsubscribe.secret.get_secret_value() if settings.unsubscribe.secret \
         else None

@@ -245,7 +245,8 @@ def run_send(
         # A list with nobody in this zone waits for its own readers' morning, so its issue
         # is composed then, from the articles of that morning.
         lists = [lst for lst in lists
-                 if any(reader_zone(s, lst, settings) == zone for s in lst.active)]
+                 if any(reader_zone(s, lst, settings) == zone for s in lst.subscribers
+                        if s.status == "active")]
     signer = load_signer(settings.dkim)  # an unusable key stops the run here, before any mail
     renderer = Renderer.from_settings(settings)
     editions = [render_edition(renderer, compose_edition(inputs, lst, date, ledger), lst.locale)
