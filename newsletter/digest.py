@@ -319,7 +319,8 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
     if test:
         todo = [to]
     else:
-        todo = _plan(edition, lst, ledger, record, newsletter.sender_domain, resend, report)
+        todo = _plan(edition, lst, ledger, record, newsletter.sender_domain, resend, report,
+                     due)
         if due is not None:
             report.later = sum(not due(s) for s in todo)
             todo = [s for s in todo if due(s)]
@@ -349,7 +350,8 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
 
 
 def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: Ledger | None,
-          domain: str, resend: bool, report: DeliveryReport) -> list[Subscriber]:
+          domain: str, resend: bool, report: DeliveryReport,
+          due: Callable[[Subscriber], bool] | None = None) -> list[Subscriber]:
     """Who gets the issue in this run; fills in the report's skipped and earlier counts.
 
     With `record`, the issue, its variants and a row per subscriber go into the ledger
@@ -369,13 +371,15 @@ def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: 
         record.record_variants(issue.id, {key: variant.article_ids
                                           for key, variant in edition.by_topics.items()})
         if resend:
-            record.reset(issue.id)
+            record.reset(issue.id, None if due is None else
+                         [s.email for s in lst.subscribers if due(s)])
         record.plan(issue.id, (
             (s.email, message_id(issue.id, s.email, domain),
              "skipped" if s.email in skipped else "pending")
             for s in lst.subscribers))
         record.set_state(issue.id, "sending")
-    statuses = ledger.statuses(issue.id) if ledger is not None and not resend else {}
+    statuses = (ledger.statuses(issue.id)
+                if ledger is not None and not (resend and record is None) else {})
 
     def status(s: Subscriber) -> str:
         return statuses.get(s.email.lower(), "pending")

@@ -68,7 +68,7 @@ class Ledger(Protocol):
     def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None: ...
     def record_many(self, issue_id: str,
                     outcomes: Iterable[tuple[str, DeliveryStatus, str]]) -> None: ...
-    def reset(self, issue_id: str) -> None: ...
+    def reset(self, issue_id: str, emails: Iterable[str] | None = None) -> None: ...
     def suppress(self, list_id: str, email: str, reason: str) -> bool: ...
     def suppressed(self, list_id: str) -> dict[str, str]: ...
     def close(self) -> None: ...
@@ -269,11 +269,19 @@ class SqliteLedger:
                 [(status, reply, now, issue_id, email.lower()) for email, status, reply
                  in outcomes])
 
-    def reset(self, issue_id: str) -> None:
-        """Mark every delivered or failed row pending again (`send --resend`)."""
+    def reset(self, issue_id: str, emails: Iterable[str] | None = None) -> None:
+        """Mark delivered or failed rows pending again (`send --resend`): every row, or only
+        those of `emails` (a resend to one time zone must not re-arm the others)."""
         with self._transaction() as db:
-            db.execute("UPDATE deliveries SET status = 'pending', attempts = 0, updated = ? "
-                       "WHERE issue_id = ? AND status != 'skipped'", (_now(), issue_id))
+            if emails is None:
+                db.execute("UPDATE deliveries SET status = 'pending', attempts = 0, "
+                           "updated = ? WHERE issue_id = ? AND status != 'skipped'",
+                           (_now(), issue_id))
+            else:
+                db.executemany(
+                    "UPDATE deliveries SET status = 'pending', attempts = 0, updated = ? "
+                    "WHERE issue_id = ? AND email = ? AND status != 'skipped'",
+                    [(_now(), issue_id, email.lower()) for email in emails])
             db.execute("UPDATE issues SET state = 'sending', note = '' WHERE issue_id = ?",
                        (issue_id,))
 

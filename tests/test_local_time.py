@@ -290,3 +290,14 @@ def test_send_with_an_unknown_time_zone_is_one_clear_error(world: Project) -> No
     assert result.stderr.strip() == ("error: --timezone: 'Europe/Londn': unknown time zone; use "
                                      "an IANA name such as Europe/London or America/New_York")
     assert not list(world.outbox.glob("world/*/*.eml"))
+
+
+def test_resend_to_one_zone_leaves_the_other_zones_alone(world: Project) -> None:
+    for zone in ("Pacific/Auckland", "America/Los_Angeles"):
+        assert world.run("send", "--date", "2026-11-01", "--timezone", zone).returncode == 0
+    again = world.run("send", "--date", "2026-11-01", "--timezone", "Europe/London", "--resend")
+    assert again.returncode == 0, again.stderr
+    assert "1 sent, 2 sent earlier, 0 failed, 1 waiting" in again.stdout
+    rest = world.run("send", "--date", "2026-11-01")
+    assert rest.returncode == 0, rest.stderr
+    assert "world/2026-11-01 [file]: 1 sent, 3 sent earlier, 0 failed" in rest.stdout  # Kolkata
