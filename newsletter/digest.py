@@ -110,7 +110,9 @@ def compose_issue(inputs: Inputs, subscriber_list: SubscriberList, date: dt.date
     if ledger is not None:
         record = ledger.issue(f"{subscriber_list.id}/{date.isoformat()}")
         if record is not None:
-            return recompose(inputs.articles, subscriber_list, date, record.article_ids)
+            return recompose(_with_recorded(inputs.articles, ledger, record.issue_id,
+                                            record.article_ids),
+                             subscriber_list, date, record.article_ids)
     sent = ledger.articles_sent_before(subscriber_list.id, date) if ledger else frozenset()
     return compose(inputs.articles, subscriber_list, date, already_sent=sent,
                    **_compose_options(inputs, subscriber_list))
@@ -129,8 +131,9 @@ def compose_edition(inputs: Inputs, subscriber_list: SubscriberList, date: dt.da
                if s.topics and s.status == "active"}
     by_topics: dict[str, Issue] = {}
     for key, topics in sorted(choices.items()):
-        if key in recorded:
-            issue = recompose(inputs.articles, subscriber_list, date, recorded[key])
+        if key in recorded and ledger is not None:
+            issue = recompose(_with_recorded(inputs.articles, ledger, general.id, recorded[key]),
+                              subscriber_list, date, recorded[key])
             by_topics[key] = issue.model_copy(update={
                 "topics": topics, "fallback": recorded[key] == general.article_ids})
             continue
@@ -140,6 +143,19 @@ def compose_edition(inputs: Inputs, subscriber_list: SubscriberList, date: dt.da
                                             general, already_sent=sent,
                                             **_compose_options(inputs, subscriber_list))
     return Edition(general=general, by_topics=by_topics)
+
+
+def _with_recorded(articles: list[Article], ledger: Ledger, issue_id: str,
+                   wanted: tuple[str, ...]) -> list[Article]:
+    """`articles`, plus the recorded copy of each wanted one that is no longer there (an
+    entry a feed has since dropped)."""
+    present = {a.id for a in articles}
+    missing = [key for key in wanted if key not in present]
+    if not missing:
+        return articles
+    recorded = ledger.recorded_articles(issue_id)
+    return articles + [Article.model_validate_json(recorded[key])
+                       for key in missing if key in recorded]
 
 
 def _compose_options(inputs: Inputs, subscriber_list: SubscriberList) -> dict:
@@ -370,6 +386,10 @@ def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: 
         record.record_issue(issue.id, lst.id, issue.date, issue.article_ids)
         record.record_variants(issue.id, {key: variant.article_ids
                                           for key, variant in edition.by_topics.items()})
+        record.record_articles(issue.id, {
+            article.id: article.model_dump_json()
+            for variant in (issue, *edition.by_topics.values())
+            for article in (variant.lead, *variant.headlines)})
         if resend:
             record.reset(issue.id, None if due is None else
                          [s.email for s in lst.subscribers if due(s)])

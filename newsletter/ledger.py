@@ -59,6 +59,8 @@ class Ledger(Protocol):
     def set_state(self, issue_id: str, state: str, note: str = "") -> None: ...
     def record_variants(self, issue_id: str, variants: dict[str, tuple[str, ...]]) -> None: ...
     def variants(self, issue_id: str) -> dict[str, tuple[str, ...]]: ...
+    def record_articles(self, issue_id: str, articles: dict[str, str]) -> None: ...
+    def recorded_articles(self, issue_id: str) -> dict[str, str]: ...
     def articles_sent_before(self, list_id: str, date: dt.date,
                              topics: str = "") -> frozenset[str]: ...
     def plan(self, issue_id: str, deliveries: Iterable[tuple[str, str, DeliveryStatus]]
@@ -90,6 +92,12 @@ CREATE TABLE IF NOT EXISTS issue_variants (
     articles TEXT NOT NULL,       -- what those readers get: lead first, then headlines
     created TEXT NOT NULL,
     PRIMARY KEY (issue_id, topics)
+);
+CREATE TABLE IF NOT EXISTS issue_articles (
+    issue_id TEXT NOT NULL,
+    article_id TEXT NOT NULL,
+    data TEXT NOT NULL,           -- the article as sent (JSON), for when its source is gone
+    PRIMARY KEY (issue_id, article_id)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
     issue_id TEXT NOT NULL,
@@ -202,6 +210,19 @@ class SqliteLedger:
         rows = self._query("SELECT topics, articles FROM issue_variants WHERE issue_id = ?",
                            (issue_id,))
         return {topics: tuple(json.loads(articles)) for topics, articles in rows}
+
+    def record_articles(self, issue_id: str, articles: dict[str, str]) -> None:
+        """Keep each article the issue carries (id → JSON) as it was when first recorded: a
+        feed may have dropped it by the time a later time zone's readers get the issue."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO issue_articles (issue_id, article_id, data) "
+                "VALUES (?, ?, ?)", [(issue_id, key, data) for key, data in articles.items()])
+
+    def recorded_articles(self, issue_id: str) -> dict[str, str]:
+        rows = self._query("SELECT article_id, data FROM issue_articles WHERE issue_id = ?",
+                           (issue_id,))
+        return dict(rows)
 
     def articles_sent_before(self, list_id: str, date: dt.date,
                              topics: str = "") -> frozenset[str]:

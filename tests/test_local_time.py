@@ -301,3 +301,31 @@ def test_resend_to_one_zone_leaves_the_other_zones_alone(world: Project) -> None
     rest = world.run("send", "--date", "2026-11-01")
     assert rest.returncode == 0, rest.stderr
     assert "world/2026-11-01 [file]: 1 sent, 3 sent earlier, 0 failed" in rest.stdout  # Kolkata
+
+
+def test_later_zones_get_the_issue_even_when_a_feed_has_dropped_its_article(
+        world: Project) -> None:
+    for path in world.articles.glob("*.md"):
+        path.unlink()
+    feed = world.write("feed.xml", """\
+        <?xml version="1.0"?>
+        <rss version="2.0"><channel><title>Quay</title><link>https://news.example.com/</link>
+        <item><title>Lanterns line the quay</title><link>https://news.example.com/lanterns</link>
+        <description>Lanterns along the quay tonight.</description>
+        <pubDate>Sun, 01 Nov 2026 00:00:00 +0000</pubDate><category>city</category></item>
+        </channel></rss>
+        """)
+    text = world.settings.read_text().replace("  paths: [articles]\n",
+                                              "  paths: [articles]\n  feeds: [feed.xml]\n")
+    world.settings.write_text(text)
+    first = world.run("send", "--date", "2026-11-01", "--timezone", "Pacific/Auckland")
+    assert first.returncode == 0, first.stderr
+    # By London's morning the feed has moved on: the entry is gone, a new one is there.
+    feed.write_text(feed.read_text().replace("Lanterns line the quay", "Bells ring out")
+                    .replace("/lanterns", "/bells"))
+    later = world.run("send", "--date", "2026-11-01", "--timezone", "Europe/London")
+    assert later.returncode == 0, later.stderr
+    subjects = {path.stem: email.message_from_bytes(path.read_bytes())["Subject"]
+                for path in world.outbox.glob("world/2026-11-01/*.eml")}
+    assert subjects == {"nzdt@example.com": "The World Brief: Lanterns line the quay",
+                        "gmt@example.com": "The World Brief: Lanterns line the quay"}
