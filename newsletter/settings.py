@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
 from typing import Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
@@ -182,13 +183,23 @@ class ScheduleSection(_Section):
 
 
 def check_timezone(name: str) -> ZoneInfo:
-    """The zone called `name`; `ValueError` with the fix when there is none."""
+    """The zone called `name`; `ValueError` with the fix when there is none.
+
+    Only names in the tz database's list count: `ZoneInfo("US")` would fail with an
+    `IsADirectoryError`, and `localtime` or `Factory` are not places.
+    """
+    if name not in _known_zones():
+        raise ValueError(
+            "unknown time zone; use an IANA name such as Europe/London or America/New_York")
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as err:
-        raise ValueError(
-            "unknown time zone; use an IANA name such as Europe/London or America/New_York"
-        ) from err
+    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
+        raise ValueError(f"time zone data for {name} cannot be read ({err})") from err
+
+
+@functools.cache
+def _known_zones() -> frozenset[str]:
+    return frozenset(available_timezones()) - {"Factory", "localtime", "posixrules"}
 
 
 def check_locale(name: str) -> str:

@@ -329,3 +329,17 @@ def test_later_zones_get_the_issue_even_when_a_feed_has_dropped_its_article(
                 for path in world.outbox.glob("world/2026-11-01/*.eml")}
     assert subjects == {"nzdt@example.com": "The World Brief: Lanterns line the quay",
                         "gmt@example.com": "The World Brief: Lanterns line the quay"}
+
+
+@pytest.mark.parametrize("zone", ["US", "Europe", "localtime"])
+def test_a_zone_folder_or_alias_is_an_error_with_its_line(project: Project, zone: str) -> None:
+    project.write("config/subscribers.yaml", f"""\
+        lists:
+          a:
+            subscribers:
+              - email: x@example.com
+                timezone: {zone}
+        """)
+    result = project.run("subscribers", "check")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"subscribers.yaml:4: timezone '{zone}': unknown time zone" in result.stderr
