@@ -159,7 +159,8 @@ def test_an_undated_entry_is_skipped_with_a_warning() -> None:
     assert [a.title for a in load.articles] == ["Rope works homes: plans go on show"]
     [warning] = load.warnings
     assert str(warning).startswith(
-        "undated.xml: entry “Residents' meeting on the rope works homes” has no date; skipped")
+        "undated.xml: entry “Residents' meeting on the rope works homes” has no usable date; "
+        "skipped")
 
 
 def test_sanitiser_drops_unsafe_images_and_links() -> None:
@@ -458,3 +459,28 @@ def test_the_bundled_sample_feed_reads_cleanly() -> None:
                                                           dt.date(2026, 11, 24)}
     assert all(a.url and a.url.startswith("https://example.com/events/") for a in load.articles)
     assert {"culture", "sport", "city"} <= {a.section for a in load.articles}
+
+
+def test_odd_entries_are_skipped_with_a_warning_and_the_rest_is_read() -> None:
+    document = b"""<?xml version="1.0"?>
+<rss version="2.0"><channel><title>Odd</title><link>https://odd.example.com/</link>
+<item><title>Broken link</title><link>http://[::1</link><description>Text.</description>
+<pubDate>Tue, 24 Nov 2026 06:00:00 +0000</pubDate></item>
+<item><title>Null date</title><link>https://odd.example.com/null</link>
+<pubDate>Mon, 01 Jan 0001 00:00:00 +0000</pubDate></item>
+<item><title>Far future</title><link>https://odd.example.com/far</link>
+<pubDate>Fri, 31 Dec 9999 23:59:59 -1200</pubDate></item>
+<item><title>Fine</title><link>https://odd.example.com/fine</link>
+<description><![CDATA[<a href="http://[::1">x</a> ok]]></description>
+<pubDate>Tue, 24 Nov 2026 07:00:00 +0000</pubDate></item>
+</channel></rss>"""
+    load = parse_feed(document, "odd.xml")
+    titles = {a.title: a for a in load.articles}
+    assert set(titles) == {"Broken link", "Fine"}
+    assert titles["Broken link"].url is None
+    assert 'href' not in titles["Fine"].body_html and "ok" in titles["Fine"].body
+    assert sorted(str(w) for w in load.warnings) == [
+        "odd.xml: entry “Far future” has no usable date; skipped — the feed needs a pubDate, "
+        "dc:date, published or updated",
+        "odd.xml: entry “Null date” has no usable date; skipped — the feed needs a pubDate, "
+        "dc:date, published or updated"]

@@ -44,6 +44,7 @@ _ACCEPT = ("application/rss+xml, application/atom+xml, application/rdf+xml;q=0.9
 _MAX_BYTES = 10 * 1024 * 1024
 _MAX_WORKERS = 8
 _SUMMARY_LIMIT = 300
+_EARLIEST_YEAR, _LATEST_YEAR = 1970, 2999
 _GOES_ON = "the digest goes on without this feed"
 
 # Email-safe markup: text structure, links and images; nothing that runs, styles or embeds.
@@ -161,8 +162,11 @@ def sanitize_html(fragment: str, base_url: str | None) -> str:
 
     def keep(tag: str, attribute: str, value: str) -> str | None:
         if attribute in ("href", "src"):
-            url = urljoin(base_url, value.strip()) if base_url else value.strip()
-            parts = urlsplit(url)
+            try:
+                url = urljoin(base_url, value.strip()) if base_url else value.strip()
+                parts = urlsplit(url)
+            except ValueError:  # a malformed URL: drop the attribute, keep the text
+                return None
             if parts.scheme in ("http", "https") and parts.netloc:
                 return url
             return url if attribute == "href" and parts.scheme == "mailto" else None
@@ -290,8 +294,14 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
     base = base_url or _absolute(doc.feed.get("link"), None)
     feed_author = (doc.feed.get("author_detail") or {}).get("name")
     seen: set[str] = set()
-    for entry in doc.entries:
-        article = _article(entry, source, base, feed_author, result.warnings)
+    for number, entry in enumerate(doc.entries, start=1):
+        try:
+            article = _article(entry, source, base, feed_author, result.warnings)
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
+            # One odd entry must not cost the feed (or the run): skip it and say which.
+            result.warnings.append(Problem(f"entry {number} could not be read ({err}); "
+                                           "skipped", source))
+            continue
         if article is None:
             continue
         if article.id in seen:  # a feed that reuses a guid for different entries
@@ -324,7 +334,7 @@ def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
         return None
     published = _date(entry)
     if published is None:
-        warnings.append(Problem(f"entry “{title}” has no date; skipped", source,
+        warnings.append(Problem(f"entry “{title}” has no usable date; skipped", source,
                                 fix="the feed needs a pubDate, dc:date, published or updated"))
         return None
     guid = entry.get("id")
@@ -395,9 +405,17 @@ def _shorten(text: str, limit: int = _SUMMARY_LIMIT) -> str:
 
 def _date(entry: Any) -> dt.datetime | None:
     for key in ("published_parsed", "updated_parsed", "created_parsed"):
-        parsed = entry.get(key)
+        # dict.get: FeedParserDict.get maps a missing updated_parsed to published_parsed,
+        # with a DeprecationWarning.
+        parsed = dict.get(entry, key)
         if parsed:  # feedparser gives UTC struct_time, whatever offset the feed wrote
-            return dt.datetime(*parsed[:6], tzinfo=dt.UTC)
+            try:
+                when = dt.datetime(*parsed[:6], tzinfo=dt.UTC)
+            except (ValueError, OverflowError):
+                continue
+            # "0001-01-01" is a serialiser's null, 9999 a placeholder: neither is a date.
+            if _EARLIEST_YEAR <= when.year <= _LATEST_YEAR:
+                return when
     return None
 
 
@@ -413,8 +431,11 @@ def _image(entry: Any, base: str | None) -> str | None:
 def _absolute(link: str | None, base: str | None) -> str | None:
     if not link:
         return None
-    url = urljoin(base, link.strip()) if base else link.strip()
-    parts = urlsplit(url)
+    try:
+        url = urljoin(base, link.strip()) if base else link.strip()
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[::1": a broken link is no link
+        return None
     return url if parts.scheme in ("http", "https") and parts.netloc else None
 
 
