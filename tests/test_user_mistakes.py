@@ -140,6 +140,10 @@ MISTAKES = {
         replace("articles/2026-11-23-museum.md", "published: 2026-11-23T09:00:00+00:00",
                 "published: 2026-02-30"), SEND,
         ["articles/2026-11-23-museum.md:5: published: not a date"]),
+    "articles: placeholder year in front matter": Mistake(
+        replace("articles/2026-11-23-museum.md", "published: 2026-11-23T09:00:00+00:00",
+                "published: 0001-01-01T00:00:00Z"), SEND,
+        ["articles/2026-11-23-museum.md:5: published: year 1 is not a publication date"]),
     "articles: unknown front matter key": Mistake(
         replace("articles/2026-11-23-museum.md", "section: culture", "sektion: culture"), SEND,
         ["articles/2026-11-23-museum.md:6: sektion: unknown front matter key"]),

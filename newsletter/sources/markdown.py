@@ -42,6 +42,14 @@ class FrontMatter(BaseModel):
             raise ValueError("must be an absolute http(s) URL, e.g. https://example.com/story")
         return value
 
+    @field_validator("published")
+    @classmethod
+    def _plausible(cls, value: dt.datetime | dt.date) -> dt.datetime | dt.date:
+        # Year 1 or 9999 is a placeholder, and overflows once moved to another time zone.
+        if not 1970 <= value.year <= 2999:
+            raise ValueError(f"year {value.year} is not a publication date")
+        return value
+
     @field_validator("tags", mode="before")
     @classmethod
     def _tags(cls, value: object) -> object:
@@ -109,5 +117,7 @@ def _message(error: dict) -> str:
     if error["type"] == "missing":
         return "required front matter key is missing"
     if error["loc"][:1] == ("published",):
-        return "not a date; write e.g. 2026-11-24 or 2026-11-24T06:30:00+00:00"
+        reason = error["msg"].removeprefix("Value error, ")
+        return ((reason + "; " if error["type"] == "value_error" else "not a date; ")
+                + "write e.g. 2026-11-24 or 2026-11-24T06:30:00+00:00")
     return error["msg"].removeprefix("Value error, ")
