@@ -27,6 +27,7 @@ from newsletter.digest import (
     DeliveryReport,
     Inputs,
     compose_edition,
+    due_date,
     issue_date,
     load_inputs,
     render_edition,
@@ -218,7 +219,10 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
         raise ConfigError(f"unknown delivery backend {backend!r}", field="--backend",
                           fix="use one of: " + ", ".join(BACKENDS))
     inputs = app.inputs()
-    day = app.date(date)
+    if date is None and zone is not None:  # that zone's morning, as its scheduled run
+        day = due_date(app.settings.schedule, zone, _now())
+    else:
+        day = app.date(date)
     backend_name = "console" if dry_run else (backend or app.settings.delivery.backend)
     recorded = not dry_run and test_reader is None
     ledger = app.ledger(create=recorded)

@@ -27,7 +27,7 @@ from newsletter.lock import ProcessLock
 from newsletter.message import message_id
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList, topic_key
 from newsletter.render import RenderedIssue, Renderer
-from newsletter.settings import Settings
+from newsletter.settings import ScheduleSection, Settings
 from newsletter.sources import load_articles
 from newsletter.sources.feed import load_feeds
 from newsletter.sources.feedcache import SqliteFeedCache
@@ -88,6 +88,19 @@ def load_inputs(settings: Settings) -> Inputs:
 def issue_date(settings: Settings, now: dt.datetime) -> dt.date:
     """Today, in the schedule's time zone."""
     return now.astimezone(settings.schedule.tz).date()
+
+
+def due_date(schedule: ScheduleSection, zone: str, now: dt.datetime) -> dt.date:
+    """The local date in `zone` of the latest `schedule.time` at or before `now`.
+
+    A run that starts late (within the grace time, even past midnight) still sends the
+    issue of the morning it was due.
+    """
+    local = now.astimezone(ZoneInfo(zone))
+    hour, minute = schedule.hour_minute
+    if (local.hour, local.minute) < (hour, minute):
+        return local.date() - dt.timedelta(days=1)
+    return local.date()
 
 
 def list_zone(subscriber_list: SubscriberList, settings: Settings) -> str:

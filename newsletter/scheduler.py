@@ -24,7 +24,14 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 
-from newsletter.digest import issue_date, load_inputs, reader_zone, run_send, send_lock
+from newsletter.digest import (
+    due_date,
+    issue_date,
+    load_inputs,
+    reader_zone,
+    run_send,
+    send_lock,
+)
 from newsletter.errors import NewsletterError
 from newsletter.ledger import SqliteLedger
 from newsletter.lock import ProcessLock
@@ -83,19 +90,6 @@ def delivery_zones(roster: Roster, settings: Settings) -> dict[str, int]:
                 zone = reader_zone(s, lst, settings)
                 zones[zone] = zones.get(zone, 0) + 1
     return dict(sorted(zones.items())) or {settings.schedule.timezone: 0}
-
-
-def due_date(schedule: ScheduleSection, zone: str, now: dt.datetime) -> dt.date:
-    """The local date in `zone` of the latest `schedule.time` at or before `now`.
-
-    A run that starts late (within the grace time, even past midnight) still sends the
-    issue of the morning it was due.
-    """
-    local = now.astimezone(ZoneInfo(zone))
-    hour, minute = schedule.hour_minute
-    if (local.hour, local.minute) < (hour, minute):
-        return local.date() - dt.timedelta(days=1)
-    return local.date()
 
 
 def next_run_times(schedule: ScheduleSection, now: dt.datetime, count: int = 5,
