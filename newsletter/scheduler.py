@@ -42,6 +42,9 @@ JOB_PREFIX = "digest@"
 LEGACY_JOB_ID = "daily-digest"  # the one job of versions before local-time delivery
 # How often a running scheduler re-reads the subscriber file for new time zones.
 REFRESH_MINUTES = 5
+# How long a scheduled run waits for another run to finish. Long, because giving up
+# skips that zone's readers for the day; a run that takes longer than this is stuck.
+LOCK_WAIT_SECONDS = 12 * 3600
 log = logging.getLogger("newsletter.scheduler")
 # Set by the `schedule` command on SIGTERM/SIGINT: the running job finishes the message in
 # flight, records it and returns.
@@ -191,10 +194,12 @@ def scheduled_send(config_path: str, zone: str | None = None,
     issue of that zone's morning (without a zone: `newsletter send`, for today's issue).
 
     Settings, subscribers and articles are read afresh, so edits apply without a restart.
-    If a manual `send` holds the lock, the job waits for it (then finds its work done).
+    If another run holds the lock (a manual `send`, or the job of a zone whose morning is
+    at the same instant, such as Paris and Berlin), the job waits its turn.
     Returns True when every delivery succeeded; problems are logged, never raised, so one
     bad morning does not stop the scheduler.
     """
+    sent_now = now is None
     now = now or clock()
     try:
         settings = load_settings(Path(config_path))
@@ -204,11 +209,13 @@ def scheduled_send(config_path: str, zone: str | None = None,
         ledger = SqliteLedger(settings.ledger)
         lock = send_lock(settings)
         try:
-            lock.acquire(wait=settings.schedule.misfire_grace_minutes * 60, stop=STOP)
+            lock.acquire(wait=LOCK_WAIT_SECONDS, stop=STOP)
             try:
                 date = (due_date(settings.schedule, zone, now) if zone
                         else issue_date(settings, now))
-                reports = run_send(inputs, date, now, ledger, zone=zone, stop=STOP)
+                # The morning's issue, stamped with the time it actually leaves.
+                reports = run_send(inputs, date, clock() if sent_now else now, ledger,
+                                   zone=zone, stop=STOP)
             finally:
                 lock.release()
         finally:
