@@ -40,7 +40,7 @@ from newsletter.ledger import ALL_LISTS, SqliteLedger
 from newsletter.message import personal_fields
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList
 from newsletter.progress import SendProgress
-from newsletter.render import PersonalFields, Renderer
+from newsletter.render import PersonalFields, Renderer, page_name
 from newsletter.settings import (
     DEFAULT_CONFIG,
     ScheduleSection,
@@ -163,21 +163,13 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
         else:  # neutral copies, fit to show colleagues: the general issue and each variant
             personal = PersonalFields(email=f"reader@{newsletter.sender_domain}",
                                       unsubscribe_url=f"{newsletter.base_url}/unsubscribe")
-            copies = [(variant, _preview_name(day, variant.issue))
+            copies = [(variant, page_name(variant.issue))
                       for variant in edition.variants.values()]
         for rendered, name in copies:
             for suffix, part in ((".html", rendered.html), (".txt", rendered.text)):
                 path = outbox / lst.id / f"{name}{suffix}"
                 write_atomically(path, part.fill(personal).encode("utf-8"))
                 click.echo(str(path))
-
-
-def _preview_name(day: dt.date, issue: Issue) -> str:
-    """`2026-11-24` for the general issue, `2026-11-24.city+culture` for a topic variant."""
-    if not issue.topics or issue.fallback:
-        return day.isoformat()
-    return day.isoformat() + "." + "+".join(re.sub(r"[^\w-]+", "-", t).strip("-")
-                                            for t in issue.topics)
 
 
 @cli.command()

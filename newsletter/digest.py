@@ -292,11 +292,12 @@ def run_send(
     create_backend(name, settings, stream)  # a backend that can't be built fails before any work
     if ledger is not None and not dry_run and to is None:
         for lst, edition in zip(lists, editions, strict=True):
-            # The public copy, linked from every message as "view in browser".
-            general = edition.edition.general
+            # The public copies, linked from every message as "view in browser"; each
+            # variant has its own page, and the list's index shows the general issues.
             locale = lst.locale or settings.newsletter.locale
-            archive_issue(settings.delivery.outbox, general,
-                          renderer.render_web(general, locale=locale), locale)
+            for rendered in edition.variants.values():
+                archive_issue(settings.delivery.outbox, rendered.issue,
+                              renderer.render_web(rendered.issue, locale=locale), locale)
     options = DispatchOptions(
         connections=settings.smtp.connections if name == "smtp" else 1,
         retries=settings.delivery.retries,

@@ -257,8 +257,17 @@ class Renderer:
 
 
 def web_path(issue: Issue) -> str:
-    """Where the issue's web page lives, under base_url and under the outbox."""
-    return f"archive/{issue.list_id}/{issue.date.isoformat()}.html"
+    """Where the issue's web page lives, under base_url and under the outbox: topic
+    variants have their own page, beside the general issue's."""
+    return f"archive/{issue.list_id}/{page_name(issue)}.html"
+
+
+def page_name(issue: Issue) -> str:
+    """`2026-11-24` for the general issue, `2026-11-24.city+culture` for a topic variant."""
+    if not issue.topics or issue.fallback:
+        return issue.date.isoformat()
+    return issue.date.isoformat() + "." + "+".join(
+        re.sub(r"[^\w-]+", "-", topic).strip("-") for topic in issue.topics)
 
 
 def date_label(date: dt.date, locale: Locale | str = "en_GB") -> str:

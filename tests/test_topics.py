@@ -235,3 +235,21 @@ def test_topics_must_be_the_lists_sections_when_it_has_some(project: Project) ->
     assert any(":12: timezone 'Europe/Londn': unknown time zone" in line for line in errors)
     assert any(":15: locale 'klingon': unknown locale" in line for line in errors)
     assert any(":16: timezone 'Mars/Base': unknown time zone" in line for line in errors)
+
+
+def test_view_in_browser_opens_the_readers_own_variant(project: Project) -> None:
+    project.write("config/subscribers.yaml", SUBSCRIBERS)
+    assert project.run("send", "--date", ISSUE_DATE).returncode == 0
+    archive = project.outbox / "archive" / "morning-brief"
+    assert sorted(p.name for p in archive.glob("*.html")) == [
+        "2026-11-24.city.html", "2026-11-24.culture+sport.html", "2026-11-24.html",
+        "index.html"]
+    index = (archive / "index.html").read_text()
+    assert index.count("<li>") == 1  # the index lists the general issue of each date
+    for reader, page, lead in (("city1@example.com", "2026-11-24.city.html", "Harbour bridge"),
+                               ("museums@example.com", "2026-11-24.culture+sport.html",
+                                "Museum opens"),
+                               ("ada@example.com", "2026-11-24.html", "Harbour bridge")):
+        text, _ = _parts(_messages(project)[reader])
+        assert f"https://news.example.com/archive/morning-brief/{page}" in text, reader
+        assert lead in (archive / page).read_text()
