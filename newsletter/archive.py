@@ -19,7 +19,8 @@ def archive_issue(outbox: Path, issue: Issue, page: str, locale: str = "en_GB") 
     page's path."""
     path = outbox / web_path(issue)
     write_atomically(path, page.encode("utf-8"))
-    _write_index(path.parent, issue.list_title, locale)
+    if path.stem == issue.date.isoformat():  # the index lists general issues, not variants
+        _write_index(path.parent, issue.list_title, locale)
     return path
 
 

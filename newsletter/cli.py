@@ -367,11 +367,6 @@ def _print_edition(edition: Edition, lst: SubscriberList, explain: bool) -> None
     click.echo()
 
 
-def _variant_label(issue: Issue) -> str:
-    return "general" if not issue.topics or issue.fallback else "topics " + ", ".join(
-        issue.topics)
-
-
 def _print_issue(issue: Issue, explain: bool) -> None:
     lead = issue.lead
     click.echo(f"  lead: {lead.title}" + (f" ({lead.author})" if lead.author else ""))
@@ -416,10 +411,12 @@ def check(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
     for lst in inputs.roster.select(list_id):
         edition = render_edition(renderer, compose_edition(inputs, lst, day, ledger),
                                  lst.locale)
-        for rendered in edition.variants.values():
+        labels = {a.issue.article_ids: a.label
+                  for a in variant_audience(edition.edition, lst)}
+        for ids, rendered in edition.variants.items():
             findings = check_issue(rendered, lst, app.settings, signer, _now())
             errors += sum(f.level == "error" for f in findings)
-            label = "" if len(edition.variants) == 1 else f" ({_variant_label(rendered.issue)})"
+            label = "" if len(edition.variants) == 1 else f" ({labels[ids]})"
             click.echo(f"{rendered.issue.id}{label}: "
                        + (f"{len(findings)} problem(s)" if findings else "no problems found"))
             for finding in findings:

@@ -125,28 +125,33 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
+def open_database(path: Path, schema: str, what: str) -> sqlite3.Connection:
+    """Open (or create) the program's SQLite file with `schema`: WAL mode, one connection
+    shared by threads behind the caller's lock. `what` names it in the error."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        # A committed record must survive the process being killed: in WAL mode NORMAL
+        # gives that (the commit is in the WAL file before COMMIT returns) at 25 µs a
+        # commit instead of FULL's 125 µs fsync. What it gives up: after an operating
+        # system crash or power loss the last commits may be lost, and those messages
+        # would be sent again.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(schema)
+    except (sqlite3.Error, OSError) as err:
+        raise ConfigError(f"cannot open the {what}: {err}", file=path, field="ledger",
+                          fix="check the path is a writable folder, not a file of "
+                              "another kind") from err
+    return db
+
+
 class SqliteLedger:
     """The ledger in one SQLite file. Thread-safe: one connection behind a lock."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                       timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # A committed record must survive the process being killed: in WAL mode NORMAL
-            # gives that (the commit is in the WAL file before COMMIT returns) at 25 µs a
-            # commit instead of FULL's 125 µs fsync. What it gives up: after an operating
-            # system crash or power loss the last commits may be lost, and those messages
-            # would be sent again.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as err:
-            raise ConfigError(f"cannot open the delivery ledger: {err}", file=path,
-                              field="ledger",
-                              fix="check the path is a writable folder, not a file of "
-                                  "another kind") from err
+        self._db = open_database(path, _SCHEMA, "delivery ledger")
         self._lock = threading.Lock()
 
     @contextmanager

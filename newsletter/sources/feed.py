@@ -161,15 +161,8 @@ def sanitize_html(fragment: str, base_url: str | None) -> str:
     """Email-safe HTML: allowed tags only, links and image sources made absolute."""
 
     def keep(tag: str, attribute: str, value: str) -> str | None:
-        if attribute in ("href", "src"):
-            try:
-                url = urljoin(base_url, value.strip()) if base_url else value.strip()
-                parts = urlsplit(url)
-            except ValueError:  # a malformed URL: drop the attribute, keep the text
-                return None
-            if parts.scheme in ("http", "https") and parts.netloc:
-                return url
-            return url if attribute == "href" and parts.scheme == "mailto" else None
+        if attribute in ("href", "src"):  # a malformed URL: drop the attribute, keep the text
+            return _absolute(value, base_url, mailto=attribute == "href")
         if attribute in ("width", "height"):
             return value if value.isdigit() else None
         return value
@@ -428,7 +421,9 @@ def _image(entry: Any, base: str | None) -> str | None:
     return next((url for c in candidates if (url := _absolute(c, base))), None)
 
 
-def _absolute(link: str | None, base: str | None) -> str | None:
+def _absolute(link: str | None, base: str | None, *, mailto: bool = False) -> str | None:
+    """`link` made absolute against `base` if it is http(s) (or, with `mailto`, mailto:);
+    otherwise None."""
     if not link:
         return None
     try:
@@ -436,7 +431,9 @@ def _absolute(link: str | None, base: str | None) -> str | None:
         parts = urlsplit(url)
     except ValueError:  # e.g. "http://[::1": a broken link is no link
         return None
-    return url if parts.scheme in ("http", "https") and parts.netloc else None
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return url
+    return url if mailto and parts.scheme == "mailto" else None
 
 
 # --- merging --------------------------------------------------------------------------------

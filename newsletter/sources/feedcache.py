@@ -7,14 +7,13 @@ everything the program remembers between runs. It opens its own connection.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from newsletter.errors import ConfigError
+from newsletter.ledger import open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feed_cache (
@@ -65,18 +64,7 @@ class SqliteFeedCache:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                       timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            # Losing the last cached copy after a power cut only costs one full download.
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
-        except (sqlite3.Error, OSError) as err:
-            raise ConfigError(f"cannot open the feed cache: {err}", file=path, field="ledger",
-                              fix="check the path is a writable folder, not a file of "
-                                  "another kind") from err
+        self._db = open_database(path, _SCHEMA, "feed cache")
         self._lock = threading.Lock()
 
     def get(self, url: str) -> CachedFeed | None:
