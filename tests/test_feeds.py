@@ -484,3 +484,12 @@ def test_odd_entries_are_skipped_with_a_warning_and_the_rest_is_read() -> None:
         "dc:date, published or updated",
         "odd.xml: entry “Null date” has no usable date; skipped — the feed needs a pubDate, "
         "dc:date, published or updated"]
+
+
+def test_the_line_of_a_parse_error_is_the_line_in_the_file_without_a_declaration() -> None:
+    # feedparser adds a declaration line in front of such a document; the warning must still
+    # point at the line the publisher sees in their file.
+    load = parse_feed(b"<rss version=\"2.0\">\n<channel>\n<item><title>A</title></item>\n"
+                      b"<item><title>B</b></item>\n</channel></rss>", "nodecl.xml", None)
+    [warning] = [w for w in load.warnings if "not well-formed" in w.what]
+    assert "line 4:" in warning.what and "2 entries that" in warning.what

@@ -61,6 +61,7 @@ _EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>")
 _BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[2-4]|figure|hr)\b")
 _LINE_BREAKS = re.compile(r"\s*\n\s*")
 # feedparser flags these as bozo, but the document itself was read correctly.
+_XML_DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?<\?xml")
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
 
 
@@ -277,13 +278,14 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
     # into that markup.
     doc = feedparser.parse(data, response_headers=headers, sanitize_html=False)
     if not doc.get("version") and not doc.entries:
-        reason = _bozo_reason(doc) if doc.get("bozo") else "no <rss>, <rdf:RDF> or <feed> element"
+        reason = (_bozo_reason(doc, data) if doc.get("bozo")
+                  else "no <rss>, <rdf:RDF> or <feed> element")
         return _Parsed(failure=f"not a readable RSS or Atom feed ({reason})")
     result = _Parsed()
     if doc.get("bozo") and not isinstance(doc.get("bozo_exception"), _BENIGN):
         result.warnings.append(Problem(
-            f"the feed is not well-formed ({_bozo_reason(doc)}); used the "
-            f"{len(doc.entries)} entries that could be read", source))
+            f"the feed is not well-formed ({_bozo_reason(doc, data)}); used the "
+            f"{_entries(len(doc.entries))} that could be read", source))
     base = base_url or _absolute(doc.feed.get("link"), None)
     feed_author = (doc.feed.get("author_detail") or {}).get("name")
     seen: set[str] = set()
@@ -305,11 +307,20 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
     return result
 
 
-def _bozo_reason(doc: Any) -> str:
+def _bozo_reason(doc: Any, data: bytes) -> str:
     err = doc.get("bozo_exception")
     if isinstance(err, SAXParseException):
-        return f"line {err.getLineNumber()}: {err.getMessage()}"
+        line = err.getLineNumber()
+        # feedparser puts a line with an XML declaration in front of a document that has
+        # none, so the parser counts one line too many.
+        if not _XML_DECLARATION.match(data):
+            line = max(1, line - 1)
+        return f"line {line}: {err.getMessage()}"
     return str(err) or type(err).__name__
+
+
+def _entries(count: int) -> str:
+    return "1 entry" if count == 1 else f"{count} entries"
 
 
 def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
