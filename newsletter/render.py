@@ -291,11 +291,41 @@ def load_translations(templates: Path, locale: Locale) -> NullTranslations:
     return found[0]
 
 
+_LIST_ITEM = re.compile(r"^\s*(?:[*•+-]|\d{1,3}[.)])\s+", re.MULTILINE)
+
+
 def wrap_paragraphs(text: str, width: int = 72) -> str:
-    """Wrap each paragraph of plain text to `width`, keeping the blank lines between them."""
+    """Wrap each paragraph of plain text to `width`, keeping the blank lines between them.
+
+    List items keep a line each, continued under their own text.
+    """
     paragraphs = [p for p in re.split(r"\n\s*\n", text.strip()) if p.strip()]
-    return "\n\n".join(textwrap.fill(" ".join(p.split()), width, break_long_words=False,
-                                     break_on_hyphens=False) for p in paragraphs)
+    return "\n\n".join(_wrap_block(p, width) for p in paragraphs)
+
+
+def _wrap_block(paragraph: str, width: int) -> str:
+    starts = [m.start() for m in _LIST_ITEM.finditer(paragraph)]
+    if not starts:
+        return _fill(paragraph, width)
+    pieces = [paragraph[:starts[0]]] if starts[0] else []
+    pieces += [paragraph[a:b] for a, b in zip(starts, [*starts[1:], len(paragraph)], strict=True)]
+    lines = []
+    for piece in pieces:
+        marker = _LIST_ITEM.match(piece)
+        if marker is None:
+            lines.append(_fill(piece, width))
+            continue
+        bullet = marker.group().strip()
+        bullet = "*" if bullet in "*•+-" else bullet
+        lines.append(_fill(piece[marker.end():], width, initial=f"{bullet} ",
+                           subsequent=" " * (len(bullet) + 1)))
+    return "\n".join(lines)
+
+
+def _fill(text: str, width: int, initial: str = "", subsequent: str = "") -> str:
+    return textwrap.fill(" ".join(text.split()), width, initial_indent=initial,
+                         subsequent_indent=subsequent, break_long_words=False,
+                         break_on_hyphens=False)
 
 
 def _read_catalog(path: Path) -> Translations:

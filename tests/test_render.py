@@ -126,3 +126,19 @@ def test_testing_a_personal_field_in_a_template_is_a_clear_error(tmp_path: Path)
     [problem] = caught.value.problems
     assert problem.line == 2 and str(problem.file).endswith("digest.html")
     assert "or_else" in str(problem)
+
+
+def test_list_items_in_the_text_part_keep_a_line_each() -> None:
+    body = ("Openings return to the usual timetable:\n\n"
+            "* on the hour from 7am to 7pm, and on the half hour at weekends when the "
+            "tide allows it,\n"
+            "* on request, at night.\n\n"
+            "1. first\n2. second\n\n"
+            "A paragraph\nbroken by its source - mid line.")
+    assert render_module.wrap_paragraphs(body) == (
+        "Openings return to the usual timetable:\n\n"
+        "* on the hour from 7am to 7pm, and on the half hour at weekends when the\n"
+        "  tide allows it,\n"
+        "* on request, at night.\n\n"
+        "1. first\n2. second\n\n"
+        "A paragraph broken by its source - mid line.")
