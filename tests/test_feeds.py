@@ -154,13 +154,43 @@ def test_an_html_error_page_is_not_a_feed() -> None:
     assert warning.file == "error-page.html"
 
 
-def test_an_undated_entry_is_skipped_with_a_warning() -> None:
+def test_parse_feed_alone_skips_an_undated_entry_with_a_warning() -> None:
     load = parse("undated.xml")
     assert [a.title for a in load.articles] == ["Rope works homes: plans go on show"]
     [warning] = load.warnings
     assert str(warning).startswith(
         "undated.xml: entry “Residents' meeting on the rope works homes” has no usable date; "
         "skipped")
+
+
+def test_an_undated_entry_keeps_the_date_it_was_first_seen(tmp_path: Path) -> None:
+    feed = tmp_path / "undated.xml"
+    feed.write_bytes((FEEDS / "undated.xml").read_bytes())
+    monday = dt.datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
+    tuesday = monday + dt.timedelta(days=1)
+
+    def meeting(load: FeedLoad) -> Article:
+        assert load.warnings == []
+        return by_title(load)["Residents' meeting on the rope works homes"]
+
+    ledger_file = tmp_path / "outbox" / "newsletter.sqlite3"
+    with SqliteFeedCache(ledger_file) as cache:
+        assert meeting(load_feeds([str(feed)], cache=cache, timeout=1, now=monday)).published \
+            == monday
+    # Another run, another process: still Monday's entry, not new again on Tuesday.
+    with SqliteFeedCache(ledger_file) as cache:
+        again = load_feeds([str(feed)], cache=cache, timeout=1, now=tuesday)
+        assert meeting(again).published == monday
+        assert by_title(again)["Rope works homes: plans go on show"].published == \
+            dt.datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+        # Gone from the feed for 90 days, it is forgotten; if it comes back it is new.
+        later = tuesday + dt.timedelta(days=91)
+        assert cache.first_seen("other", later) == later
+        assert meeting(load_feeds([str(feed)], cache=cache, timeout=1, now=later)).published \
+            == later
+    # Without a cache (nothing remembered), it is dated now.
+    assert meeting(load_feeds([str(feed)], cache=None, timeout=1, now=tuesday)).published \
+        == tuesday
 
 
 def test_sanitiser_drops_unsafe_images_and_links() -> None:

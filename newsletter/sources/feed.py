@@ -17,7 +17,7 @@ import ssl
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,8 @@ _MAX_WORKERS = 8
 _SUMMARY_LIMIT = 300
 _EARLIEST_YEAR, _LATEST_YEAR = 1970, 2999
 _GOES_ON = "the digest goes on without this feed"
+# When an entry without a date was first seen (recording it if it is new).
+FirstSeen = Callable[[str], dt.datetime]
 
 # Email-safe markup: text structure, links and images; nothing that runs, styles or embeds.
 _TAGS = {
@@ -73,14 +75,19 @@ class FeedLoad:
     warnings: list[Problem] = field(default_factory=list)
 
 
-def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float) -> FeedLoad:
+def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
+               now: dt.datetime | None = None) -> FeedLoad:
     """Fetch or read every feed (URLs in parallel), parse them and merge duplicates.
 
     `cache` keeps each URL's last good answer for a conditional GET next time, and as a
-    fallback when the feed is down. Raises `ContentError` only if no feed could be read.
+    fallback when the feed is down; an entry without a date is dated when `cache` first
+    saw it (`now`, without a cache). Raises `ContentError` only if no feed could be read.
     """
     if not feeds:
         return FeedLoad()
+    now = now or dt.datetime.now(dt.UTC)
+    first_seen: FirstSeen = ((lambda entry_id: cache.first_seen(entry_id, now))
+                             if cache is not None else (lambda entry_id: now))
     cached = {f: cache.get(f) for f in feeds if _is_url(f)} if cache is not None else {}
     with ThreadPoolExecutor(max_workers=min(_MAX_WORKERS, len(feeds))) as pool:
         answers = list(pool.map(lambda f: _get(f, cached.get(f), timeout), feeds))
@@ -90,18 +97,18 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float)
     for source, answer in zip(feeds, answers, strict=True):
         failure = answer.failure
         if failure is None:
-            parsed = _parse(answer.body, source, answer.base_url, answer.content_type)
+            parsed = _parse(answer.body, source, answer.base_url, answer.content_type,
+                            first_seen)
             failure = parsed.failure
             if failure is None:
                 if cache is not None and _is_url(source):
-                    cache.put(source, answer.etag, answer.last_modified, answer.body,
-                              dt.datetime.now(dt.UTC))
+                    cache.put(source, answer.etag, answer.last_modified, answer.body, now)
                 articles.extend(parsed.articles)
                 warnings.extend(parsed.warnings)
                 continue
         old = cached.get(source)
         if old is not None and not answer.not_modified:
-            parsed = _parse(old.body, source, source, None)
+            parsed = _parse(old.body, source, source, None, first_seen)
             if parsed.failure is None:
                 when = old.fetched_at.strftime("%Y-%m-%d %H:%M UTC")
                 warnings.append(Problem(f"{failure}; using the copy fetched {when}", source))
@@ -121,12 +128,14 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float)
     return FeedLoad(_unique_ids(merge_duplicates(articles)), warnings)
 
 
-def parse_feed(data: bytes, source: str, base_url: str | None = None) -> FeedLoad:
+def parse_feed(data: bytes, source: str, base_url: str | None = None, *,
+               first_seen: FirstSeen | None = None) -> FeedLoad:
     """Articles from one feed document; `source` names it in warnings.
 
     `base_url` (the feed's URL) resolves relative links; without it, the feed's own link.
+    `first_seen(id)` dates an entry that has no date; without it such entries are skipped.
     """
-    parsed = _parse(data, source, base_url, None)
+    parsed = _parse(data, source, base_url, None, first_seen)
     if parsed.failure is not None:
         return FeedLoad([], [Problem(parsed.failure, source)])
     return FeedLoad(parsed.articles, parsed.warnings)
@@ -270,7 +279,8 @@ class _Parsed:
     failure: str | None = None
 
 
-def _parse(data: bytes, source: str, base_url: str | None, content_type: str | None) -> _Parsed:
+def _parse(data: bytes, source: str, base_url: str | None, content_type: str | None,
+           first_seen: FirstSeen | None) -> _Parsed:
     headers = {"content-type": content_type or "application/xml"}
     if base_url:
         headers["content-location"] = base_url
@@ -291,7 +301,7 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
     seen: set[str] = set()
     for number, entry in enumerate(doc.entries, start=1):
         try:
-            article = _article(entry, source, base, feed_author, result.warnings)
+            article = _article(entry, source, base, feed_author, first_seen, result.warnings)
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as err:
             # One odd entry must not cost the feed (or the run): skip it and say which.
             result.warnings.append(Problem(f"entry {number} could not be read ({err}); "
@@ -324,7 +334,7 @@ def _entries(count: int) -> str:
 
 
 def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
-             warnings: list[Problem]) -> Article | None:
+             first_seen: FirstSeen | None, warnings: list[Problem]) -> Article | None:
     url = _absolute(entry.get("link"), base)
     link_base = base or url
     body_html = sanitize_html(_entry_html(entry), link_base)
@@ -337,14 +347,19 @@ def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
         warnings.append(Problem("an entry has neither a title nor any text; skipped", source))
         return None
     published = _date(entry)
-    if published is None:
-        warnings.append(Problem(f"entry “{title}” has no usable date; skipped", source,
-                                fix="the feed needs a pubDate, dc:date, published or updated"))
-        return None
     guid = entry.get("id")
     # A guid that is not a URI ("4411") is only unique within its feed.
     key = (guid if ":" in guid else f"{source} {guid}") if guid else (
-        url or f"{title} {published.isoformat()}")
+        url or f"{source} {title} {published.isoformat() if published else ''}")
+    if published is None:
+        if first_seen is None:
+            warnings.append(Problem(f"entry “{title}” has no usable date; skipped", source,
+                                    fix="the feed needs a pubDate, dc:date, published or "
+                                        "updated"))
+            return None
+        # Feed readers date such an entry by when they first saw it; so do we, and the
+        # date is kept so the entry does not look new again tomorrow.
+        published = first_seen(_id(key))
     terms = [(t.get("term") or t.get("label") or "").strip().lower()
              for t in entry.get("tags") or []]
     tags = tuple(dict.fromkeys(t for t in terms if t))

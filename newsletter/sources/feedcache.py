@@ -1,7 +1,8 @@
-"""What each feed URL last answered, so the next fetch can be a conditional GET.
+"""What each feed URL last answered, so the next fetch can be a conditional GET, and when
+each undated feed entry was first seen, so it keeps one date from run to run.
 
-`SqliteFeedCache` keeps a `feed_cache` table in the ledger's SQLite file: one file holds
-everything the program remembers between runs. It opens its own connection.
+`SqliteFeedCache` keeps `feed_cache` and `feed_entries` tables in the ledger's SQLite file:
+one file holds everything the program remembers between runs. It opens its own connection.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ CREATE TABLE IF NOT EXISTS feed_cache (
     last_modified TEXT,
     body BLOB NOT NULL,
     fetched_at TEXT NOT NULL
-)
+);
+CREATE TABLE IF NOT EXISTS feed_entries (
+    id TEXT PRIMARY KEY,
+    first_seen TEXT NOT NULL,
+    last_seen TEXT NOT NULL
+);
 """
+# An undated entry gone from its feed this long is forgotten (if it comes back, it is new).
+FORGET_AFTER = dt.timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,9 @@ class FeedCache(Protocol):
     def get(self, url: str) -> CachedFeed | None: ...
     def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
             fetched_at: dt.datetime) -> None: ...
+    def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
+        """When the entry was first seen; `now` (recorded) if never before."""
+        ...
 
 
 class MemoryFeedCache:
@@ -50,6 +61,7 @@ class MemoryFeedCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, CachedFeed] = {}
+        self._seen: dict[str, dt.datetime] = {}
 
     def get(self, url: str) -> CachedFeed | None:
         return self._entries.get(url)
@@ -57,6 +69,9 @@ class MemoryFeedCache:
     def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
             fetched_at: dt.datetime) -> None:
         self._entries[url] = CachedFeed(url, etag, last_modified, body, _utc(fetched_at))
+
+    def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
+        return self._seen.setdefault(entry_id, _utc(now))
 
 
 class SqliteFeedCache:
@@ -87,6 +102,19 @@ class SqliteFeedCache:
                 "last_modified = excluded.last_modified, body = excluded.body, "
                 "fetched_at = excluded.fetched_at",
                 (url, etag, last_modified, body, _utc(fetched_at).isoformat()))
+
+    def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
+        now = _utc(now)
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO feed_entries (id, first_seen, last_seen) VALUES (?, ?, ?) "
+                "ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
+                (entry_id, now.isoformat(), now.isoformat()))
+            self._db.execute("DELETE FROM feed_entries WHERE last_seen < ?",
+                             ((now - FORGET_AFTER).isoformat(),))
+            (first,) = self._db.execute(
+                "SELECT first_seen FROM feed_entries WHERE id = ?", (entry_id,)).fetchone()
+        return _utc(dt.datetime.fromisoformat(first))
 
     def close(self) -> None:
         with self._lock:
