@@ -55,7 +55,7 @@ def compose(
             reason = f"published {day}, after the issue date"
         elif day < oldest:
             reason = f"published {day}, older than max_age_days ({max_age_days})"
-        elif article.id in already_sent:
+        elif article.id in already_sent or not already_sent.isdisjoint(article.aliases):
             reason = "already sent to this list in an earlier issue"
         if reason:
             decisions[article.id] = Decision(article_id=article.id, title=article.title,

@@ -33,6 +33,9 @@ class Article(BaseModel):
     # Set for headlines that a page lists as related to its own story: (story id, position).
     related_to: str | None = None
     related_position: int | None = None
+    # Ids of the same story in other feeds (merged into this one): sent under any of them
+    # is sent.
+    aliases: tuple[str, ...] = ()
 
 
 Status = Literal["active", "unsubscribed"]

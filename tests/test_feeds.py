@@ -10,12 +10,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+import newsletter.sources.feed as feed_module
+from newsletter.composer import compose
 from newsletter.errors import ContentError
 from newsletter.ledger import SqliteLedger
-from newsletter.models import Article
+from newsletter.models import Article, SubscriberList
 from newsletter.sources.feed import (
     USER_AGENT,
     FeedLoad,
@@ -255,15 +258,59 @@ def test_merging_does_not_depend_on_feed_order(tmp_path: Path) -> None:
     tie = parse("rdf-harbour-board.rdf").articles[0]
     later = tie.model_copy(update={"id": "feed:later", "published": tie.published
                                    + dt.timedelta(hours=1), "tags": ("weather",)})
-    for articles in ([tie, later], [later, tie]):
+    for articles in ([[tie], [later]], [[later], [tie]]):
         [kept] = merge_duplicates(articles)
         assert kept.id == tie.id  # same body length: the earliest wins
+        assert kept.aliases == ("feed:later",)
         assert (kept.section, set(kept.tags)) == ("safety", {"weather"})
 
 
 def test_different_stories_are_not_merged() -> None:
     load = parse("rss2-harbour-gazette.xml")
-    assert merge_duplicates(load.articles) == load.articles
+    assert merge_duplicates([load.articles]) == load.articles
+
+
+def _entry(guid: str, title: str, day: int, link: str = "https://status.example.com/",
+           body: str = "Text.") -> Article:
+    return Article(id=f"feed:{guid}", title=title, url=link, body=body,
+                   published=dt.datetime(2026, 11, day, 6, 0, tzinfo=UTC))
+
+
+def test_a_feeds_own_entries_are_never_merged() -> None:
+    # A status page links every entry to its home page; a daily briefing repeats its title.
+    status = [_entry("1", "CDN outage", 24), _entry("2", "Database maintenance", 23),
+              _entry("3", "Morning briefing", 24, "https://status.example.com/b/24"),
+              _entry("4", "Morning briefing", 23, "https://status.example.com/b/23")]
+    assert merge_duplicates([status]) == status
+    # Another feed with the home page link and a briefing: each joins one entry at most,
+    # and a title only matches an entry from around the same time.
+    other = [_entry("x", "Status", 24), _entry("y", "Morning briefing", 20, "https://o.example/")]
+    merged = merge_duplicates([status, other])
+    assert [a.id for a in merged] == ["feed:1", "feed:2", "feed:3", "feed:4", "feed:y"]
+    assert merged[0].aliases == ("feed:x",)
+
+
+def test_a_longer_copy_arriving_later_does_not_make_a_sent_story_new() -> None:
+    first = _entry("a", "Harbour bridge reopens", 24, "https://news.example.com/bridge")
+    longer = _entry("b", "Harbour bridge reopens", 24, "https://news.example.com/bridge/",
+                    body="A much longer telling of the same story.")
+    [kept] = merge_duplicates([[first], [longer]])
+    assert kept.id == "feed:b" and kept.aliases == ("feed:a",)
+    # The composer knows the story under the id it was sent with.
+    issue = compose([kept, _entry("c", "Something else", 24, "https://news.example.com/c")],
+                    SubscriberList(id="l", title="L"), dt.date(2026, 11, 24), headlines=5,
+                    max_age_days=2, tz=ZoneInfo("UTC"), already_sent=frozenset({"feed:a"}))
+    assert issue.lead.id == "feed:c" and issue.headlines == ()
+
+
+def test_titles_of_one_long_feed_are_not_compared(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(feed_module, "title_similarity",
+                        lambda a, b: calls.append((a, b)) or 1.0)
+    long_feed = [_entry(str(n), f"Story number {n}", 1 + n % 28, f"https://x.example/{n}")
+                 for n in range(2000)]
+    assert len(merge_duplicates([long_feed])) == 2000
+    assert calls == []
 
 
 # --- fetching -----------------------------------------------------------------------------

@@ -6,6 +6,7 @@ Only when every configured feed fails does `load_feeds` raise `ContentError`.
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import hashlib
 import html
@@ -46,6 +47,8 @@ _MAX_WORKERS = 8
 _SUMMARY_LIMIT = 300
 _EARLIEST_YEAR, _LATEST_YEAR = 1970, 2999
 _GOES_ON = "the digest goes on without this feed"
+_SAME_STORY_WITHIN = dt.timedelta(days=2)
+_WORD = re.compile(r"[^\W_]+")  # as the composer's title_similarity
 # When an entry without a date was first seen (recording it if it is new).
 FirstSeen = Callable[[str], dt.datetime]
 
@@ -91,7 +94,7 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
     cached = {f: cache.get(f) for f in feeds if _is_url(f)} if cache is not None else {}
     with ThreadPoolExecutor(max_workers=min(_MAX_WORKERS, len(feeds))) as pool:
         answers = list(pool.map(lambda f: _get(f, cached.get(f), timeout), feeds))
-    articles: list[Article] = []
+    articles: list[list[Article]] = []  # per feed
     warnings: list[Problem] = []
     failures: list[Problem] = []
     for source, answer in zip(feeds, answers, strict=True):
@@ -103,7 +106,7 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
             if failure is None:
                 if cache is not None and _is_url(source):
                     cache.put(source, answer.etag, answer.last_modified, answer.body, now)
-                articles.extend(parsed.articles)
+                articles.append(parsed.articles)
                 warnings.extend(parsed.warnings)
                 continue
         old = cached.get(source)
@@ -112,7 +115,7 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
             if parsed.failure is None:
                 when = old.fetched_at.strftime("%Y-%m-%d %H:%M UTC")
                 warnings.append(Problem(f"{failure}; using the copy fetched {when}", source))
-                articles.extend(parsed.articles)
+                articles.append(parsed.articles)
                 warnings.extend(parsed.warnings)
                 continue
         failures.append(Problem(failure, source, field=answer.field))
@@ -141,30 +144,80 @@ def parse_feed(data: bytes, source: str, base_url: str | None = None, *,
     return FeedLoad(parsed.articles, parsed.warnings)
 
 
-def merge_duplicates(articles: Sequence[Article]) -> list[Article]:
-    """One article per story: same URL (normalised) or near-identical title.
+def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
+    """One article per story told by several feeds: the same URL (normalised), or a
+    near-identical title published within two days.
 
-    The one with the longest body is kept (ties: earliest, then id) with every copy's tags;
-    the result keeps the input order of the kept articles.
+    A feed's own entries are never merged with each other: a status page whose entries all
+    link to the home page, or a daily "Morning briefing", are different stories. Of the
+    copies, the one with the longest body is kept (ties: earliest, then id) with every
+    copy's tags and the others' ids as `aliases` (so a story sent under one copy's id is
+    known under another's); groups keep the order of their first copy.
     """
-    position = {id(a): i for i, a in enumerate(articles)}
-    groups: list[list[Article]] = []
-    for article in sorted(articles, key=_rank):
-        group = next((g for g in groups if any(_same_story(article, b) for b in g)), None)
-        if group is None:
-            groups.append([article])
-        else:
-            group.append(article)
+    copies = [(feed, article) for feed, articles in enumerate(feeds) for article in articles]
+    groups = _Groups([{feed} for feed, _ in copies])
+    by_url: dict[str, list[int]] = {}
+    for index, (_, article) in enumerate(copies):
+        if article.url:
+            by_url.setdefault(_normal_url(article.url), []).append(index)
+    for same_url in by_url.values():
+        for index in same_url[1:]:
+            groups.join(same_url[0], index)
+    # Titles: only against other feeds' entries from around the same time, so a long feed
+    # costs nothing and several feeds cost what their overlap in time does.
+    timeline = [sorted(((a.published, i) for i, (f, a) in enumerate(copies) if f == feed))
+                for feed in range(len(feeds))]
+    words = [_title_words(article.title) for _, article in copies]
+    for feed, entries in enumerate(timeline):
+        for published, index in entries:
+            for other in timeline[feed + 1:]:
+                low = bisect.bisect_left(other, (published - _SAME_STORY_WITHIN, -1))
+                high = bisect.bisect_right(other, (published + _SAME_STORY_WITHIN, len(copies)))
+                for _, candidate in other[low:high]:
+                    shared = len(words[index] & words[candidate])
+                    # A cheap bound first: ≥0.9 similarity needs most words in common.
+                    if (shared * 2 >= max(len(words[index]), len(words[candidate]))
+                            and title_similarity(copies[index][1].title,
+                                                 copies[candidate][1].title) >= 0.9):
+                        groups.join(index, candidate)
+    members: dict[int, list[int]] = {}
+    for index in range(len(copies)):
+        members.setdefault(groups.root(index), []).append(index)
     merged = []
-    for group in sorted(groups, key=lambda g: position[id(g[0])]):
-        kept = group[0]
+    for group in members.values():  # in order of each group's first copy
+        story = sorted((copies[i][1] for i in group), key=_rank)
+        kept = story[0]
         # Every copy's categories, but the kept copy's section stays out of its tags.
         tags = tuple(dict.fromkeys(
-            t for a in group for t in (*a.tags, *((a.section,) if a.section else ()))
+            t for a in story for t in (*a.tags, *((a.section,) if a.section else ()))
             if t != kept.section))
-        merged.append(group[0] if tags == group[0].tags
-                      else group[0].model_copy(update={"tags": tags}))
+        aliases = tuple(sorted({a.id for a in story[1:]} - {kept.id}))
+        if tags != kept.tags or aliases:
+            kept = kept.model_copy(update={"tags": tags, "aliases": aliases})
+        merged.append(kept)
     return merged
+
+
+class _Groups:
+    """Union-find over copies, where a group holds at most one copy from each feed."""
+
+    def __init__(self, feeds: list[set[int]]) -> None:
+        self._parent = list(range(len(feeds)))
+        self._feeds = feeds
+
+    def root(self, index: int) -> int:
+        while self._parent[index] != index:
+            self._parent[index] = self._parent[self._parent[index]]
+            index = self._parent[index]
+        return index
+
+    def join(self, a: int, b: int) -> None:
+        a, b = self.root(a), self.root(b)
+        if a == b or self._feeds[a] & self._feeds[b]:
+            return
+        a, b = min(a, b), max(a, b)  # the root is the group's first copy
+        self._parent[b] = a
+        self._feeds[a] |= self._feeds[b]
 
 
 def sanitize_html(fragment: str, base_url: str | None) -> str:
@@ -468,10 +521,8 @@ def _rank(article: Article) -> tuple:
     return (-len(article.body), article.published, article.id, article.url or "", article.title)
 
 
-def _same_story(a: Article, b: Article) -> bool:
-    if a.url and b.url and _normal_url(a.url) == _normal_url(b.url):
-        return True
-    return title_similarity(a.title, b.title) >= 0.9
+def _title_words(title: str) -> set[str]:
+    return set(_WORD.findall(title.lower()))
 
 
 def _normal_url(url: str) -> str:
