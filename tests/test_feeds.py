@@ -425,6 +425,27 @@ def test_the_cache_shares_the_ledger_file_and_survives_reopening(tmp_path: Path)
     assert (stored.etag, stored.body, stored.fetched_at) == ('"b"', b"<rss></rss>", when)
 
 
+def test_a_redirected_feed_keeps_its_links_after_a_304_and_when_down(
+        server: FeedServer, tmp_path: Path) -> None:
+    # Links relative to the feed's own folder, and no guid: the link is the entry's id.
+    document = (b'<?xml version="1.0"?><rss version="2.0"><channel><title>Blog</title>'
+                b"<item><title>Hello</title><link>posts/hello.html</link>"
+                b"<pubDate>Tue, 24 Nov 2026 06:00:00 GMT</pubDate></item></channel></rss>")
+    server.routes["/feed"] = Route(301, b"", {"Location": "/blog/rss/gazette.xml"})
+    server.routes["/blog/rss/gazette.xml"] = Route(200, document, {"ETag": '"v1"'})
+    url = server.url("/feed")
+    with SqliteFeedCache(tmp_path / "outbox" / "newsletter.sqlite3") as cache:
+        first = load_feeds([url], cache=cache, timeout=5)
+        assert first.articles[0].url == server.url("/blog/rss/posts/hello.html")
+        not_modified = load_feeds([url], cache=cache, timeout=5)
+        assert server.requests_to("/blog/rss/gazette.xml")[-1]["if-none-match"] == '"v1"'
+        server.routes["/blog/rss/gazette.xml"] = Route(500, b"down")
+        down = load_feeds([url], cache=cache, timeout=5)
+    # Same links, so the same ids: a story is not new again because it came from the cache.
+    assert not_modified.articles == first.articles and not_modified.warnings == []
+    assert down.articles == first.articles and "using the copy fetched" in down.warnings[0].what
+
+
 def test_gzip_answers_are_read(server: FeedServer) -> None:
     server.routes["/atom"] = feed_route("atom-quayside.atom", gzip="yes")
     load = load_feeds([server.url("/atom")], cache=None, timeout=5)

@@ -105,13 +105,14 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
             failure = parsed.failure
             if failure is None:
                 if cache is not None and _is_url(source):
-                    cache.put(source, answer.etag, answer.last_modified, answer.body, now)
+                    cache.put(source, answer.etag, answer.last_modified, answer.body, now,
+                              answer.base_url)
                 articles.append(parsed.articles)
                 warnings.extend(parsed.warnings)
                 continue
         old = cached.get(source)
         if old is not None and not answer.not_modified:
-            parsed = _parse(old.body, source, source, None, first_seen)
+            parsed = _parse(old.body, source, old.base_url or source, None, first_seen)
             if parsed.failure is None:
                 when = old.fetched_at.strftime("%Y-%m-%d %H:%M UTC")
                 warnings.append(Problem(f"{failure}; using the copy fetched {when}", source))
@@ -295,7 +296,8 @@ def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
     except urllib.error.HTTPError as err:
         err.close()
         if err.code == 304 and cached is not None:
-            return _Answer(cached.body, url, None, err.headers.get("ETag") or cached.etag,
+            return _Answer(cached.body, cached.base_url or err.geturl() or url, None,
+                           err.headers.get("ETag") or cached.etag,
                            err.headers.get("Last-Modified") or cached.last_modified,
                            not_modified=True)
         return _Answer(failure=f"HTTP {err.code} {err.reason}")

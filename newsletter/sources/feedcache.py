@@ -22,7 +22,8 @@ CREATE TABLE IF NOT EXISTS feed_cache (
     etag TEXT,
     last_modified TEXT,
     body BLOB NOT NULL,
-    fetched_at TEXT NOT NULL
+    fetched_at TEXT NOT NULL,
+    base_url TEXT
 );
 CREATE TABLE IF NOT EXISTS feed_entries (
     id TEXT PRIMARY KEY,
@@ -43,6 +44,9 @@ class CachedFeed:
     last_modified: str | None
     body: bytes
     fetched_at: dt.datetime  # aware, UTC
+    # Where the body came from after redirects (or its Content-Location): the base of its
+    # relative links, which must not change when the copy is reused after a 304.
+    base_url: str | None = None
 
 
 class FeedCache(Protocol):
@@ -50,7 +54,7 @@ class FeedCache(Protocol):
 
     def get(self, url: str) -> CachedFeed | None: ...
     def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
-            fetched_at: dt.datetime) -> None: ...
+            fetched_at: dt.datetime, base_url: str | None = None) -> None: ...
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         """When the entry was first seen; `now` (recorded) if never before."""
         ...
@@ -67,8 +71,9 @@ class MemoryFeedCache:
         return self._entries.get(url)
 
     def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
-            fetched_at: dt.datetime) -> None:
-        self._entries[url] = CachedFeed(url, etag, last_modified, body, _utc(fetched_at))
+            fetched_at: dt.datetime, base_url: str | None = None) -> None:
+        self._entries[url] = CachedFeed(url, etag, last_modified, body, _utc(fetched_at),
+                                        base_url)
 
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         return self._seen.setdefault(entry_id, _utc(now))
@@ -85,23 +90,24 @@ class SqliteFeedCache:
     def get(self, url: str) -> CachedFeed | None:
         with self._lock:
             row = self._db.execute(
-                "SELECT etag, last_modified, body, fetched_at FROM feed_cache WHERE url = ?",
-                (url,)).fetchone()
+                "SELECT etag, last_modified, body, fetched_at, base_url FROM feed_cache "
+                "WHERE url = ?", (url,)).fetchone()
         if row is None:
             return None
-        etag, last_modified, body, fetched_at = row
+        etag, last_modified, body, fetched_at, base_url = row
         return CachedFeed(url, etag, last_modified, bytes(body),
-                          _utc(dt.datetime.fromisoformat(fetched_at)))
+                          _utc(dt.datetime.fromisoformat(fetched_at)), base_url)
 
     def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
-            fetched_at: dt.datetime) -> None:
+            fetched_at: dt.datetime, base_url: str | None = None) -> None:
         with self._lock:
             self._db.execute(
-                "INSERT INTO feed_cache (url, etag, last_modified, body, fetched_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET etag = excluded.etag, "
-                "last_modified = excluded.last_modified, body = excluded.body, "
-                "fetched_at = excluded.fetched_at",
-                (url, etag, last_modified, body, _utc(fetched_at).isoformat()))
+                "INSERT INTO feed_cache (url, etag, last_modified, body, fetched_at, base_url) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET "
+                "etag = excluded.etag, last_modified = excluded.last_modified, "
+                "body = excluded.body, fetched_at = excluded.fetched_at, "
+                "base_url = excluded.base_url",
+                (url, etag, last_modified, body, _utc(fetched_at).isoformat(), base_url))
 
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         now = _utc(now)
