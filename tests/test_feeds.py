@@ -446,6 +446,30 @@ def test_a_redirected_feed_keeps_its_links_after_a_304_and_when_down(
     assert down.articles == first.articles and "using the copy fetched" in down.warnings[0].what
 
 
+def test_an_answer_too_large_before_or_after_unzipping_is_refused(
+        server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(feed_module, "_MAX_BYTES", 2000)
+    noise = bytes(range(256)) * 40  # does not compress: 10 KB zipped too
+    server.routes["/big.gz"] = Route(200, b"<rss>" + noise, {"gzip": "yes"})
+    server.routes["/bomb.gz"] = Route(200, b"<rss>" + b" " * 100_000 + b"</rss>", {"gzip": "yes"})
+    server.routes["/big"] = Route(200, b"<rss>" + noise)
+    server.routes["/ok"] = feed_route("atom-quayside.atom", gzip="yes")
+    load = load_feeds([server.url(p) for p in ("/big.gz", "/bomb.gz", "/big", "/ok")],
+                      cache=None, timeout=5)
+    assert [w.what for w in load.warnings] == ["the feed is larger than 0 MB"] * 3
+
+
+def test_a_feed_that_trickles_past_the_timeout_is_given_up(
+        server: FeedServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The clock moves a minute at each look: the answer is never complete in time.
+    ticks = iter(range(0, 6000, 60))
+    monkeypatch.setattr(feed_module, "monotonic", lambda: next(ticks))
+    server.routes["/atom"] = feed_route("atom-quayside.atom")
+    with pytest.raises(ContentError) as raised:
+        load_feeds([server.url("/atom")], cache=None, timeout=10)
+    assert "the whole feed did not arrive within 10 s" in str(raised.value)
+
+
 def test_gzip_answers_are_read(server: FeedServer) -> None:
     server.routes["/atom"] = feed_route("atom-quayside.atom", gzip="yes")
     load = load_feeds([server.url("/atom")], cache=None, timeout=5)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from time import monotonic
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 from xml.sax import SAXParseException
@@ -280,14 +281,23 @@ def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
     if cached is not None and cached.last_modified:
         headers["If-Modified-Since"] = cached.last_modified
     try:
+        # `timeout` bounds each network step; the deadline bounds the whole answer, so a
+        # server that trickles a byte at a time cannot hold the run.
+        deadline = monotonic() + timeout
         with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
                                     timeout=timeout) as response:
-            body = response.read(_MAX_BYTES + 1)
+            body = _read_until(response, deadline)
+            if body is None:
+                return _Answer(failure=f"the whole feed did not arrive within {timeout:g} s")
+            too_large = _Answer(failure=f"the feed is larger than {_MAX_BYTES // 2**20} MB")
+            if len(body) > _MAX_BYTES:
+                return too_large
             if response.headers.get("Content-Encoding", "").lower() == "gzip":
                 # Bounded, so that a small compressed answer cannot fill the memory.
-                body = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(body, _MAX_BYTES + 1)
-            if len(body) > _MAX_BYTES:
-                return _Answer(failure=f"the feed is larger than {_MAX_BYTES // 2**20} MB")
+                unzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                body = unzip.decompress(body, _MAX_BYTES + 1)
+                if len(body) > _MAX_BYTES or unzip.unconsumed_tail:
+                    return too_large
             final_url = response.geturl()
             location = response.headers.get("Content-Location")
             return _Answer(body, urljoin(final_url, location) if location else final_url,
@@ -307,6 +317,22 @@ def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
         return _Answer(failure=_network_failure(err, timeout))
     except ValueError as err:
         return _Answer(failure=f"not a valid URL ({err})", field="articles.feeds")
+
+
+def _read_until(response: http.client.HTTPResponse, deadline: float) -> bytes | None:
+    """Up to _MAX_BYTES + 1 bytes of the body; None if the deadline passes first."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= _MAX_BYTES:
+        if monotonic() > deadline:
+            return None
+        # read1: whatever the next read brings, so the deadline is checked between reads.
+        chunk = response.read1(min(65536, _MAX_BYTES + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _network_failure(reason: object, timeout: float) -> str:
