@@ -398,8 +398,6 @@ def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: 
     active = [s for s in lst.subscribers if s.email not in skipped]
     if record is not None:
         record.record_issue(issue.id, lst.id, issue.date, issue.article_ids)
-        record.record_variants(issue.id, {key: variant.article_ids
-                                          for key, variant in edition.by_topics.items()})
         record.record_articles(issue.id, {
             article.id: article.model_dump_json()
             for variant in (issue, *edition.by_topics.values())
@@ -421,7 +419,15 @@ def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: 
     report.earlier = sum(status(s) == "sent" for s in active)
     report.skipped += [(s, "failed permanently before") for s in active
                        if status(s) == "failed-permanent"]
-    return [s for s in active if status(s) in UNSENT]
+    todo = [s for s in active if status(s) in UNSENT]
+    if record is not None:
+        # Only the variants someone gets now: a variant recorded for readers who had the
+        # issue before they chose topics would count its articles as sent to that topic.
+        wanted = {topic_key(s.topics) for s in todo if s.topics and (due is None or due(s))}
+        record.record_variants(issue.id, {key: variant.article_ids
+                                          for key, variant in edition.by_topics.items()
+                                          if key in wanted})
+    return todo
 
 
 def _settle(ledger: Ledger, issue_id: str, list_id: str, report: DeliveryReport) -> None:

@@ -179,6 +179,34 @@ def test_a_later_run_keeps_each_variant_as_first_sent(project: Project) -> None:
         ledger.close()
 
 
+def test_a_variant_is_recorded_only_when_a_reader_gets_it(project: Project) -> None:
+    project.write("config/subscribers.yaml", SUBSCRIBERS.replace("        topics: [city]\n", "")
+                  .replace("        topics: [City]\n", ""))
+    issue_id = f"morning-brief/{ISSUE_DATE}"
+    ledger = SqliteLedger(project.outbox / "newsletter.sqlite3")
+    try:
+        run_send(load_inputs(load_settings(project.settings)), DATE, NOW, ledger)
+        assert "city" not in ledger.variants(issue_id)
+        # city1 chooses city after having had the general issue: no one got a city variant,
+        # so tomorrow's city readers must not have its articles counted as sent.
+        project.write("config/subscribers.yaml", SUBSCRIBERS.replace(
+            "        topics: [City]\n", ""))
+        run_send(load_inputs(load_settings(project.settings)), DATE, NOW, ledger)
+        assert "city" not in ledger.variants(issue_id)
+        assert ledger.articles_sent_before("morning-brief", DATE + dt.timedelta(days=1),
+                                           "city") == frozenset()
+        # A new reader chose city: now someone gets that variant, and it is recorded.
+        project.write("config/subscribers.yaml", SUBSCRIBERS.replace(
+            "        topics: [City]\n", "") + "      - email: new@example.com\n"
+                                               "        topics: [city]\n")
+        run_send(load_inputs(load_settings(project.settings)), DATE, NOW, ledger)
+        assert ledger.variants(issue_id)["city"] == (
+            "articles/2026-11-24-bridge.md", "articles/2026-11-24-ferry.md")
+        assert ledger.statuses(issue_id)["new@example.com"] == "sent"
+    finally:
+        ledger.close()
+
+
 def test_compose_explain_shows_variants_and_their_readers(project: Project) -> None:
     project.write("config/subscribers.yaml", SUBSCRIBERS)
     result = project.run("compose", "--date", ISSUE_DATE, "--explain")
