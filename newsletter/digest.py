@@ -20,7 +20,7 @@ from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
 from newsletter.dispatch import DispatchOptions, dispatch
 from newsletter.dkim import DkimSigner, load_signer
-from newsletter.errors import DeliveryError, Problem
+from newsletter.errors import ContentError, DeliveryError, Problem
 from newsletter.fastmime import MessageTemplate
 from newsletter.ledger import UNSENT, Ledger
 from newsletter.lock import ProcessLock
@@ -65,6 +65,9 @@ class Inputs:
     articles: list[Article]
     # Problems that do not stop a run: a feed that is down, a duplicate subscriber.
     warnings: list[Problem] = field(default_factory=list)
+    # Every feed failed: an error for a new issue, not for one the ledger already holds
+    # (a later time zone's run has the recorded copies of its articles).
+    feeds_failed: ContentError | None = None
 
 
 def load_inputs(settings: Settings) -> Inputs:
@@ -76,13 +79,21 @@ def load_inputs(settings: Settings) -> Inputs:
     roster = load_roster(settings.subscribers)
     articles = load_articles(settings.articles.paths, settings.schedule.tz)
     warnings = list(roster.warnings)
+    feeds_failed = None
     if settings.articles.feeds:
         with SqliteFeedCache(settings.ledger) as cache:
-            fed = load_feeds(settings.articles.feeds, cache=cache,
-                             timeout=settings.articles.feed_timeout)
-        articles.extend(fed.articles)
-        warnings.extend(fed.warnings)
-    return Inputs(settings, roster, articles, warnings)
+            try:
+                fed = load_feeds(settings.articles.feeds, cache=cache,
+                                 timeout=settings.articles.feed_timeout)
+            except ContentError as err:
+                # Each feed's failure is a warning; "none could be read" is the error.
+                summary, *failures = err.problems
+                warnings.extend(failures)
+                feeds_failed = ContentError(problems=[summary])
+            else:
+                articles.extend(fed.articles)
+                warnings.extend(fed.warnings)
+    return Inputs(settings, roster, articles, warnings, feeds_failed)
 
 
 def issue_date(settings: Settings, now: dt.datetime) -> dt.date:
@@ -126,6 +137,8 @@ def compose_issue(inputs: Inputs, subscriber_list: SubscriberList, date: dt.date
             return recompose(_with_recorded(inputs.articles, ledger, record.issue_id,
                                             record.article_ids),
                              subscriber_list, date, record.article_ids)
+    if inputs.feeds_failed is not None:
+        raise inputs.feeds_failed
     sent = ledger.articles_sent_before(subscriber_list.id, date) if ledger else frozenset()
     return compose(inputs.articles, subscriber_list, date, already_sent=sent,
                    **_compose_options(inputs, subscriber_list))

@@ -329,6 +329,19 @@ def test_later_zones_get_the_issue_even_when_a_feed_has_dropped_its_article(
                 for path in world.outbox.glob("world/2026-11-01/*.eml")}
     assert subjects == {"nzdt@example.com": "The World Brief: Lanterns line the quay",
                         "gmt@example.com": "The World Brief: Lanterns line the quay"}
+    # By Los Angeles's morning the feed cannot be read at all: a warning, and the recorded
+    # issue still goes out.
+    feed.unlink()
+    last = world.run("send", "--date", "2026-11-01", "--timezone", "America/Los_Angeles")
+    assert last.returncode == 0, last.stderr
+    assert "warning: feed.xml: articles.feeds: feed file not found" in last.stderr
+    assert email.message_from_bytes(
+        (world.outbox / "world/2026-11-01/pst@example.com.eml").read_bytes())["Subject"] == \
+        "The World Brief: Lanterns line the quay"
+    # A new issue cannot be made from no feed at all: that is still an error.
+    fresh = world.run("send", "--date", "2026-11-02", "--timezone", "Pacific/Auckland")
+    assert fresh.returncode == 2 and "error: articles.feeds: the feed could not be read" in \
+        fresh.stderr and "Traceback" not in fresh.stderr
 
 
 @pytest.mark.parametrize("zone", ["US", "Europe", "localtime"])
