@@ -30,6 +30,7 @@ from newsletter.digest import (
     due_date,
     issue_date,
     load_inputs,
+    reader_zone,
     render_edition,
     run_send,
     send_lock,
@@ -211,6 +212,16 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
         raise ConfigError(f"unknown delivery backend {backend!r}", field="--backend",
                           fix="use one of: " + ", ".join(BACKENDS))
     inputs = app.inputs()
+    if zone is not None and test_reader is None:
+        lists = inputs.roster.select(list_id)
+        in_use = sorted({reader_zone(s, lst, app.settings) for lst in lists
+                         for s in lst.subscribers if s.status == "active"})
+        if zone not in in_use:
+            # Not an error (a scheduler may ask for a zone its last reader just left), but
+            # a typo such as US/Pacific for America/Los_Angeles must not pass in silence.
+            click.echo(f"nothing to send: no active reader's time zone is {zone} (in use: "
+                       + (", ".join(in_use) or "none") + ")", err=True)
+            return
     if date is None and zone is not None:  # that zone's morning, as its scheduled run
         day = due_date(app.settings.schedule, zone, _now())
     else:

@@ -292,6 +292,15 @@ def test_send_with_an_unknown_time_zone_is_one_clear_error(world: Project) -> No
     assert not list(world.outbox.glob("world/*/*.eml"))
 
 
+def test_send_to_a_zone_no_reader_uses_says_so(world: Project) -> None:
+    result = world.run("send", "--date", "2026-11-01", "--timezone", "US/Pacific")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (
+        "nothing to send: no active reader's time zone is US/Pacific (in use: "
+        "America/Los_Angeles, Asia/Kolkata, Europe/London, Pacific/Auckland)")
+    assert not list(world.outbox.glob("world/*/*.eml"))
+
+
 def test_resend_to_one_zone_leaves_the_other_zones_alone(world: Project) -> None:
     for zone in ("Pacific/Auckland", "America/Los_Angeles"):
         assert world.run("send", "--date", "2026-11-01", "--timezone", zone).returncode == 0
