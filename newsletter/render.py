@@ -9,6 +9,7 @@ subscriber's copy is a cheap join (`PersonalTemplate.fill`) with no Jinja and no
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import html
 import logging
 import re
@@ -266,8 +267,13 @@ def page_name(issue: Issue) -> str:
     """`2026-11-24` for the general issue, `2026-11-24.city+culture` for a topic variant."""
     if not issue.topics or issue.fallback:
         return issue.date.isoformat()
-    return issue.date.isoformat() + "." + "+".join(
-        re.sub(r"[^\w-]+", "-", topic).strip("-") for topic in issue.topics)
+    slugs = [re.sub(r"[^a-z0-9-]+", "-", topic.lower()).strip("-") for topic in issue.topics]
+    name = issue.date.isoformat() + "." + "+".join(slugs)
+    if slugs != list(issue.topics):
+        # "c++" and "c#" both shorten to "c": a hash of the real topics keeps pages apart
+        # (and the name plain ASCII, safe in a link).
+        name += "." + hashlib.sha256("\n".join(issue.topics).encode()).hexdigest()[:8]
+    return name
 
 
 def date_label(date: dt.date, locale: Locale | str = "en_GB") -> str:

@@ -142,3 +142,16 @@ def test_list_items_in_the_text_part_keep_a_line_each() -> None:
         "* on request, at night.\n\n"
         "1. first\n2. second\n\n"
         "A paragraph broken by its source - mid line.")
+
+
+def test_variant_page_names_are_distinct_plain_ascii() -> None:
+    lead = Article(id="a", title="A", published=dt.datetime(2026, 11, 24, tzinfo=dt.UTC))
+    base = Issue(list_id="l", list_title="L", date=dt.date(2026, 11, 24), subject="S",
+                 lead=lead)
+    names = {topics: render_module.page_name(base.model_copy(update={"topics": topics}))
+             for topics in [("c++",), ("c#",), ("local news",), ("local-news",), ("café",),
+                            ("city", "sport")]}
+    assert names[("city", "sport")] == "2026-11-24.city+sport"
+    assert names[("local-news",)] == "2026-11-24.local-news"
+    assert len(set(names.values())) == len(names)
+    assert all(re.fullmatch(r"[a-z0-9.+-]+", name) for name in names.values())
