@@ -29,6 +29,7 @@ from newsletter.digest import (
     compose_edition,
     due_date,
     issue_date,
+    list_zone,
     load_inputs,
     reader_zone,
     render_edition,
@@ -154,7 +155,7 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
     for lst in lists:
         edition = render_edition(renderer, compose_edition(inputs, lst, day,
                                                            app.ledger(create=False)),
-                                 lst.locale)
+                                 lst.locale, list_zone(lst, app.settings))
         if subscriber is not None:
             secret = app.settings.unsubscribe.secret
             reader = readers[lst.id]
@@ -421,7 +422,7 @@ def check(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
     errors = 0
     for lst in inputs.roster.select(list_id):
         edition = render_edition(renderer, compose_edition(inputs, lst, day, ledger),
-                                 lst.locale)
+                                 lst.locale, list_zone(lst, app.settings))
         labels = {a.issue.article_ids: a.label
                   for a in variant_audience(edition.edition, lst)}
         for ids, rendered in edition.variants.items():

@@ -239,9 +239,10 @@ class RenderedEdition:
         return self.variants[self.edition.issue_for(subscriber).article_ids]
 
 
-def render_edition(renderer: Renderer, edition: Edition, locale: str | None) -> RenderedEdition:
-    """Render each distinct variant of `edition` once."""
-    return RenderedEdition(edition, {issue.article_ids: renderer.render(issue, locale=locale)
+def render_edition(renderer: Renderer, edition: Edition, locale: str | None,
+                   zone: str | None = None) -> RenderedEdition:
+    """Render each distinct variant of `edition` once, in the list's locale and zone."""
+    return RenderedEdition(edition, {issue.article_ids: renderer.render(issue, locale, zone)
                                      for issue in edition.variants()})
 
 
@@ -291,7 +292,8 @@ def run_send(
                         if s.status == "active")]
     signer = load_signer(settings.dkim)  # an unusable key stops the run here, before any mail
     renderer = Renderer.from_settings(settings)
-    editions = [render_edition(renderer, compose_edition(inputs, lst, date, ledger), lst.locale)
+    editions = [render_edition(renderer, compose_edition(inputs, lst, date, ledger), lst.locale,
+                               list_zone(lst, settings))
                 for lst in lists]
     for lst, edition in zip(lists, editions, strict=True):
         for rendered in edition.variants.values():
@@ -310,7 +312,8 @@ def run_send(
             locale = lst.locale or settings.newsletter.locale
             for rendered in edition.variants.values():
                 archive_issue(settings.delivery.outbox, rendered.issue,
-                              renderer.render_web(rendered.issue, locale=locale), locale)
+                              renderer.render_web(rendered.issue, locale,
+                                                  list_zone(lst, settings)), locale)
     options = DispatchOptions(
         connections=settings.smtp.connections if name == "smtp" else 1,
         retries=settings.delivery.retries,

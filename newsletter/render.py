@@ -20,6 +20,7 @@ from dataclasses import dataclass, fields
 from io import BytesIO
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import babel.dates
 import jinja2
@@ -107,10 +108,11 @@ class Renderer:
     """Renders issues from one template folder. Build once per run; reuse for every issue.
 
     `locale` is the default for `render(issue, locale=None)`; without it, the newsletter's.
+    `timezone` is the default zone the date filters show times in.
     """
 
     def __init__(self, templates: Path, newsletter: NewsletterSection, locale: str | None = None,
-                 links: LinksSection | None = None) -> None:
+                 links: LinksSection | None = None, timezone: str = "UTC") -> None:
         if not templates.is_dir():
             raise ConfigError("template folder not found (setting 'templates')", file=templates,
                               fix=f"create it with {HTML_TEMPLATE} and {TEXT_TEMPLATE}, "
@@ -119,23 +121,25 @@ class Renderer:
         self.newsletter = newsletter
         self.locale = locale or newsletter.locale
         self.links = links or LinksSection()
+        self.timezone = timezone
         self._loader = jinja2.FileSystemLoader(templates)
         self._localised: dict[str, _Localised] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Renderer:
         return cls(settings.templates, settings.newsletter, settings.newsletter.locale,
-                   links=settings.links)
+                   links=settings.links, timezone=settings.schedule.timezone)
 
-    def render(self, issue: Issue, locale: str | None = None) -> RenderedIssue:
+    def render(self, issue: Issue, locale: str | None = None,
+               zone: str | None = None) -> RenderedIssue:
         """Render both parts of `issue` in `locale` (None: the default) and inline the HTML's
-        CSS."""
+        CSS; the date filters show times in `zone` (the list's)."""
         kit = self._localise(locale)
         subject = f"{issue.list_title}: {issue.lead.title}"
         preheader = _preheader(issue)
         html_slots: list[tuple[str, str]] = []
         text_slots: list[tuple[str, str]] = []
-        context = self._context(kit, issue, subject, preheader, archive=False)
+        context = self._context(kit, issue, subject, preheader, archive=False, zone=zone)
         raw_html = self._render(kit, HTML_TEMPLATE,
                                 {**context, "subscriber": _Personal(html_slots)})
         raw_text = self._render(kit, TEXT_TEMPLATE,
@@ -148,13 +152,14 @@ class Renderer:
             text=_split(_tidy_text(raw_text), text_slots, escape_html=False),
         )
 
-    def render_web(self, issue: Issue, locale: str | None = None) -> str:
+    def render_web(self, issue: Issue, locale: str | None = None,
+                   zone: str | None = None) -> str:
         """The issue as a public web page (the archive): no reader's details, CSS kept in
         `<style>` (browsers need no inlining, so premailer is not run)."""
         kit = self._localise(locale)
         slots: list[tuple[str, str]] = []
         context = self._context(kit, issue, f"{issue.list_title}: {issue.lead.title}",
-                                _preheader(issue), archive=True)
+                                _preheader(issue), archive=True, zone=zone)
         page = self._render(kit, HTML_TEMPLATE, {**context, "subscriber": _Personal(slots)})
         # A template that prints reader fields even here gets them empty, never sentinels.
         return _split(page, slots, escape_html=True).fill(PersonalFields(email="",
@@ -193,10 +198,11 @@ class Renderer:
         return _Localised(locale, env)
 
     def _context(self, kit: _Localised, issue: Issue, subject: str, preheader: str,
-                 archive: bool) -> dict[str, Any]:
+                 archive: bool, zone: str | None) -> dict[str, Any]:
         n = self.newsletter
         return {
             "lang": kit.lang,
+            "timezone": zone or self.timezone,
             "locale": str(kit.locale),
             "archive": archive,
             "newsletter": {
@@ -381,9 +387,13 @@ def _translation_error(catalog: Catalog, message: Message) -> str | None:
 
 
 def _date_filter(format_: Callable[..., str], locale: Locale) -> Callable[..., str]:
-    """`{{ article.published | format_date("long") }}` in the issue's locale."""
+    """`{{ article.published | format_date("long") }}` in the issue's locale and, for a
+    moment in time, the list's time zone (23:30 UTC is already tomorrow in Berlin)."""
 
-    def filter_(value: dt.date, format: str = "medium") -> str:
+    @jinja2.pass_context
+    def filter_(context: jinja2.runtime.Context, value: dt.date, format: str = "medium") -> str:
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            value = value.astimezone(ZoneInfo(context.get("timezone") or "UTC"))
         return str(format_(value, format, locale=locale))
 
     return filter_

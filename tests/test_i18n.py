@@ -173,6 +173,12 @@ def test_template_authors_get_locale_aware_date_filters(tmp_path: Path) -> None:
     assert "<p>24. November 2026</p>" in html and "<p>24.11.26, 06:00</p>" in html
     # No locale/ folder: the template's own strings.
     assert rendered.text.fill(ADA) == "de_DE: 24.11.2026 Hello\n"
+    # A moment in time is shown in the list's zone: 06:00 UTC is 07:00 in Berlin and
+    # 19:00 in Auckland.
+    for zone, shown in (("Europe/Berlin", "24.11.26, 07:00"), ("Pacific/Auckland",
+                                                                "24.11.26, 19:00")):
+        html = Renderer(tmp_path, NEWSLETTER).render(ISSUE, "de_DE", zone).html.fill(ADA)
+        assert f"<p>{shown}</p>" in html, zone
 
 
 def test_date_label_keeps_its_british_default() -> None:
