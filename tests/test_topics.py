@@ -109,9 +109,9 @@ def test_renderer_and_inliner_run_once_per_variant_and_everyone_gets_a_full_dige
     calls = {"render": 0, "inline": 0}
     real_render, real_inline = Renderer.render, Renderer._inline
 
-    def counting_render(self, issue, **kwargs):  # type: ignore[no-untyped-def]
+    def counting_render(self, issue, *args, **kwargs):  # type: ignore[no-untyped-def]
         calls["render"] += 1
-        return real_render(self, issue, **kwargs)
+        return real_render(self, issue, *args, **kwargs)
 
     def counting_inline(self, html):  # type: ignore[no-untyped-def]
         calls["inline"] += 1
