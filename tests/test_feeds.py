@@ -615,3 +615,17 @@ def test_the_line_of_a_parse_error_is_the_line_in_the_file_without_a_declaration
                       b"<item><title>B</b></item>\n</channel></rss>", "nodecl.xml", None)
     [warning] = [w for w in load.warnings if "not well-formed" in w.what]
     assert "line 4:" in warning.what and "2 entries that" in warning.what
+
+
+@pytest.mark.parametrize(("written", "utc"), [
+    ("Tue, 24 Nov 2026 08:00:00 CEST", "2026-11-24T06:00:00+00:00"),
+    ("Tue, 24 Nov 2026 08:00 CET", "2026-11-24T07:00:00+00:00"),
+    ("Tue, 24 Nov 2026 08:00:00 AEDT", "2026-11-23T21:00:00+00:00"),
+    ("Tue, 24 Nov 2026 08:00:00 PST", "2026-11-24T16:00:00+00:00"),   # feedparser's own
+    ("Tue, 24 Nov 2026 08:00:00 +0530", "2026-11-24T02:30:00+00:00"),
+])
+def test_dates_with_zone_names_are_converted_to_utc(written: str, utc: str) -> None:
+    load = parse_feed(f"""<?xml version="1.0"?><rss version="2.0"><channel><title>T</title>
+<item><title>A</title><link>https://t.example/a</link><pubDate>{written}</pubDate></item>
+</channel></rss>""".encode(), "zones.xml")
+    assert load.articles[0].published.isoformat() == utc

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import email.utils
 import hashlib
 import html
 import http.client
@@ -15,6 +16,7 @@ import importlib.metadata
 import re
 import socket
 import ssl
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -517,6 +519,33 @@ def _date(entry: Any) -> dt.datetime | None:
             if _EARLIEST_YEAR <= when.year <= _LATEST_YEAR:
                 return when
     return None
+
+
+# Zone abbreviations that feeds write and feedparser does not know (it reads them as UTC).
+# Only unambiguous ones: IST is India, Ireland or Israel, so it stays unknown.
+_ZONE_ABBREVIATIONS = {
+    "WET": "+0000", "WEST": "+0100", "BST": "+0100", "CET": "+0100", "CEST": "+0200",
+    "EET": "+0200", "EEST": "+0300", "MSK": "+0300", "HKT": "+0800", "SGT": "+0800",
+    "AWST": "+0800", "JST": "+0900", "KST": "+0900", "ACST": "+0930", "ACDT": "+1030",
+    "AEST": "+1000", "AEDT": "+1100", "NZST": "+1200", "NZDT": "+1300", "HST": "-1000",
+    "AKST": "-0900", "AKDT": "-0800", "NST": "-0330", "NDT": "-0230",
+}
+_ZONED_DATE = re.compile(r"^(.*\d:\d\d(?::\d\d)?)\s+([A-Za-z]{3,4})\s*$")
+
+
+def _date_with_zone_abbreviation(value: str) -> time.struct_time | None:
+    """An RFC 822 date ending in one of `_ZONE_ABBREVIATIONS`, as UTC (feedparser's way)."""
+    match = _ZONED_DATE.match(value)
+    offset = _ZONE_ABBREVIATIONS.get(match.group(2).upper()) if match else None
+    if match is None or offset is None:
+        return None
+    parsed = email.utils.parsedate_tz(f"{match.group(1)} {offset}")
+    if parsed is None:
+        return None
+    return time.gmtime(email.utils.mktime_tz(parsed))
+
+
+feedparser.registerDateHandler(_date_with_zone_abbreviation)
 
 
 def _image(entry: Any, base: str | None) -> str | None:
