@@ -57,20 +57,63 @@ def clock() -> dt.datetime:
 
 
 class DailyTrigger(CronTrigger):
-    """A cron trigger that fires at most once per local calendar day.
+    """A cron trigger that fires exactly once for each day.
 
-    On the night clocks fall back, a time such as 01:30 happens twice; plain `CronTrigger`
-    fires at both, which would send the day's issue twice.
+    Plain `CronTrigger` gets two DST nights wrong. When clocks fall back, a time such as
+    01:30 happens twice and it fires at both, which would send the day's issue twice. When
+    they spring forward at midnight (Cairo, Beirut, Santiago, Havana), it moves to the next
+    day by adding 24 hours to midnight, lands after a time in the missing hour such as
+    00:30, and skips the whole day.
+
+    A time the clocks jump over fires as far after the jump as it was due after the hour
+    before it: 00:30 in Cairo at 01:30 EEST, as 02:30 in New York fires at 03:30 EDT. Fire
+    times are in the zone's real offset (03:30 EDT, not the nonexistent 02:30 EST).
     """
 
     def get_next_fire_time(self, previous_fire_time: dt.datetime | None,
                            now: dt.datetime) -> dt.datetime | None:
         fire = super().get_next_fire_time(previous_fire_time, now)
-        while (fire is not None and previous_fire_time is not None
-               and fire.astimezone(self.timezone).date()
-               == previous_fire_time.astimezone(self.timezone).date()):
+        if fire is None:
+            return None
+        at = fire.time()  # CronTrigger builds fire times from the wall time of day
+        while fire is not None and self._same_day(fire, previous_fire_time, at):
             fire = super().get_next_fire_time(fire, fire + dt.timedelta(hours=1))
-        return fire
+        if fire is None:
+            return None
+        # The same wall time the day before is the run CronTrigger skips when that day's
+        # midnight does not exist; without a gap it is the previous run, or before `now`.
+        # (fold=0 reads a nonexistent time with the offset before the jump: 00:30 EET is
+        # 01:30 EEST.)
+        day_before = dt.datetime.combine(fire.date() - dt.timedelta(days=1), at,
+                                         tzinfo=self.timezone)
+        if (day_before.astimezone(dt.UTC) >= self._search_start(previous_fire_time, now)
+                and not self._same_day(day_before, previous_fire_time, at)):
+            fire = day_before
+        return self._local(fire)
+
+    def _local(self, moment: dt.datetime) -> dt.datetime:
+        # Through UTC: astimezone() to the same zone changes nothing, not even a wall time
+        # that does not exist.
+        return moment.astimezone(dt.UTC).astimezone(self.timezone)
+
+    def _day(self, fire: dt.datetime, at: dt.time) -> dt.date:
+        """The day whose run `fire` is: its local date, or the day before when a jump over
+        midnight (Greenland's 23:00 → 00:00) pushed the run into the next day. The same
+        rule as `digest.due_date`, which picks the issue the run sends."""
+        local = self._local(fire)
+        return local.date() - dt.timedelta(days=1) if local.time() < at else local.date()
+
+    def _same_day(self, fire: dt.datetime, previous: dt.datetime | None, at: dt.time) -> bool:
+        return previous is not None and self._day(fire, at) == self._day(previous, at)
+
+    def _search_start(self, previous_fire_time: dt.datetime | None,
+                      now: dt.datetime) -> dt.datetime:
+        """The earliest time CronTrigger.get_next_fire_time may return, in UTC."""
+        if previous_fire_time is not None:
+            return min(now.astimezone(dt.UTC),
+                       previous_fire_time.astimezone(dt.UTC) + dt.timedelta(microseconds=1))
+        start: dt.datetime = now.astimezone(dt.UTC)
+        return max(start, self.start_date.astimezone(dt.UTC)) if self.start_date else start
 
 
 def daily_trigger(schedule: ScheduleSection, zone: str | None = None) -> DailyTrigger:
@@ -122,15 +165,20 @@ def scheduler_lock(schedule: ScheduleSection) -> ProcessLock:
 
 
 def install_jobs(scheduler: BaseScheduler, schedule: ScheduleSection, zones: list[str],
-                 config_path: Path) -> list[Job]:
+                 config_path: Path, now: dt.datetime | None = None) -> list[Job]:
     """Make sure the started (or paused) `scheduler` has one daily job per zone, and no
     others.
 
     A stored job with the same schedule is kept as it is: its next run time may be a run
-    that was missed while the scheduler was down, and must not be moved to tomorrow.
+    that was missed while the scheduler was down, and must not be moved to tomorrow. A job
+    that is replaced keeps such an overdue run too, and so does the job of
+    `schedule.timezone` when it takes over from the single job of older versions: the
+    grace time then decides, as for a kept job, whether it goes out or is logged as stale.
     """
+    now = now or clock()
     config = str(config_path.resolve())
     grace = schedule.misfire_grace_minutes * 60
+    legacy = scheduler.get_job(LEGACY_JOB_ID)
     jobs = []
     for zone in zones:
         trigger = daily_trigger(schedule, zone)
@@ -140,15 +188,37 @@ def install_jobs(scheduler: BaseScheduler, schedule: ScheduleSection, zones: lis
                 and tuple(existing.args) == args and existing.misfire_grace_time == grace):
             jobs.append(existing)
             continue
+        overdue = _overdue_run(existing, trigger, now) or (
+            _overdue_run(legacy, trigger, now) if zone == schedule.timezone else None)
+        # add_job reads next_run_time=None as "paused": leave it out to start from now.
+        when = {"next_run_time": overdue} if overdue is not None else {}
         jobs.append(scheduler.add_job(
             scheduled_send, trigger=trigger, args=args, id=job_id(zone),
             name=f"daily digest, {zone}", replace_existing=True, misfire_grace_time=grace,
-            coalesce=True, max_instances=1))
+            coalesce=True, max_instances=1, **when))
     wanted = {job_id(zone) for zone in zones}
     for job in scheduler.get_jobs(jobstore="default"):
         if job.id == LEGACY_JOB_ID or (job.id.startswith(JOB_PREFIX) and job.id not in wanted):
             job.remove()
     return jobs
+
+
+def _overdue_run(job: Job | None, trigger: DailyTrigger,
+                 now: dt.datetime) -> dt.datetime | None:
+    """The stored `job`'s next run time if it has passed and `trigger`, which replaces
+    the job's, would not send that local day's issue itself; else None.
+
+    When the new time is still ahead that same day, that run sends the issue: keeping the
+    old one would send, early, the issue due before the new time (yesterday's), and then
+    skip the new time as a second run that day.
+    """
+    if job is None or job.next_run_time is None or job.next_run_time > now:
+        return None
+    overdue: dt.datetime = job.next_run_time.astimezone(dt.UTC).astimezone(trigger.timezone)
+    upcoming = trigger.get_next_fire_time(None, now)
+    if upcoming is not None and upcoming.date() == overdue.date():  # both in the zone
+        return None
+    return overdue
 
 
 def refresh_jobs(scheduler: BaseScheduler, config_path: Path) -> None:

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import newsletter.scheduler as scheduler_module
+from newsletter.digest import due_date
 from newsletter.ledger import SqliteLedger
 from newsletter.scheduler import job_id, next_run_times
 from newsletter.settings import ScheduleSection
@@ -59,6 +60,93 @@ def test_a_time_repeated_by_fall_back_runs_once() -> None:
         "10-26 01:30",
         "10-27 01:30",
     ]
+
+
+def _missing(zone: str, wall: str) -> bool:
+    """True if the local time `wall` does not exist in `zone` (clocks jump over it)."""
+    naive = dt.datetime.fromisoformat(wall)
+    there = naive.replace(tzinfo=ZoneInfo(zone))
+    return there.astimezone(UTC).astimezone(ZoneInfo(zone)).replace(tzinfo=None) != naive
+
+
+# (zone, schedule.time, local time that does not exist, its run, the runs the day before
+# and after). Where clocks spring forward at midnight, CronTrigger used to skip the day.
+SPRING_FORWARD = [
+    # Last Friday of April: 00:00 EET → 01:00 EEST.
+    ("Africa/Cairo", "00:30", "2026-04-24T00:30",
+     ["2026-04-23T00:30:00+02:00", "2026-04-24T01:30:00+03:00", "2026-04-25T00:30:00+03:00"]),
+    # Last Sunday of March: 00:00 EET → 01:00 EEST.
+    ("Asia/Beirut", "00:30", "2026-03-29T00:30",
+     ["2026-03-28T00:30:00+02:00", "2026-03-29T01:30:00+03:00", "2026-03-30T00:30:00+03:00"]),
+    # First Sunday of September: 00:00 −04 → 01:00 −03.
+    ("America/Santiago", "00:00", "2026-09-06T00:00",
+     ["2026-09-05T00:00:00-04:00", "2026-09-06T01:00:00-03:00", "2026-09-07T00:00:00-03:00"]),
+    # Second Sunday of March: 00:00 CST → 01:00 CDT.
+    ("America/Havana", "00:30", "2026-03-08T00:30",
+     ["2026-03-07T00:30:00-05:00", "2026-03-08T01:30:00-04:00", "2026-03-09T00:30:00-04:00"]),
+    # Gaps after midnight, which CronTrigger always handled: the same rule.
+    ("America/New_York", "02:30", "2026-03-08T02:30",
+     ["2026-03-07T02:30:00-05:00", "2026-03-08T03:30:00-04:00", "2026-03-09T02:30:00-04:00"]),
+    ("Europe/London", "01:30", "2026-03-29T01:30",
+     ["2026-03-28T01:30:00+00:00", "2026-03-29T02:30:00+01:00", "2026-03-30T01:30:00+01:00"]),
+    # A gap just before midnight (23:00 −02 → 00:00 −01) moves the 28th's run to the 29th,
+    # which still has its own.
+    ("America/Nuuk", "23:00", "2026-03-28T23:00",
+     ["2026-03-27T23:00:00-02:00", "2026-03-29T00:00:00-01:00", "2026-03-29T23:00:00-01:00"]),
+]
+
+
+@pytest.mark.parametrize(("zone", "time", "missing", "expected"), SPRING_FORWARD)
+def test_a_time_skipped_by_spring_forward_runs_once_that_day_an_hour_later(
+        zone: str, time: str, missing: str, expected: list[str]) -> None:
+    assert _missing(zone, missing)  # the zone data has the gap this test is about
+    schedule = ScheduleSection(time=time, timezone=zone)
+    start = dt.datetime.fromisoformat(expected[0]) - dt.timedelta(hours=1)
+    runs = next_run_times(schedule, start, count=5, zone=zone)
+    assert [r.isoformat() for r in runs[:3]] == expected
+    # One run for each day, sending that day's issue.
+    days = [due_date(schedule, zone, r) for r in runs]
+    assert days == [days[0] + dt.timedelta(days=n) for n in range(5)]
+    assert days[1].isoformat() == missing[:10]
+    assert all(r.tzinfo == ZoneInfo(zone) for r in runs)
+
+
+def _jump(zone: str, after: dt.datetime) -> dt.datetime:
+    """The moment before `after` when the clocks in `zone` last changed."""
+    offset = after.astimezone(ZoneInfo(zone)).utcoffset()
+    while (after - dt.timedelta(minutes=1)).astimezone(ZoneInfo(zone)).utcoffset() == offset:
+        after -= dt.timedelta(minutes=1)
+    return after
+
+
+@pytest.mark.parametrize(("zone", "time", "missing", "expected"), SPRING_FORWARD)
+def test_a_scheduler_started_in_the_gap_still_runs_that_day(
+        zone: str, time: str, missing: str, expected: list[str]) -> None:
+    trigger = scheduler_module.daily_trigger(ScheduleSection(time=time, timezone=zone))
+    gap_run = dt.datetime.fromisoformat(expected[1])
+    for now in (_jump(zone, gap_run), gap_run):
+        assert trigger.get_next_fire_time(None, now) == gap_run
+    assert trigger.get_next_fire_time(None, gap_run + dt.timedelta(seconds=1)) == (
+        dt.datetime.fromisoformat(expected[2]))
+
+
+@pytest.mark.parametrize(("zone", "time", "start", "expected"), [
+    # Clocks fall back at midnight, 00:00 → 23:00 the evening before, which happens twice.
+    ("Africa/Cairo", "23:30", "2026-10-28T12:00:00+00:00",
+     ["2026-10-28T23:30:00+03:00", "2026-10-29T23:30:00+03:00", "2026-10-30T23:30:00+02:00"]),
+    ("America/Santiago", "23:30", "2026-04-03T12:00:00+00:00",
+     ["2026-04-03T23:30:00-03:00", "2026-04-04T23:30:00-03:00", "2026-04-05T23:30:00-04:00"]),
+    # Havana falls back 01:00 → 00:00: 00:30 on 1 November happens twice.
+    ("America/Havana", "00:30", "2026-10-30T12:00:00+00:00",
+     ["2026-10-31T00:30:00-04:00", "2026-11-01T00:30:00-04:00", "2026-11-02T00:30:00-05:00"]),
+    ("America/New_York", "01:30", "2026-10-30T12:00:00+00:00",
+     ["2026-10-31T01:30:00-04:00", "2026-11-01T01:30:00-04:00", "2026-11-02T01:30:00-05:00"]),
+])
+def test_a_time_repeated_by_fall_back_at_midnight_runs_once(zone: str, time: str, start: str,
+                                                             expected: list[str]) -> None:
+    schedule = ScheduleSection(time=time, timezone=zone)
+    runs = next_run_times(schedule, dt.datetime.fromisoformat(start), count=3, zone=zone)
+    assert [r.isoformat() for r in runs] == expected
 
 
 def test_list_jobs_prints_times_in_the_schedule_timezone(project: Project) -> None:
