@@ -6,7 +6,6 @@ Only when every configured feed fails does `load_feeds` raise `ContentError`.
 
 from __future__ import annotations
 
-import bisect
 import datetime as dt
 import email.utils
 import hashlib
@@ -32,7 +31,7 @@ from xml.sax import SAXParseException
 import feedparser
 import nh3
 
-from newsletter.composer import title_similarity
+from newsletter.composer import WEAK_WORDS, title_similarity
 from newsletter.errors import ContentError, Problem
 from newsletter.models import Article
 from newsletter.sources.feedcache import CachedFeed, FeedCache
@@ -167,23 +166,25 @@ def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
     for same_url in by_url.values():
         for index in same_url[1:]:
             groups.join(same_url[0], index)
-    # Titles: only against other feeds' entries from around the same time, so a long feed
-    # costs nothing and several feeds cost what their overlap in time does.
-    timeline = [sorted(((a.published, i) for i, (f, a) in enumerate(copies) if f == feed))
-                for feed in range(len(feeds))]
-    words = [_title_words(article.title) for _, article in copies]
-    for feed, entries in enumerate(timeline):
-        for published, index in entries:
-            for other in timeline[feed + 1:]:
-                low = bisect.bisect_left(other, (published - _SAME_STORY_WITHIN, -1))
-                high = bisect.bisect_right(other, (published + _SAME_STORY_WITHIN, len(copies)))
-                for _, candidate in other[low:high]:
-                    shared = len(words[index] & words[candidate])
-                    # A cheap bound first: ≥0.9 similarity needs most words in common.
-                    if (shared * 2 >= max(len(words[index]), len(words[candidate]))
-                            and title_similarity(copies[index][1].title,
-                                                 copies[candidate][1].title) >= 0.9):
-                        groups.join(index, candidate)
+    # Titles: ≥0.9 similarity needs a strong (not small, not a number) word in common, so
+    # only titles sharing one are compared: a long feed, or several, cost what their
+    # overlap does, not the square of their length.
+    strong = [_strong_words(article.title) for _, article in copies]
+    by_word: dict[str, list[int]] = {}
+    for index, words in enumerate(strong):
+        for word in words or {""}:  # titles of small words only: compared with each other
+            by_word.setdefault(word, []).append(index)
+    for index, (feed, article) in enumerate(copies):
+        candidates = {other for word in strong[index] or {""} for other in by_word[word]
+                      if other > index and copies[other][0] != feed}
+        for other in sorted(candidates):
+            candidate = copies[other][1]
+            # A cheap bound first: ≥0.9 similarity needs most strong words in common.
+            if (abs(candidate.published - article.published) <= _SAME_STORY_WITHIN
+                    and 2 * len(strong[index] & strong[other])
+                    >= max(len(strong[index]), len(strong[other]))
+                    and title_similarity(article.title, candidate.title) >= 0.9):
+                groups.join(index, other)
     members: dict[int, list[int]] = {}
     for index in range(len(copies)):
         members.setdefault(groups.root(index), []).append(index)
@@ -578,8 +579,8 @@ def _rank(article: Article) -> tuple:
     return (-len(article.body), article.published, article.id, article.url or "", article.title)
 
 
-def _title_words(title: str) -> set[str]:
-    return set(_WORD.findall(title.lower()))
+def _strong_words(title: str) -> set[str]:
+    return {w for w in _WORD.findall(title.lower()) if w not in WEAK_WORDS and not w.isdigit()}
 
 
 def _normal_url(url: str) -> str:
