@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import socket
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -186,8 +187,9 @@ def test_an_undated_entry_keeps_the_date_it_was_first_seen(tmp_path: Path) -> No
         assert meeting(again).published == monday
         assert by_title(again)["Rope works homes: plans go on show"].published == \
             dt.datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-        # Gone from the feed for 90 days, it is forgotten; if it comes back it is new.
-        later = tuesday + dt.timedelta(days=91)
+    # Gone from the feed for 90 days, it is forgotten; if it comes back it is new.
+    later = tuesday + dt.timedelta(days=91)
+    with SqliteFeedCache(ledger_file) as cache:
         assert cache.first_seen("other", later) == later
         assert meeting(load_feeds([str(feed)], cache=cache, timeout=1, now=later)).published \
             == later
@@ -629,3 +631,48 @@ def test_dates_with_zone_names_are_converted_to_utc(written: str, utc: str) -> N
 <item><title>A</title><link>https://t.example/a</link><pubDate>{written}</pubDate></item>
 </channel></rss>""".encode(), "zones.xml")
     assert load.articles[0].published.isoformat() == utc
+
+
+def _one_story_feed(path: Path, guid: str, body: str) -> str:
+    path.write_text(f"""<?xml version="1.0"?><rss version="2.0"><channel><title>{guid}</title>
+<item><title>Harbour bridge reopens</title><link>https://news.example.com/bridge</link>
+<guid>{guid}</guid><pubDate>Tue, 24 Nov 2026 06:00:00 +0000</pubDate>
+<description>{body}</description></item></channel></rss>""", encoding="utf-8")
+    return str(path)
+
+
+@pytest.mark.parametrize("order", ["kept copy leaves", "other copy was sent"])
+def test_a_story_sent_under_one_feeds_id_stays_sent_when_only_another_carries_it(
+        tmp_path: Path, order: str) -> None:
+    a = _one_story_feed(tmp_path / "a.xml", "urn:a:1", "The long telling of the story.")
+    b = _one_story_feed(tmp_path / "b.xml", "urn:b:1", "Short.")
+    ledger_file = tmp_path / "newsletter.sqlite3"
+    days = ([[a, b], [b]] if order == "kept copy leaves" else [[b], [a, b], [a]])
+    loads = []
+    for feeds in days:
+        with SqliteFeedCache(ledger_file) as cache:  # a new run each day
+            loads.append(load_feeds(feeds, cache=cache, timeout=1).articles)
+    [sent] = loads[0]  # the first day's issue carried it under this id
+    [last] = loads[-1]
+    assert last.id != sent.id and sent.id in last.aliases
+    # So the composer does not offer it again.
+    with pytest.raises(ContentError, match="all in earlier issues"):
+        compose([last], SubscriberList(id="l", title="L"), dt.date(2026, 11, 25), headlines=5,
+                max_age_days=2, tz=ZoneInfo("UTC"), already_sent=frozenset({sent.id}))
+
+
+def test_a_feed_cache_from_before_base_urls_were_kept_is_upgraded(tmp_path: Path) -> None:
+    path = tmp_path / "newsletter.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE feed_cache (url TEXT PRIMARY KEY, etag TEXT, last_modified TEXT, "
+               "body BLOB NOT NULL, fetched_at TEXT NOT NULL)")
+    db.execute("INSERT INTO feed_cache VALUES ('https://x.example/f', '\"1\"', NULL, "
+               "x'3c7273732f3e', '2026-11-24T07:00:00+00:00')")
+    db.commit()
+    db.close()
+    with SqliteFeedCache(path) as cache:
+        stored = cache.get("https://x.example/f")
+        assert stored is not None and stored.body == b"<rss/>" and stored.base_url is None
+        cache.put("https://x.example/f", None, None, b"<rss></rss>",
+                  dt.datetime(2026, 11, 25, tzinfo=UTC), "https://x.example/")
+        assert cache.get("https://x.example/f").base_url == "https://x.example/"  # type: ignore[union-attr]

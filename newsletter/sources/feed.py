@@ -131,7 +131,30 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
                         "articles.feeds to use only local articles"),
             *failures,
         ])
-    return FeedLoad(_unique_ids(merge_duplicates(articles)), warnings)
+    merged = _unique_ids(merge_duplicates(articles))
+    if cache is not None:
+        merged = _remembered_aliases(merged, cache, now)
+    return FeedLoad(merged, warnings)
+
+
+def _remembered_aliases(articles: list[Article], cache: FeedCache,
+                        now: dt.datetime) -> list[Article]:
+    """Each article with every id its story was ever known by, and those links kept.
+
+    A story sent under feed A's id must not be new when, days later, only feed B still
+    carries it (or a longer copy from C is now the one kept).
+    """
+    members = [{a.id, *a.aliases} for a in articles]
+    known = cache.aliases(i for ids in members for i in ids)
+    out = []
+    for article, ids in zip(articles, members, strict=True):
+        every = ids.union(*(known.get(i, ()) for i in ids))
+        if len(every) > len(ids) or article.aliases:
+            cache.link([tuple(sorted(every))], now)
+        aliases = tuple(sorted(every - {article.id}))
+        out.append(article if aliases == article.aliases
+                   else article.model_copy(update={"aliases": aliases}))
+    return out
 
 
 def parse_feed(data: bytes, source: str, base_url: str | None = None, *,

@@ -1,14 +1,18 @@
-"""What each feed URL last answered, so the next fetch can be a conditional GET, and when
-each undated feed entry was first seen, so it keeps one date from run to run.
+"""What the program remembers about feeds between runs: what each feed URL last answered
+(for a conditional GET), when each undated entry was first seen (so it keeps one date), and
+which entries of different feeds were found to be one story (so a story sent under one
+feed's id is known when only another feed still carries it).
 
-`SqliteFeedCache` keeps `feed_cache` and `feed_entries` tables in the ledger's SQLite file:
-one file holds everything the program remembers between runs. It opens its own connection.
+`SqliteFeedCache` keeps `feed_cache`, `feed_entries` and `feed_aliases` tables in the
+ledger's SQLite file: one file holds everything the program remembers between runs. It
+opens its own connection.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -30,8 +34,15 @@ CREATE TABLE IF NOT EXISTS feed_entries (
     first_seen TEXT NOT NULL,
     last_seen TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS feed_aliases (
+    id TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    last_seen TEXT NOT NULL,
+    PRIMARY KEY (id, alias)
+);
 """
-# An undated entry gone from its feed this long is forgotten (if it comes back, it is new).
+# What was not seen for this long is forgotten: an undated entry that comes back is new,
+# and stories are long past max_age_days.
 FORGET_AFTER = dt.timedelta(days=90)
 
 
@@ -58,6 +69,12 @@ class FeedCache(Protocol):
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         """When the entry was first seen; `now` (recorded) if never before."""
         ...
+    def link(self, stories: Iterable[tuple[str, ...]], now: dt.datetime) -> None:
+        """Remember that the ids of each tuple are one story."""
+        ...
+    def aliases(self, ids: Iterable[str]) -> dict[str, set[str]]:
+        """The other ids each of `ids` was ever linked with (only ids that have some)."""
+        ...
 
 
 class MemoryFeedCache:
@@ -66,6 +83,7 @@ class MemoryFeedCache:
     def __init__(self) -> None:
         self._entries: dict[str, CachedFeed] = {}
         self._seen: dict[str, dt.datetime] = {}
+        self._aliases: dict[str, set[str]] = {}
 
     def get(self, url: str) -> CachedFeed | None:
         return self._entries.get(url)
@@ -78,6 +96,14 @@ class MemoryFeedCache:
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         return self._seen.setdefault(entry_id, _utc(now))
 
+    def link(self, stories: Iterable[tuple[str, ...]], now: dt.datetime) -> None:
+        for ids in stories:
+            for one in ids:
+                self._aliases.setdefault(one, set()).update(i for i in ids if i != one)
+
+    def aliases(self, ids: Iterable[str]) -> dict[str, set[str]]:
+        return {i: set(self._aliases[i]) for i in ids if self._aliases.get(i)}
+
 
 class SqliteFeedCache:
     """The cache as a table in the ledger's SQLite file (WAL mode, like the ledger)."""
@@ -85,7 +111,11 @@ class SqliteFeedCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_database(path, _SCHEMA, "feed cache")
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(feed_cache)")}
+        if "base_url" not in columns:  # a cache written before base_url was kept
+            self._db.execute("ALTER TABLE feed_cache ADD COLUMN base_url TEXT")
         self._lock = threading.Lock()
+        self._forgotten = False
 
     def get(self, url: str) -> CachedFeed | None:
         with self._lock:
@@ -112,15 +142,53 @@ class SqliteFeedCache:
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         now = _utc(now)
         with self._lock:
+            self._forget(now)
             self._db.execute(
                 "INSERT INTO feed_entries (id, first_seen, last_seen) VALUES (?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
                 (entry_id, now.isoformat(), now.isoformat()))
-            self._db.execute("DELETE FROM feed_entries WHERE last_seen < ?",
-                             ((now - FORGET_AFTER).isoformat(),))
             (first,) = self._db.execute(
                 "SELECT first_seen FROM feed_entries WHERE id = ?", (entry_id,)).fetchone()
         return _utc(dt.datetime.fromisoformat(first))
+
+    def link(self, stories: Iterable[tuple[str, ...]], now: dt.datetime) -> None:
+        when = _utc(now).isoformat()
+        pairs = [(one, other, when) for ids in stories for one in ids for other in ids
+                 if one != other]
+        with self._lock:
+            self._forget(_utc(now))
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO feed_aliases (id, alias, last_seen) VALUES (?, ?, ?) "
+                    "ON CONFLICT(id, alias) DO UPDATE SET last_seen = excluded.last_seen",
+                    pairs)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def aliases(self, ids: Iterable[str]) -> dict[str, set[str]]:
+        wanted = list(dict.fromkeys(ids))
+        found: dict[str, set[str]] = {}
+        with self._lock:
+            for start in range(0, len(wanted), 500):  # SQLite's limit on ? per statement
+                chunk = wanted[start:start + 500]
+                rows = self._db.execute(
+                    "SELECT id, alias FROM feed_aliases WHERE id IN ("
+                    + ", ".join("?" * len(chunk)) + ")", chunk)
+                for one, other in rows:
+                    found.setdefault(one, set()).add(other)
+        return found
+
+    def _forget(self, now: dt.datetime) -> None:
+        # Once per run is enough; the caller holds the lock.
+        if self._forgotten:
+            return
+        self._forgotten = True
+        cutoff = (now - FORGET_AFTER).isoformat()
+        self._db.execute("DELETE FROM feed_entries WHERE last_seen < ?", (cutoff,))
+        self._db.execute("DELETE FROM feed_aliases WHERE last_seen < ?", (cutoff,))
 
     def close(self) -> None:
         with self._lock:
