@@ -284,12 +284,33 @@ def test_a_feeds_own_entries_are_never_merged() -> None:
               _entry("3", "Morning briefing", 24, "https://status.example.com/b/24"),
               _entry("4", "Morning briefing", 23, "https://status.example.com/b/23")]
     assert merge_duplicates([status]) == status
-    # Another feed with the home page link and a briefing: each joins one entry at most,
-    # and a title only matches an entry from around the same time.
+    # Another feed with the home page link and a briefing: the home page names no story
+    # (the status feed gives it to two entries), and a title only matches an entry from
+    # around the same time.
     other = [_entry("x", "Status", 24), _entry("y", "Morning briefing", 20, "https://o.example/")]
     merged = merge_duplicates([status, other])
-    assert [a.id for a in merged] == ["feed:1", "feed:2", "feed:3", "feed:4", "feed:y"]
-    assert merged[0].aliases == ("feed:x",)
+    assert [(a.id, a.aliases) for a in merged] == [
+        ("feed:1", ()), ("feed:2", ()), ("feed:3", ()), ("feed:4", ()), ("feed:x", ()),
+        ("feed:y", ())]
+
+
+def test_the_closest_copies_pair_up_whatever_the_feeds_order() -> None:
+    # The same daily title in two feeds: each day pairs with the same day, not the day
+    # before (which is also within two days).
+    a = [_entry(f"a{day}", "Morning briefing", day, f"https://a.example/{day}")
+         for day in (23, 24, 25)]
+    b = [_entry(f"b{day}", "Morning briefing", day, f"https://b.example/{day}")
+         for day in (22, 23, 24, 25)]
+    # The same link a day apart in one pair, the same day in another: same day wins.
+    c = [_entry("c1", "Bridge", 24, "https://n.example/bridge")]
+    d = [_entry("d1", "Bridge (updated)", 25, "https://n.example/bridge"),
+         _entry("d2", "Bridge", 24, "https://n.example/bridge/")]
+    for feeds in ([a, b, c], [b, a, c], [c, b, a]):
+        stories = {a.id: set(a.aliases) for a in merge_duplicates(feeds)}
+        assert stories == {"feed:a23": {"feed:b23"}, "feed:a24": {"feed:b24"},
+                           "feed:a25": {"feed:b25"}, "feed:b22": set(), "feed:c1": set()}
+    # d's own entries share a link: it names no story there, so nothing joins by it.
+    assert {a.id for a in merge_duplicates([c, d])} == {"feed:c1", "feed:d1"}
 
 
 def test_a_longer_copy_arriving_later_does_not_make_a_sent_story_new() -> None:

@@ -12,6 +12,7 @@ import hashlib
 import html
 import http.client
 import importlib.metadata
+import itertools
 import re
 import socket
 import ssl
@@ -171,24 +172,40 @@ def parse_feed(data: bytes, source: str, base_url: str | None = None, *,
 
 
 def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
-    """One article per story told by several feeds: the same URL (normalised), or a
-    near-identical title published within two days.
+    """One article per story told by several feeds: the same URL (normalised) or a
+    near-identical title, published within two days of each other.
 
-    A feed's own entries are never merged with each other: a status page whose entries all
-    link to the home page, or a daily "Morning briefing", are different stories. Of the
-    copies, the one with the longest body is kept (ties: earliest, then id) with every
-    copy's tags and the others' ids as `aliases` (so a story sent under one copy's id is
-    known under another's); groups keep the order of their first copy.
+    A feed's own entries are never merged with each other, and a link one feed gives to
+    several entries (a status page's home page) does not name a story. Closest matches pair
+    first (same URL before same title, then the nearest in time), whatever the feeds' order.
+    Of the copies, the one with the longest body is kept (ties: earliest, then id) with
+    every copy's tags and the others' ids as `aliases` (so a story sent under one copy's id
+    is known under another's); groups keep the order of their first copy.
     """
     copies = [(feed, article) for feed, articles in enumerate(feeds) for article in articles]
-    groups = _Groups([{feed} for feed, _ in copies])
+
+    def close_in_time(a: int, b: int) -> bool:
+        return abs(copies[a][1].published - copies[b][1].published) <= _SAME_STORY_WITHIN
+
+    # (kind, −similarity, time apart, ids): URL matches (kind 0) before title matches.
+    edges: list[tuple[int, float, dt.timedelta, str, str, int, int]] = []
+
+    def edge(kind: int, similarity: float, a: int, b: int) -> None:
+        first, second = sorted((copies[a][1].id, copies[b][1].id))
+        gap = abs(copies[a][1].published - copies[b][1].published)
+        edges.append((kind, -similarity, gap, first, second, a, b))
+
     by_url: dict[str, list[int]] = {}
     for index, (_, article) in enumerate(copies):
         if article.url:
             by_url.setdefault(_normal_url(article.url), []).append(index)
     for same_url in by_url.values():
-        for index in same_url[1:]:
-            groups.join(same_url[0], index)
+        feeds_of = [copies[i][0] for i in same_url]
+        if len(same_url) < 2 or len(set(feeds_of)) < len(feeds_of):
+            continue  # one feed's link for several entries is no story's own
+        for a, b in itertools.combinations(same_url, 2):
+            if close_in_time(a, b):
+                edge(0, 1.0, a, b)
     # Titles: ≥0.9 similarity needs a strong (not small, not a number) word in common, so
     # only titles sharing one are compared: a long feed, or several, cost what their
     # overlap does, not the square of their length.
@@ -201,13 +218,16 @@ def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
         candidates = {other for word in strong[index] or {""} for other in by_word[word]
                       if other > index and copies[other][0] != feed}
         for other in sorted(candidates):
-            candidate = copies[other][1]
             # A cheap bound first: ≥0.9 similarity needs most strong words in common.
-            if (abs(candidate.published - article.published) <= _SAME_STORY_WITHIN
-                    and 2 * len(strong[index] & strong[other])
-                    >= max(len(strong[index]), len(strong[other]))
-                    and title_similarity(article.title, candidate.title) >= 0.9):
-                groups.join(index, other)
+            if not close_in_time(index, other) or 2 * len(strong[index] & strong[other]) < max(
+                    len(strong[index]), len(strong[other])):
+                continue
+            similarity = title_similarity(article.title, copies[other][1].title)
+            if similarity >= 0.9:
+                edge(1, similarity, index, other)
+    groups = _Groups([{feed} for feed, _ in copies])
+    for *_, a, b in sorted(edges):
+        groups.join(a, b)
     members: dict[int, list[int]] = {}
     for index in range(len(copies)):
         members.setdefault(groups.root(index), []).append(index)
