@@ -56,6 +56,25 @@ def clock() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def run_day(fire: dt.datetime, at: dt.time, zone: dt.tzinfo) -> dt.date:
+    """The day whose run `fire`, of a daily time `at` in `zone`, is: its local date, or the
+    day before when a jump over midnight (Greenland's 23:00 → 00:00) pushed the run into
+    the next day. The same rule as `digest.due_date`, which picks the issue the run sends."""
+    local = fire.astimezone(dt.UTC).astimezone(zone)
+    return local.date() - dt.timedelta(days=1) if local.time() < at else local.date()
+
+
+def wall_time(trigger: object) -> dt.time | None:
+    """The time of day a stored daily cron trigger fires at; None for any other trigger."""
+    if not isinstance(trigger, CronTrigger):
+        return None
+    fields = {field.name: str(field) for field in trigger.fields}
+    try:
+        return dt.time(int(fields["hour"]), int(fields["minute"]), int(fields["second"]))
+    except (KeyError, ValueError):  # a range, a list or a step: not a once-a-day time
+        return None
+
+
 class DailyTrigger(CronTrigger):
     """A cron trigger that fires exactly once for each day.
 
@@ -76,7 +95,14 @@ class DailyTrigger(CronTrigger):
         if fire is None:
             return None
         at = fire.time()  # CronTrigger builds fire times from the wall time of day
-        while fire is not None and self._same_day(fire, previous_fire_time, at):
+        done = previous_fire_time
+        if done is None:
+            # Between the two occurrences of a repeated time CronTrigger offers the second,
+            # but the first, already past, was that day's run. (fold=0 is the first.)
+            first = dt.datetime.combine(fire.date(), at, tzinfo=self.timezone)
+            if first.astimezone(dt.UTC) < min(fire.astimezone(dt.UTC), now.astimezone(dt.UTC)):
+                done = first
+        while fire is not None and self._same_day(fire, done, at):
             fire = super().get_next_fire_time(fire, fire + dt.timedelta(hours=1))
         if fire is None:
             return None
@@ -87,7 +113,7 @@ class DailyTrigger(CronTrigger):
         day_before = dt.datetime.combine(fire.date() - dt.timedelta(days=1), at,
                                          tzinfo=self.timezone)
         if (day_before.astimezone(dt.UTC) >= self._search_start(previous_fire_time, now)
-                and not self._same_day(day_before, previous_fire_time, at)):
+                and not self._same_day(day_before, done, at)):
             fire = day_before
         return self._local(fire)
 
@@ -97,11 +123,7 @@ class DailyTrigger(CronTrigger):
         return moment.astimezone(dt.UTC).astimezone(self.timezone)
 
     def _day(self, fire: dt.datetime, at: dt.time) -> dt.date:
-        """The day whose run `fire` is: its local date, or the day before when a jump over
-        midnight (Greenland's 23:00 → 00:00) pushed the run into the next day. The same
-        rule as `digest.due_date`, which picks the issue the run sends."""
-        local = self._local(fire)
-        return local.date() - dt.timedelta(days=1) if local.time() < at else local.date()
+        return run_day(fire, at, self.timezone)
 
     def _same_day(self, fire: dt.datetime, previous: dt.datetime | None, at: dt.time) -> bool:
         return previous is not None and self._day(fire, at) == self._day(previous, at)
@@ -171,9 +193,10 @@ def install_jobs(scheduler: BaseScheduler, schedule: ScheduleSection, zones: lis
 
     A stored job with the same schedule is kept as it is: its next run time may be a run
     that was missed while the scheduler was down, and must not be moved to tomorrow. A job
-    that is replaced keeps such an overdue run too, and so does the job of
-    `schedule.timezone` when it takes over from the single job of older versions: the
-    grace time then decides, as for a kept job, whether it goes out or is logged as stale.
+    that is replaced keeps its next run time too, overdue or still to come, when the new
+    schedule's first run would be for a later day (see `_kept_run`); so does the job of
+    `schedule.timezone` when it takes over from the single job of older versions. An
+    overdue run kept goes out, or is logged as stale, by the grace time, as for a kept job.
     """
     now = now or clock()
     config = str(config_path.resolve())
@@ -188,10 +211,10 @@ def install_jobs(scheduler: BaseScheduler, schedule: ScheduleSection, zones: lis
                 and tuple(existing.args) == args and existing.misfire_grace_time == grace):
             jobs.append(existing)
             continue
-        overdue = _overdue_run(existing, trigger, now) or (
-            _overdue_run(legacy, trigger, now) if zone == schedule.timezone else None)
+        kept = _kept_run(existing, trigger, now) or (
+            _kept_run(legacy, trigger, now) if zone == schedule.timezone else None)
         # add_job reads next_run_time=None as "paused": leave it out to start from now.
-        when = {"next_run_time": overdue} if overdue is not None else {}
+        when = {"next_run_time": kept} if kept is not None else {}
         jobs.append(scheduler.add_job(
             scheduled_send, trigger=trigger, args=args, id=job_id(zone),
             name=f"daily digest, {zone}", replace_existing=True, misfire_grace_time=grace,
@@ -203,22 +226,32 @@ def install_jobs(scheduler: BaseScheduler, schedule: ScheduleSection, zones: lis
     return jobs
 
 
-def _overdue_run(job: Job | None, trigger: DailyTrigger,
-                 now: dt.datetime) -> dt.datetime | None:
-    """The stored `job`'s next run time if it has passed and `trigger`, which replaces
-    the job's, would not send that local day's issue itself; else None.
+def _kept_run(job: Job | None, trigger: DailyTrigger,
+              now: dt.datetime) -> dt.datetime | None:
+    """The stored `job`'s next run time if `trigger`, which replaces the job's, would
+    first run for a later day than that run is for; else None.
 
-    When the new time is still ahead that same day, that run sends the issue: keeping the
-    old one would send, early, the issue due before the new time (yesterday's), and then
-    skip the new time as a second run that day.
+    Starting from now would then lose that day's issue: 09:00 moved to 07:00 at 08:00
+    would first run tomorrow at 07:00. The run kept sends the day's issue, as the
+    latest new time before it is that day's. When the new time comes first (or instead,
+    on the same day), that run sends the issue: the old one would send, early, the issue
+    due before the new time (yesterday's), and then the new time would be skipped as a
+    second run that day.
     """
-    if job is None or job.next_run_time is None or job.next_run_time > now:
+    if job is None or job.next_run_time is None:
         return None
-    overdue: dt.datetime = job.next_run_time.astimezone(dt.UTC).astimezone(trigger.timezone)
+    run: dt.datetime = job.next_run_time
     upcoming = trigger.get_next_fire_time(None, now)
-    if upcoming is not None and upcoming.date() == overdue.date():  # both in the zone
+    if upcoming is not None and _day_of(trigger, upcoming) <= _day_of(job.trigger, run):
         return None
-    return overdue
+    return run.astimezone(dt.UTC).astimezone(trigger.timezone)
+
+
+def _day_of(trigger: object, run: dt.datetime) -> dt.date:
+    """The day whose issue `run`, a run time of the daily `trigger`, is for (`run_day`).
+    Plain dates in UTC for a trigger of any other kind, which no version stored."""
+    zone = getattr(trigger, "timezone", dt.UTC)
+    return run_day(run, wall_time(trigger) or dt.time.min, zone)
 
 
 def refresh_jobs(scheduler: BaseScheduler, config_path: Path) -> None:
