@@ -153,6 +153,11 @@ def compose_edition(inputs: Inputs, subscriber_list: SubscriberList, date: dt.da
     """
     general = compose_issue(inputs, subscriber_list, date, ledger)
     recorded = ledger.variants(general.id) if ledger is not None else {}
+    # A variant first wanted by a later run of a started issue is chosen from what that
+    # run reads plus the copies the first run kept (a feed may be down or have moved on).
+    pool = (_with_recorded(inputs.articles, ledger, general.id)
+            if ledger is not None and ledger.issue(general.id) is not None
+            else inputs.articles)
     choices = {topic_key(s.topics): tuple(sorted(s.topics)) for s in subscriber_list.subscribers
                if s.topics and s.status == "active"}
     by_topics: dict[str, Issue] = {}
@@ -165,21 +170,21 @@ def compose_edition(inputs: Inputs, subscriber_list: SubscriberList, date: dt.da
             continue
         sent = (ledger.articles_sent_before(subscriber_list.id, date, key)
                 if ledger is not None else frozenset())
-        by_topics[key] = compose_for_topics(inputs.articles, subscriber_list, date, topics,
+        by_topics[key] = compose_for_topics(pool, subscriber_list, date, topics,
                                             general, already_sent=sent,
                                             **_compose_options(inputs, subscriber_list))
     return Edition(general=general, by_topics=by_topics)
 
 
 def _with_recorded(articles: list[Article], ledger: Ledger, issue_id: str,
-                   wanted: tuple[str, ...]) -> list[Article]:
-    """`articles`, plus the recorded copy of each wanted one that is no longer there (an
-    entry a feed has since dropped)."""
+                   wanted: tuple[str, ...] | None = None) -> list[Article]:
+    """`articles`, plus the recorded copy of each wanted one (None: every recorded one)
+    that is no longer there (an entry a feed has since dropped)."""
     present = {a.id for a in articles}
-    missing = [key for key in wanted if key not in present]
+    recorded = ledger.recorded_articles(issue_id)
+    missing = [key for key in (recorded if wanted is None else wanted) if key not in present]
     if not missing:
         return articles
-    recorded = ledger.recorded_articles(issue_id)
     return articles + [Article.model_validate_json(recorded[key])
                        for key in missing if key in recorded]
 

@@ -365,3 +365,41 @@ def test_a_zone_folder_or_alias_is_an_error_with_its_line(project: Project, zone
     result = project.run("subscribers", "check")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"subscribers.yaml:4: timezone '{zone}': unknown time zone" in result.stderr
+
+
+def test_a_later_zones_topic_variant_is_chosen_from_the_kept_copies_when_feeds_are_down(
+        world: Project) -> None:
+    for path in world.articles.glob("*.md"):
+        path.unlink()
+    feed = world.write("feed.xml", """\
+        <?xml version="1.0"?>
+        <rss version="2.0"><channel><title>Quay</title><link>https://news.example.com/</link>
+        <item><title>Lanterns line the quay</title><link>https://news.example.com/lanterns</link>
+        <pubDate>Sun, 01 Nov 2026 02:00:00 +0000</pubDate><category>city</category></item>
+        <item><title>Choir sings at the lighthouse</title>
+        <link>https://news.example.com/choir</link>
+        <pubDate>Sun, 01 Nov 2026 00:00:00 +0000</pubDate><category>culture</category></item>
+        </channel></rss>
+        """)
+    world.write("config/subscribers.yaml", """\
+        lists:
+          world:
+            title: The World Brief
+            subscribers:
+              - gmt@example.com
+              - email: pst@example.com
+                timezone: America/Los_Angeles
+                topics: [culture]
+        """)
+    text = world.settings.read_text().replace("  paths: [articles]\n",
+                                              "  paths: [articles]\n  feeds: [feed.xml]\n")
+    world.settings.write_text(text)
+    first = world.run("send", "--date", "2026-11-01", "--timezone", "Europe/London")
+    assert first.returncode == 0, first.stderr
+    feed.unlink()
+    later = world.run("send", "--date", "2026-11-01", "--timezone", "America/Los_Angeles")
+    assert later.returncode == 0, later.stderr
+    subjects = {path.stem: email.message_from_bytes(path.read_bytes())["Subject"]
+                for path in world.outbox.glob("world/2026-11-01/*.eml")}
+    assert subjects == {"gmt@example.com": "The World Brief: Lanterns line the quay",
+                        "pst@example.com": "The World Brief: Choir sings at the lighthouse"}
