@@ -6,6 +6,7 @@ Only when every configured feed fails does `load_feeds` raise `ContentError`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import email.utils
 import hashlib
@@ -16,6 +17,7 @@ import itertools
 import re
 import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +26,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from time import monotonic
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 from xml.sax import SAXParseException
@@ -321,20 +322,95 @@ def _get(feed: str, cached: CachedFeed | None, timeout: float) -> _Answer:
 
 
 def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
+    # `timeout` bounds each network step; the deadline the whole answer, headers and
+    # redirects included, so a server that trickles a byte at a time cannot hold the run.
+    with _Deadline(timeout) as deadline:
+        answer = _fetch_within(url, cached, timeout, deadline)
+    if deadline.expired:  # the connection was cut: whatever came is not the whole feed
+        return _Answer(failure=f"the whole feed did not arrive within {timeout:g} s"
+                       if deadline.answered else f"no answer within {timeout:g} s")
+    return answer
+
+
+class _Deadline:
+    """Shuts the connections' sockets down when time is up, which ends any read blocked on
+    them; `expired` says whether it did (the answer is then cut short)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.expired = False
+        self.answered = False  # the status line and headers came
+        self._done = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def opener(self) -> urllib.request.OpenerDirector:
+        """A urllib opener whose connections the deadline watches (redirects included)."""
+        deadline = self
+
+        class Connection(http.client.HTTPConnection):
+            def connect(self) -> None:
+                super().connect()
+                deadline.watch(self.sock)
+
+        class TLSConnection(http.client.HTTPSConnection):
+            def connect(self) -> None:
+                super().connect()
+                deadline.watch(self.sock)
+
+        class Handler(urllib.request.HTTPHandler):
+            def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+                return self.do_open(Connection, req)
+
+        class TLSHandler(urllib.request.HTTPSHandler):
+            def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+                return self.do_open(TLSConnection, req)
+
+        return urllib.request.build_opener(Handler, TLSHandler)
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+def _fetch_within(url: str, cached: CachedFeed | None, timeout: float,
+                  deadline: _Deadline) -> _Answer:
     headers = {"User-Agent": USER_AGENT, "Accept": _ACCEPT, "Accept-Encoding": "gzip"}
     if cached is not None and cached.etag:
         headers["If-None-Match"] = cached.etag
     if cached is not None and cached.last_modified:
         headers["If-Modified-Since"] = cached.last_modified
     try:
-        # `timeout` bounds each network step; the deadline bounds the whole answer, so a
-        # server that trickles a byte at a time cannot hold the run.
-        deadline = monotonic() + timeout
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+        with deadline.opener().open(urllib.request.Request(url, headers=headers),
                                     timeout=timeout) as response:
-            body = _read_until(response, deadline)
-            if body is None:
-                return _Answer(failure=f"the whole feed did not arrive within {timeout:g} s")
+            deadline.answered = True
+            body = _read_body(response)
             too_large = _Answer(failure=f"the feed is larger than {_MAX_BYTES // 2**20} MB")
             if len(body) > _MAX_BYTES:
                 return too_large
@@ -365,20 +441,9 @@ def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
         return _Answer(failure=f"not a valid URL ({err})", field="articles.feeds")
 
 
-def _read_until(response: http.client.HTTPResponse, deadline: float) -> bytes | None:
-    """Up to _MAX_BYTES + 1 bytes of the body; None if the deadline passes first."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= _MAX_BYTES:
-        if monotonic() > deadline:
-            return None
-        # read1: whatever the next read brings, so the deadline is checked between reads.
-        chunk = response.read1(min(65536, _MAX_BYTES + 1 - size))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+def _read_body(response: http.client.HTTPResponse) -> bytes:
+    """Up to _MAX_BYTES + 1 bytes of the body: one more than allowed tells it is too big."""
+    return response.read(_MAX_BYTES + 1)
 
 
 def _network_failure(reason: object, timeout: float) -> str:
