@@ -722,3 +722,18 @@ def test_a_feed_cache_from_before_base_urls_were_kept_is_upgraded(tmp_path: Path
         cache.put("https://x.example/f", None, None, b"<rss></rss>",
                   dt.datetime(2026, 11, 25, tzinfo=UTC), "https://x.example/")
         assert cache.get("https://x.example/f").base_url == "https://x.example/"  # type: ignore[union-attr]
+
+
+def test_gzip_in_several_members_is_read_whole_and_a_cut_one_is_refused(
+        server: FeedServer) -> None:
+    document = (FEEDS / "atom-quayside.atom").read_bytes()
+    half = len(document) // 2
+    members = gzip.compress(document[:half]) + gzip.compress(document[half:])
+    server.routes["/two"] = Route(200, members, {"Content-Encoding": "gzip"})
+    server.routes["/cut"] = Route(200, gzip.compress(document)[:-40],
+                                  {"Content-Encoding": "gzip"})
+    load = load_feeds([server.url("/two"), server.url("/cut")], cache=None, timeout=5)
+    assert len(load.articles) == 2
+    [warning] = load.warnings
+    assert warning.file == server.url("/cut")
+    assert warning.what.startswith("the gzip-compressed answer is damaged")

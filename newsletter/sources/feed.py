@@ -415,10 +415,8 @@ def _fetch_within(url: str, cached: CachedFeed | None, timeout: float,
             if len(body) > _MAX_BYTES:
                 return too_large
             if response.headers.get("Content-Encoding", "").lower() == "gzip":
-                # Bounded, so that a small compressed answer cannot fill the memory.
-                unzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
-                body = unzip.decompress(body, _MAX_BYTES + 1)
-                if len(body) > _MAX_BYTES or unzip.unconsumed_tail:
+                body = _gunzip(body)
+                if body is None:
                     return too_large
             final_url = response.geturl()
             location = response.headers.get("Content-Location")
@@ -439,6 +437,21 @@ def _fetch_within(url: str, cached: CachedFeed | None, timeout: float,
         return _Answer(failure=_network_failure(err, timeout))
     except ValueError as err:
         return _Answer(failure=f"not a valid URL ({err})", field="articles.feeds")
+
+
+def _gunzip(data: bytes) -> bytes | None:
+    """The unzipped answer (every gzip member), or None past _MAX_BYTES — bounded, so a
+    small compressed answer cannot fill the memory. Raises zlib.error if it is cut short."""
+    out = bytearray()
+    while data:
+        unzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        out += unzip.decompress(data, _MAX_BYTES + 1 - len(out))
+        if len(out) > _MAX_BYTES or unzip.unconsumed_tail:
+            return None
+        if not unzip.eof:
+            raise zlib.error("the compressed data ends early")
+        data = unzip.unused_data.lstrip(b"\x00")  # padding some servers add
+    return bytes(out)
 
 
 def _read_body(response: http.client.HTTPResponse) -> bytes:
