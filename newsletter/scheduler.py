@@ -94,11 +94,13 @@ class DailyTrigger(CronTrigger):
         fire = super().get_next_fire_time(previous_fire_time, now)
         if fire is None:
             return None
-        at = fire.time()  # CronTrigger builds fire times from the wall time of day
+        # CronTrigger builds fire times from the wall time of day. fold=0, as the second
+        # of a repeated time has fold=1, and combine() below must mean the first.
+        at = fire.time().replace(fold=0)
         done = previous_fire_time
         if done is None:
             # Between the two occurrences of a repeated time CronTrigger offers the second,
-            # but the first, already past, was that day's run. (fold=0 is the first.)
+            # but the first, already past, was that day's run.
             first = dt.datetime.combine(fire.date(), at, tzinfo=self.timezone)
             if first.astimezone(dt.UTC) < min(fire.astimezone(dt.UTC), now.astimezone(dt.UTC)):
                 done = first

@@ -149,6 +149,24 @@ def test_a_time_repeated_by_fall_back_at_midnight_runs_once(zone: str, time: str
     assert [r.isoformat() for r in runs] == expected
 
 
+@pytest.mark.parametrize(("zone", "time", "now", "expected"), [
+    # Between the first 01:30 (EDT) and the second (EST): that day's run is done.
+    ("America/New_York", "01:30", "2026-11-01T01:45:00-04:00", "2026-11-02T01:30:00-05:00"),
+    ("America/New_York", "01:30", "2026-11-01T01:30:00-05:00", "2026-11-02T01:30:00-05:00"),
+    ("America/New_York", "01:30", "2026-11-01T01:30:00-04:00", "2026-11-01T01:30:00-04:00"),
+    ("America/New_York", "01:30", "2026-11-01T01:15:00-05:00", "2026-11-02T01:30:00-05:00"),
+    # Cairo repeats 23:00-24:00 on its fall-back night.
+    ("Africa/Cairo", "23:30", "2026-10-29T23:45:00+03:00", "2026-10-30T23:30:00+02:00"),
+    ("Africa/Cairo", "23:30", "2026-10-29T23:10:00+02:00", "2026-10-30T23:30:00+02:00"),
+    ("Africa/Cairo", "23:30", "2026-10-29T23:10:00+03:00", "2026-10-29T23:30:00+03:00"),
+])
+def test_a_scheduler_started_between_a_repeated_time_waits_for_the_next_day(
+        zone: str, time: str, now: str, expected: str) -> None:
+    trigger = scheduler_module.daily_trigger(ScheduleSection(time=time, timezone=zone))
+    fire = trigger.get_next_fire_time(None, dt.datetime.fromisoformat(now))
+    assert fire is not None and fire.isoformat() == expected
+
+
 def test_list_jobs_prints_times_in_the_schedule_timezone(project: Project) -> None:
     text = project.settings.read_text().replace("Europe/London", "Asia/Kolkata")
     project.settings.write_text(text.replace('"07:00"', '"06:15"'))

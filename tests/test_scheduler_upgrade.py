@@ -1,6 +1,7 @@
 """A run that is overdue when its job is replaced (an upgrade from the single job of older
 versions, or a changed schedule) is handled as if the job had been kept: sent within the
-grace time, logged as stale after it, never silently dropped.
+grace time, logged as stale after it, never silently dropped. A run still to come is kept
+too when the new time has already passed that day, so the day's issue is not lost.
 
 APScheduler's real triggers and job store run under a controllable clock; nothing sleeps.
 """
@@ -12,6 +13,7 @@ import datetime as dt
 import pytest
 
 import newsletter.scheduler as scheduler_module
+from newsletter.ledger import SqliteLedger
 from newsletter.scheduler import job_id
 from newsletter.settings import load_settings
 from tests.conftest import SUBSCRIBERS_YAML, Clock, ManualScheduler, Project, start_scheduler
@@ -184,3 +186,96 @@ def test_jobs_not_overdue_are_rescheduled_from_now(project: Project, clock: Cloc
             2026, 11, 24, 6, 30, tzinfo=UTC)
     finally:
         scheduler.shutdown(wait=False)
+
+
+def _sent_once(project: Project, date: str) -> bool:
+    """Every active reader got the `date` issue in exactly one attempt."""
+    ledger = SqliteLedger(project.outbox / "newsletter.sqlite3")
+    try:
+        rows = ledger.deliveries(f"morning-brief/{date}").values()
+        return sorted((r.status, r.attempts) for r in rows) == [
+            ("sent", 1), ("sent", 1), ("sent", 1), ("skipped", 0)]
+    finally:
+        ledger.close()
+
+
+def _ticks(scheduler: ManualScheduler, clock: Clock, *times: dt.datetime) -> None:
+    for now in times:
+        clock.now = now
+        scheduler.tick()
+
+
+def _change_before_the_morning(project: Project, clock: Clock, old: str, new: str,
+                               at: dt.datetime) -> ManualScheduler:
+    """A running scheduler sending at `old`; at `at`, before that morning's run, the
+    schedule refresh finds `schedule.time` changed to `new`."""
+    _set_schedule(project, time=f'"{old}"')
+    clock.now = dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC)
+    scheduler = start_scheduler(project)
+    _set_schedule(project, time=f'"{new}"')
+    clock.now = at
+    scheduler_module.refresh_jobs(scheduler, project.settings)
+    return scheduler
+
+
+NEXT_ARTICLE = """\
+    ---
+    title: Spring tide floods the quay
+    url: https://news.example.com/2026/11/tide
+    published: 2026-11-25T05:00:00+00:00
+    section: city
+    ---
+    Water reached the harbour steps overnight.
+    """
+TOMORROW_READERS = [s.replace("2026-11-24", "2026-11-25") for s in LONDON_READERS]
+
+
+def test_a_time_moved_earlier_than_now_keeps_the_pending_morning(project: Project,
+                                                                 clock: Clock) -> None:
+    # At 08:00 today's 07:00 has passed: starting from now would first run tomorrow.
+    scheduler = _change_before_the_morning(project, clock, "09:00", "07:00",
+                                           dt.datetime(2026, 11, 24, 8, 0, tzinfo=UTC))
+    try:
+        job = scheduler.get_job(job_id(LONDON))
+        assert job.next_run_time == dt.datetime(2026, 11, 24, 9, 0, tzinfo=UTC)
+        _ticks(scheduler, clock, dt.datetime(2026, 11, 24, 8, 30, tzinfo=UTC))
+        assert _sent(project) == []
+        # At 09:00 the latest 07:00 is today's: today's issue, not yesterday's.
+        _ticks(scheduler, clock, dt.datetime(2026, 11, 24, 9, 0, 5, tzinfo=UTC))
+        assert _sent(project) == LONDON_READERS
+        assert scheduler.get_job(job_id(LONDON)).next_run_time == dt.datetime(
+            2026, 11, 25, 7, 0, tzinfo=UTC)
+        _ticks(scheduler, clock, dt.datetime(2026, 11, 24, 10, 0, tzinfo=UTC),
+               dt.datetime(2026, 11, 24, 23, 0, tzinfo=UTC),
+               dt.datetime(2026, 11, 25, 6, 59, tzinfo=UTC))
+        assert _sent(project) == LONDON_READERS
+        project.write("articles/2026-11-25-tide.md", NEXT_ARTICLE)
+        _ticks(scheduler, clock, dt.datetime(2026, 11, 25, 7, 0, 5, tzinfo=UTC))
+    finally:
+        scheduler.shutdown(wait=False)
+    assert _sent(project) == sorted(LONDON_READERS + TOMORROW_READERS)
+    assert _sent_once(project, "2026-11-24") and _sent_once(project, "2026-11-25")
+
+
+@pytest.mark.parametrize(("old", "new", "hour", "minute"), [
+    ("07:00", "08:00", 8, 0),   # later
+    ("09:00", "08:30", 8, 30),  # earlier, but still ahead
+])
+def test_a_time_changed_to_one_still_ahead_today_runs_at_the_new_time(
+        project: Project, clock: Clock, old: str, new: str, hour: int, minute: int) -> None:
+    scheduler = _change_before_the_morning(project, clock, old, new,
+                                           dt.datetime(2026, 11, 24, 6, 30, tzinfo=UTC))
+    new_run = dt.datetime(2026, 11, 24, hour, minute, tzinfo=UTC)
+    try:
+        assert scheduler.get_job(job_id(LONDON)).next_run_time == new_run
+        _ticks(scheduler, clock, new_run - dt.timedelta(minutes=1))
+        assert _sent(project) == []
+        _ticks(scheduler, clock, new_run + dt.timedelta(seconds=5),
+               dt.datetime(2026, 11, 24, 9, 0, 5, tzinfo=UTC),
+               dt.datetime(2026, 11, 24, 23, 0, tzinfo=UTC))
+        assert scheduler.get_job(job_id(LONDON)).next_run_time == (
+            new_run + dt.timedelta(days=1))
+    finally:
+        scheduler.shutdown(wait=False)
+    assert _sent(project) == LONDON_READERS
+    assert _sent_once(project, "2026-11-24")
