@@ -9,6 +9,7 @@ import datetime as dt
 import email
 import email.policy
 import email.utils
+import textwrap
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -312,21 +313,29 @@ def test_resend_to_one_zone_leaves_the_other_zones_alone(world: Project) -> None
     assert "world/2026-11-01 [file]: 1 sent, 3 sent earlier, 0 failed" in rest.stdout  # Kolkata
 
 
-def test_later_zones_get_the_issue_even_when_a_feed_has_dropped_its_article(
-        world: Project) -> None:
+def _only_feed(world: Project, items: str) -> Path:
+    """Make `feed.xml`, holding `items`, the project's only source of articles."""
     for path in world.articles.glob("*.md"):
         path.unlink()
     feed = world.write("feed.xml", """\
         <?xml version="1.0"?>
         <rss version="2.0"><channel><title>Quay</title><link>https://news.example.com/</link>
-        <item><title>Lanterns line the quay</title><link>https://news.example.com/lanterns</link>
-        <description>Lanterns along the quay tonight.</description>
-        <pubDate>Sun, 01 Nov 2026 00:00:00 +0000</pubDate><category>city</category></item>
+        """ + textwrap.indent(textwrap.dedent(items), " " * 8) + """\
         </channel></rss>
         """)
     text = world.settings.read_text().replace("  paths: [articles]\n",
                                               "  paths: [articles]\n  feeds: [feed.xml]\n")
     world.settings.write_text(text)
+    return feed
+
+
+def test_later_zones_get_the_issue_even_when_a_feed_has_dropped_its_article(
+        world: Project) -> None:
+    feed = _only_feed(world, """\
+        <item><title>Lanterns line the quay</title><link>https://news.example.com/lanterns</link>
+        <description>Lanterns along the quay tonight.</description>
+        <pubDate>Sun, 01 Nov 2026 00:00:00 +0000</pubDate><category>city</category></item>
+        """)
     first = world.run("send", "--date", "2026-11-01", "--timezone", "Pacific/Auckland")
     assert first.returncode == 0, first.stderr
     # By London's morning the feed has moved on: the entry is gone, a new one is there.
@@ -369,17 +378,12 @@ def test_a_zone_folder_or_alias_is_an_error_with_its_line(project: Project, zone
 
 def test_a_later_zones_topic_variant_is_chosen_from_the_kept_copies_when_feeds_are_down(
         world: Project) -> None:
-    for path in world.articles.glob("*.md"):
-        path.unlink()
-    feed = world.write("feed.xml", """\
-        <?xml version="1.0"?>
-        <rss version="2.0"><channel><title>Quay</title><link>https://news.example.com/</link>
+    feed = _only_feed(world, """\
         <item><title>Lanterns line the quay</title><link>https://news.example.com/lanterns</link>
         <pubDate>Sun, 01 Nov 2026 02:00:00 +0000</pubDate><category>city</category></item>
         <item><title>Choir sings at the lighthouse</title>
         <link>https://news.example.com/choir</link>
         <pubDate>Sun, 01 Nov 2026 00:00:00 +0000</pubDate><category>culture</category></item>
-        </channel></rss>
         """)
     world.write("config/subscribers.yaml", """\
         lists:
@@ -391,9 +395,6 @@ def test_a_later_zones_topic_variant_is_chosen_from_the_kept_copies_when_feeds_a
                 timezone: America/Los_Angeles
                 topics: [culture]
         """)
-    text = world.settings.read_text().replace("  paths: [articles]\n",
-                                              "  paths: [articles]\n  feeds: [feed.xml]\n")
-    world.settings.write_text(text)
     first = world.run("send", "--date", "2026-11-01", "--timezone", "Europe/London")
     assert first.returncode == 0, first.stderr
     feed.unlink()
