@@ -179,8 +179,9 @@ def compose_edition(inputs: Inputs, subscriber_list: SubscriberList, date: dt.da
 def _with_recorded(articles: list[Article], ledger: Ledger, issue_id: str,
                    wanted: tuple[str, ...] | None = None) -> list[Article]:
     """`articles`, plus the recorded copy of each wanted one (None: every recorded one)
-    that is no longer there (an entry a feed has since dropped)."""
-    present = {a.id for a in articles}
+    that is no longer there (an entry a feed has since dropped; a story now kept under
+    another feed's id is still there)."""
+    present = {i for a in articles for i in (a.id, *a.aliases)}
     recorded = ledger.recorded_articles(issue_id)
     missing = [key for key in (recorded if wanted is None else wanted) if key not in present]
     if not missing:

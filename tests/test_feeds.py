@@ -732,8 +732,42 @@ def test_gzip_in_several_members_is_read_whole_and_a_cut_one_is_refused(
     server.routes["/two"] = Route(200, members, {"Content-Encoding": "gzip"})
     server.routes["/cut"] = Route(200, gzip.compress(document)[:-40],
                                   {"Content-Encoding": "gzip"})
+    server.routes["/newline"] = Route(200, gzip.compress(document) + b"\r\n",
+                                      {"Content-Encoding": "gzip"})
     load = load_feeds([server.url("/two"), server.url("/cut")], cache=None, timeout=5)
     assert len(load.articles) == 2
+    trailing = load_feeds([server.url("/newline")], cache=None, timeout=5)
+    assert len(trailing.articles) == 2 and trailing.warnings == []
     [warning] = load.warnings
     assert warning.file == server.url("/cut")
     assert warning.what.startswith("the gzip-compressed answer is damaged")
+
+
+def _briefings(path: Path, feed: str, days: list[int], body: str) -> str:
+    items = "".join(
+        f"<item><title>Morning briefing</title><link>https://{feed}.example/b/{day}</link>"
+        f"<guid>urn:{feed}:{day}</guid><pubDate>{day} Nov 2026 06:00:00 +0000</pubDate>"
+        f"<description>{body} ({day})</description></item>" for day in days)
+    path.write_text(f'<?xml version="1.0"?><rss version="2.0"><channel><title>{feed}</title>'
+                    f"{items}</channel></rss>", encoding="utf-8")
+    return str(path)
+
+
+def test_a_daily_title_is_new_each_day_even_when_another_feed_is_stuck(tmp_path: Path) -> None:
+    # Feed a keeps only its latest briefing; feed b is stuck on the 19th's (unchanged, or
+    # down and read from the cache). Each day's briefing from a must go out.
+    ledger_file = tmp_path / "newsletter.sqlite3"
+    sent: set[str] = set()
+    leads = []
+    for day in (19, 20, 21, 22):
+        a = _briefings(tmp_path / "a.xml", "a", [day], "The long version of the briefing")
+        b = _briefings(tmp_path / "b.xml", "b", [19], "Short")
+        with SqliteFeedCache(ledger_file) as cache:
+            articles = load_feeds([a, b], cache=cache, timeout=1,
+                                  now=dt.datetime(2026, 11, day, 7, tzinfo=UTC)).articles
+        issue = compose(articles, SubscriberList(id="l", title="L"), dt.date(2026, 11, day),
+                        headlines=5, max_age_days=3, tz=ZoneInfo("UTC"),
+                        already_sent=frozenset(sent))
+        leads.append(issue.lead.body)
+        sent.update(issue.article_ids)
+    assert leads == [f"The long version of the briefing ({day})" for day in (19, 20, 21, 22)]

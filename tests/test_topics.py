@@ -6,12 +6,13 @@ import datetime as dt
 import email
 import email.policy
 import json
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from newsletter.composer import compose, compose_for_topics, in_topics
-from newsletter.digest import compose_edition, load_inputs, run_send
+from newsletter.digest import _with_recorded, compose_edition, load_inputs, run_send
 from newsletter.errors import ContentError
 from newsletter.ledger import SqliteLedger
 from newsletter.models import Article, SubscriberList
@@ -281,3 +282,20 @@ def test_view_in_browser_opens_the_readers_own_variant(project: Project) -> None
         text, _ = _parts(_messages(project)[reader])
         assert f"https://news.example.com/archive/morning-brief/{page}" in text, reader
         assert lead in (archive / page).read_text()
+
+
+def test_a_recorded_story_now_kept_under_another_feeds_id_is_not_added_twice(
+        tmp_path: Path) -> None:
+    published = dt.datetime(2026, 11, 24, 6, tzinfo=dt.UTC)
+    recorded = Article(id="feed:a", title="Ferry timetable changes", published=published)
+    now_kept = Article(id="feed:c", title="New ferry times", body="Longer.",
+                       published=published, aliases=("feed:a",))
+    other = Article(id="feed:gone", title="Gone from its feed", published=published)
+    ledger = SqliteLedger(tmp_path / "newsletter.sqlite3")
+    try:
+        ledger.record_articles("l/2026-11-24", {a.id: a.model_dump_json()
+                                                for a in (recorded, other)})
+        pool = _with_recorded([now_kept], ledger, "l/2026-11-24")
+    finally:
+        ledger.close()
+    assert [a.id for a in pool] == ["feed:c", "feed:gone"]

@@ -51,7 +51,11 @@ _MAX_WORKERS = 8
 _SUMMARY_LIMIT = 300
 _EARLIEST_YEAR, _LATEST_YEAR = 1970, 2999
 _GOES_ON = "the digest goes on without this feed"
-_SAME_STORY_WITHIN = dt.timedelta(days=2)
+# Copies of one story appear close together: the same link within two days, the same
+# title within half a day (a title that comes back a day later is a new story: a daily
+# "Morning briefing").
+_SAME_URL_WITHIN = dt.timedelta(days=2)
+_SAME_TITLE_WITHIN = dt.timedelta(hours=12)
 _WORD = re.compile(r"[^\W_]+")  # as the composer's title_similarity
 # When an entry without a date was first seen (recording it if it is new).
 FirstSeen = Callable[[str], dt.datetime]
@@ -98,7 +102,8 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
     cached = {f: cache.get(f) for f in feeds if _is_url(f)} if cache is not None else {}
     with ThreadPoolExecutor(max_workers=min(_MAX_WORKERS, len(feeds))) as pool:
         answers = list(pool.map(lambda f: _get(f, cached.get(f), timeout), feeds))
-    articles: list[list[Article]] = []  # per feed
+    articles: list[list[Article]] = []  # per feed that could be read
+    read: list[str] = []  # those feeds
     warnings: list[Problem] = []
     failures: list[Problem] = []
     for source, answer in zip(feeds, answers, strict=True):
@@ -112,6 +117,7 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
                     cache.put(source, answer.etag, answer.last_modified, answer.body, now,
                               answer.base_url)
                 articles.append(parsed.articles)
+                read.append(source)
                 warnings.extend(parsed.warnings)
                 continue
         old = cached.get(source)
@@ -121,6 +127,7 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
                 when = old.fetched_at.strftime("%Y-%m-%d %H:%M UTC")
                 warnings.append(Problem(f"{failure}; using the copy fetched {when}", source))
                 articles.append(parsed.articles)
+                read.append(source)
                 warnings.extend(parsed.warnings)
                 continue
         failures.append(Problem(failure, source, field=answer.field))
@@ -135,25 +142,33 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
         ])
     merged = _unique_ids(merge_duplicates(articles))
     if cache is not None:
-        merged = _remembered_aliases(merged, cache, now)
+        feed_of = {a.id: source for source, found in zip(read, articles, strict=True)
+                   for a in found}
+        merged = _remembered_aliases(merged, feed_of, cache, now)
     return FeedLoad(merged, warnings)
 
 
-def _remembered_aliases(articles: list[Article], cache: FeedCache,
+def _remembered_aliases(articles: list[Article], feed_of: dict[str, str], cache: FeedCache,
                         now: dt.datetime) -> list[Article]:
     """Each article with every id its story was ever known by, and those links kept.
 
     A story sent under feed A's id must not be new when, days later, only feed B still
-    carries it (or a longer copy from C is now the one kept).
+    carries it (or a longer copy from C is now the one kept). A story has at most one id
+    per feed, remembered ones included: today's entry of feed A is never tied to A's
+    entry of yesterday through feed B's copy of that one (a daily "Morning briefing").
     """
-    members = [{a.id, *a.aliases} for a in articles]
-    known = cache.aliases(i for ids in members for i in ids)
+    known = cache.aliases(i for a in articles for i in (a.id, *a.aliases))
     out = []
-    for article, ids in zip(articles, members, strict=True):
-        every = ids.union(*(known.get(i, ()) for i in ids))
-        if len(every) > len(ids) or article.aliases:
-            cache.link([tuple(sorted(every))], now)
-        aliases = tuple(sorted(every - {article.id}))
+    for article in articles:
+        story = {i: feed_of.get(i, i) for i in (article.id, *article.aliases)}
+        current = dict(story)
+        for one in current:
+            for other, feed in sorted(known.get(one, {}).items()):
+                if other not in story and feed not in story.values():
+                    story[other] = feed
+        if len(story) > 1:
+            cache.link([story], now)
+        aliases = tuple(sorted(set(story) - {article.id}))
         out.append(article if aliases == article.aliases
                    else article.model_copy(update={"aliases": aliases}))
     return out
@@ -173,8 +188,8 @@ def parse_feed(data: bytes, source: str, base_url: str | None = None, *,
 
 
 def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
-    """One article per story told by several feeds: the same URL (normalised) or a
-    near-identical title, published within two days of each other.
+    """One article per story told by several feeds: the same URL (normalised) published
+    within two days, or a near-identical title within twelve hours.
 
     A feed's own entries are never merged with each other, and a link one feed gives to
     several entries (a status page's home page) does not name a story. Closest matches pair
@@ -185,8 +200,8 @@ def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
     """
     copies = [(feed, article) for feed, articles in enumerate(feeds) for article in articles]
 
-    def close_in_time(a: int, b: int) -> bool:
-        return abs(copies[a][1].published - copies[b][1].published) <= _SAME_STORY_WITHIN
+    def close_in_time(a: int, b: int, within: dt.timedelta) -> bool:
+        return abs(copies[a][1].published - copies[b][1].published) <= within
 
     # (kind, −similarity, time apart, ids): URL matches (kind 0) before title matches.
     edges: list[tuple[int, float, dt.timedelta, str, str, int, int]] = []
@@ -205,7 +220,7 @@ def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
         if len(same_url) < 2 or len(set(feeds_of)) < len(feeds_of):
             continue  # one feed's link for several entries is no story's own
         for a, b in itertools.combinations(same_url, 2):
-            if close_in_time(a, b):
+            if close_in_time(a, b, _SAME_URL_WITHIN):
                 edge(0, 1.0, a, b)
     # Titles: ≥0.9 similarity needs a strong (not small, not a number) word in common, so
     # only titles sharing one are compared: a long feed, or several, cost what their
@@ -220,8 +235,9 @@ def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
                       if other > index and copies[other][0] != feed}
         for other in sorted(candidates):
             # A cheap bound first: ≥0.9 similarity needs most strong words in common.
-            if not close_in_time(index, other) or 2 * len(strong[index] & strong[other]) < max(
-                    len(strong[index]), len(strong[other])):
+            shared = len(strong[index] & strong[other])
+            if (not close_in_time(index, other, _SAME_TITLE_WITHIN)
+                    or 2 * shared < max(len(strong[index]), len(strong[other]))):
                 continue
             similarity = title_similarity(article.title, copies[other][1].title)
             if similarity >= 0.9:
@@ -351,6 +367,9 @@ class _Deadline:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
         with self._lock:
             self._done = True
         self._timer.cancel()
@@ -411,6 +430,7 @@ def _fetch_within(url: str, cached: CachedFeed | None, timeout: float,
                                     timeout=timeout) as response:
             deadline.answered = True
             body = _read_body(response)
+            deadline.stop()  # all that was sent has come; unzipping is not the network's time
             too_large = _Answer(failure=f"the feed is larger than {_MAX_BYTES // 2**20} MB")
             if len(body) > _MAX_BYTES:
                 return too_large
@@ -450,7 +470,9 @@ def _gunzip(data: bytes) -> bytes | None:
             return None
         if not unzip.eof:
             raise zlib.error("the compressed data ends early")
-        data = unzip.unused_data.lstrip(b"\x00")  # padding some servers add
+        data = unzip.unused_data
+        if not data.startswith(b"\x1f\x8b"):
+            break  # not another member: padding or a stray newline some servers add
     return bytes(out)
 
 

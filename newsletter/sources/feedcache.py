@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS feed_entries (
 CREATE TABLE IF NOT EXISTS feed_aliases (
     id TEXT NOT NULL,
     alias TEXT NOT NULL,
+    alias_feed TEXT NOT NULL,
     last_seen TEXT NOT NULL,
     PRIMARY KEY (id, alias)
 );
@@ -69,11 +70,12 @@ class FeedCache(Protocol):
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         """When the entry was first seen; `now` (recorded) if never before."""
         ...
-    def link(self, stories: Iterable[tuple[str, ...]], now: dt.datetime) -> None:
-        """Remember that the ids of each tuple are one story."""
+    def link(self, stories: Iterable[dict[str, str]], now: dt.datetime) -> None:
+        """Remember that the ids of each story (id → the feed it came from) are one."""
         ...
-    def aliases(self, ids: Iterable[str]) -> dict[str, set[str]]:
-        """The other ids each of `ids` was ever linked with (only ids that have some)."""
+    def aliases(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The other ids (→ their feed) each of `ids` was ever linked with (only ids that
+        have some)."""
         ...
 
 
@@ -83,7 +85,7 @@ class MemoryFeedCache:
     def __init__(self) -> None:
         self._entries: dict[str, CachedFeed] = {}
         self._seen: dict[str, dt.datetime] = {}
-        self._aliases: dict[str, set[str]] = {}
+        self._aliases: dict[str, dict[str, str]] = {}
 
     def get(self, url: str) -> CachedFeed | None:
         return self._entries.get(url)
@@ -96,13 +98,14 @@ class MemoryFeedCache:
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         return self._seen.setdefault(entry_id, _utc(now))
 
-    def link(self, stories: Iterable[tuple[str, ...]], now: dt.datetime) -> None:
-        for ids in stories:
-            for one in ids:
-                self._aliases.setdefault(one, set()).update(i for i in ids if i != one)
+    def link(self, stories: Iterable[dict[str, str]], now: dt.datetime) -> None:
+        for story in stories:
+            for one in story:
+                self._aliases.setdefault(one, {}).update(
+                    (other, feed) for other, feed in story.items() if other != one)
 
-    def aliases(self, ids: Iterable[str]) -> dict[str, set[str]]:
-        return {i: set(self._aliases[i]) for i in ids if self._aliases.get(i)}
+    def aliases(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
+        return {i: dict(self._aliases[i]) for i in ids if self._aliases.get(i)}
 
 
 class SqliteFeedCache:
@@ -151,34 +154,35 @@ class SqliteFeedCache:
                 "SELECT first_seen FROM feed_entries WHERE id = ?", (entry_id,)).fetchone()
         return _utc(dt.datetime.fromisoformat(first))
 
-    def link(self, stories: Iterable[tuple[str, ...]], now: dt.datetime) -> None:
+    def link(self, stories: Iterable[dict[str, str]], now: dt.datetime) -> None:
         when = _utc(now).isoformat()
-        pairs = [(one, other, when) for ids in stories for one in ids for other in ids
-                 if one != other]
+        pairs = [(one, other, feed, when) for story in stories for one in story
+                 for other, feed in story.items() if one != other]
         with self._lock:
             self._forget(_utc(now))
             self._db.execute("BEGIN")
             try:
                 self._db.executemany(
-                    "INSERT INTO feed_aliases (id, alias, last_seen) VALUES (?, ?, ?) "
-                    "ON CONFLICT(id, alias) DO UPDATE SET last_seen = excluded.last_seen",
+                    "INSERT INTO feed_aliases (id, alias, alias_feed, last_seen) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT(id, alias) DO UPDATE SET "
+                    "last_seen = excluded.last_seen",
                     pairs)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
-    def aliases(self, ids: Iterable[str]) -> dict[str, set[str]]:
+    def aliases(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
         wanted = list(dict.fromkeys(ids))
-        found: dict[str, set[str]] = {}
+        found: dict[str, dict[str, str]] = {}
         with self._lock:
             for start in range(0, len(wanted), 500):  # SQLite's limit on ? per statement
                 chunk = wanted[start:start + 500]
                 rows = self._db.execute(
-                    "SELECT id, alias FROM feed_aliases WHERE id IN ("
+                    "SELECT id, alias, alias_feed FROM feed_aliases WHERE id IN ("
                     + ", ".join("?" * len(chunk)) + ")", chunk)
-                for one, other in rows:
-                    found.setdefault(one, set()).add(other)
+                for one, other, feed in rows:
+                    found.setdefault(one, {})[other] = feed
         return found
 
     def _forget(self, now: dt.datetime) -> None:
