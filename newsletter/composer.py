@@ -15,7 +15,7 @@ NEAR_DUPLICATE = 0.7
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 # Words that say little about what a story is; they count a quarter in title comparisons
 # (so "Crossword: October 18" and "Codeword: October 18" stay two different things).
-WEAK_WORDS = {
+_WEAK = {
     "a", "an", "the", "of", "in", "on", "at", "to", "for", "from", "and", "or", "by", "with",
     "is", "are", "as", "its", "it", "after", "over", "new",
     "january", "february", "march", "april", "may", "june", "july", "august", "september",
@@ -204,14 +204,19 @@ def title_similarity(a: str, b: str) -> float:
     words_a, words_b = set(_WORD.findall(a.lower())), set(_WORD.findall(b.lower()))
 
     def weight(words: set[str]) -> float:
-        return sum(0.25 if w in WEAK_WORDS or w.isdigit() else 1.0 for w in words)
+        return sum(0.25 if w in _WEAK or w.isdigit() else 1.0 for w in words)
 
     union = weight(words_a | words_b)
     return weight(words_a & words_b) / union if union else 0.0
 
 
+def strong_words(title: str) -> set[str]:
+    """The words of a title that count fully in `title_similarity` (not small, not numbers)."""
+    return {w for w in _WORD.findall(title.lower()) if w not in _WEAK and not w.isdigit()}
+
+
 def _words(text: str) -> set[str]:
-    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in WEAK_WORDS}
+    return {w for w in _WORD.findall(text.lower()) if len(w) > 2 and w not in _WEAK}
 
 
 def _jaccard(a: set[str], b: set[str]) -> float:

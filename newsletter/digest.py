@@ -107,11 +107,15 @@ def due_date(schedule: ScheduleSection, zone: str, now: dt.datetime) -> dt.date:
     A run that starts late (within the grace time, even past midnight) still sends the
     issue of the morning it was due.
     """
-    local = now.astimezone(ZoneInfo(zone))
-    hour, minute = schedule.hour_minute
-    if (local.hour, local.minute) < (hour, minute):
-        return local.date() - dt.timedelta(days=1)
-    return local.date()
+    return run_day(now, dt.time(*schedule.hour_minute), ZoneInfo(zone))
+
+
+def run_day(moment: dt.datetime, at: dt.time, zone: dt.tzinfo) -> dt.date:
+    """The local date in `zone` of the latest daily time `at` at or before `moment`: the
+    day whose issue a run at `moment` sends (also when a jump over midnight, Greenland's
+    23:00 → 00:00, pushed the run into the next day)."""
+    local = moment.astimezone(dt.UTC).astimezone(zone)
+    return local.date() - dt.timedelta(days=1) if local.time() < at else local.date()
 
 
 def list_zone(subscriber_list: SubscriberList, settings: Settings) -> str:

@@ -29,6 +29,7 @@ from newsletter.digest import (
     issue_date,
     load_inputs,
     reader_zone,
+    run_day,
     run_send,
     send_lock,
 )
@@ -54,14 +55,6 @@ STOP = threading.Event()
 def clock() -> dt.datetime:
     """Now, in UTC. The one place the scheduled job reads the time (tests replace it)."""
     return dt.datetime.now(dt.UTC)
-
-
-def run_day(fire: dt.datetime, at: dt.time, zone: dt.tzinfo) -> dt.date:
-    """The day whose run `fire`, of a daily time `at` in `zone`, is: its local date, or the
-    day before when a jump over midnight (Greenland's 23:00 → 00:00) pushed the run into
-    the next day. The same rule as `digest.due_date`, which picks the issue the run sends."""
-    local = fire.astimezone(dt.UTC).astimezone(zone)
-    return local.date() - dt.timedelta(days=1) if local.time() < at else local.date()
 
 
 def wall_time(trigger: object) -> dt.time | None:

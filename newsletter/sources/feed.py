@@ -33,7 +33,7 @@ from xml.sax import SAXParseException
 import feedparser
 import nh3
 
-from newsletter.composer import WEAK_WORDS, title_similarity
+from newsletter.composer import strong_words, title_similarity
 from newsletter.errors import ContentError, Problem
 from newsletter.models import Article
 from newsletter.sources.feedcache import CachedFeed, FeedCache
@@ -56,7 +56,6 @@ _GOES_ON = "the digest goes on without this feed"
 # "Morning briefing").
 _SAME_URL_WITHIN = dt.timedelta(days=2)
 _SAME_TITLE_WITHIN = dt.timedelta(hours=12)
-_WORD = re.compile(r"[^\W_]+")  # as the composer's title_similarity
 # When an entry without a date was first seen (recording it if it is new).
 FirstSeen = Callable[[str], dt.datetime]
 
@@ -225,7 +224,7 @@ def merge_duplicates(feeds: Sequence[Sequence[Article]]) -> list[Article]:
     # Titles: ≥0.9 similarity needs a strong (not small, not a number) word in common, so
     # only titles sharing one are compared: a long feed, or several, cost what their
     # overlap does, not the square of their length.
-    strong = [_strong_words(article.title) for _, article in copies]
+    strong = [strong_words(article.title) for _, article in copies]
     by_word: dict[str, list[int]] = {}
     for index, words in enumerate(strong):
         for word in words or {""}:  # titles of small words only: compared with each other
@@ -353,7 +352,6 @@ class _Deadline:
     them; `expired` says whether it did (the answer is then cut short)."""
 
     def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
         self.expired = False
         self.answered = False  # the status line and headers came
         self._done = False
@@ -429,7 +427,7 @@ def _fetch_within(url: str, cached: CachedFeed | None, timeout: float,
         with deadline.opener().open(urllib.request.Request(url, headers=headers),
                                     timeout=timeout) as response:
             deadline.answered = True
-            body = _read_body(response)
+            body = response.read(_MAX_BYTES + 1)  # one more than allowed: too big
             deadline.stop()  # all that was sent has come; unzipping is not the network's time
             too_large = _Answer(failure=f"the feed is larger than {_MAX_BYTES // 2**20} MB")
             if len(body) > _MAX_BYTES:
@@ -474,11 +472,6 @@ def _gunzip(data: bytes) -> bytes | None:
         if not data.startswith(b"\x1f\x8b"):
             break  # not another member: padding or a stray newline some servers add
     return bytes(out)
-
-
-def _read_body(response: http.client.HTTPResponse) -> bytes:
-    """Up to _MAX_BYTES + 1 bytes of the body: one more than allowed tells it is too big."""
-    return response.read(_MAX_BYTES + 1)
 
 
 def _network_failure(reason: object, timeout: float) -> str:
@@ -720,10 +713,6 @@ def _absolute(link: str | None, base: str | None, *, mailto: bool = False) -> st
 
 def _rank(article: Article) -> tuple:
     return (-len(article.body), article.published, article.id, article.url or "", article.title)
-
-
-def _strong_words(title: str) -> set[str]:
-    return {w for w in _WORD.findall(title.lower()) if w not in WEAK_WORDS and not w.isdigit()}
 
 
 def _normal_url(url: str) -> str:
