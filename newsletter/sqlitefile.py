@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import sqlite3
 import tempfile
 from pathlib import Path
@@ -27,6 +28,8 @@ PROGRAM_TABLES = frozenset({
     "feed_cache", "feed_entries", "feed_aliases",
 })
 _MAGIC = b"SQLite format 3\x00"
+_START_OVER = ("nothing was changed; to start a new ledger on purpose, move this file away "
+               "(e.g. mv {path} {path}.old) and run again")
 
 
 def open_database(path: Path, schema: str, what: str) -> sqlite3.Connection:
@@ -97,10 +100,8 @@ def _create(path: Path, what: str) -> None:
 def _check_file(path: Path, what: str) -> None:
     """Refuse, before SQLite touches it, what cannot be the program's database."""
     def refuse(why: str) -> ConfigError:
-        return ConfigError(
-            f"{why}, not a {what} — nothing was changed; to start a new one on purpose, "
-            f"move this file away (e.g. mv {path} {path}.old) and run again", file=path,
-            field="ledger")
+        return ConfigError(f"{why}, not a newsletter ledger", file=path, field="ledger",
+                           fix=_START_OVER.format(path=path))
 
     if not path.is_file():
         raise refuse("is not a regular file")
@@ -126,9 +127,9 @@ def _check_marker(db: sqlite3.Connection, path: Path, what: str) -> None:
         holds = f"application id {app_id:#x}" if app_id else (
             "tables " + ", ".join(sorted(tables)[:5]))
         raise ConfigError(
-            f"is another program's SQLite database ({holds}), not a {what} — nothing was "
-            f"changed; point `ledger` at another file, or move this one away (e.g. "
-            f"mv {path} {path}.old) to start a new one on purpose", file=path, field="ledger")
+            f"is another program's SQLite database ({holds}), not a newsletter ledger",
+            file=path, field="ledger", fix="point `ledger` at another file, or "
+            + _START_OVER.format(path=path))
     # A ledger or feed cache from before the marker (or a database with nothing in it).
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -137,17 +138,29 @@ def _check_marker(db: sqlite3.Connection, path: Path, what: str) -> None:
 def failure(path: Path, err: Exception) -> tuple[str, str]:
     """What went wrong writing or opening the file, and the fix: (what, fix)."""
     reason = str(err)
+    code = getattr(err, "sqlite_errorname", "") or ""  # SQLITE_FULL, SQLITE_IOERR_SHMSIZE…
     errno = getattr(err, "errno", None)
-    if "full" in reason or errno == 28:  # ENOSPC
+    if code == "SQLITE_FULL" or errno in (28, 27):  # ENOSPC, EFBIG
         return "the disk is full", "free some space and run the same command again"
-    if "readonly" in reason or "read-only" in reason or errno in (13, 30) \
-            or not _writable(path):  # EACCES, EROFS
-        return ("the file or its folder is read-only",
+    if code.startswith("SQLITE_READONLY") or errno in (1, 13, 30) or not _writable(path):
+        return ("the file or its folder is read-only",  # EPERM, EACCES, EROFS
                 "make both writable (SQLite keeps -wal and -shm files beside it), then run "
                 "the same command again")
-    return (getattr(err, "strerror", None) or reason or type(err).__name__,
-            "check that the path is a file this program made (or none), in a writable "
-            "folder")
+    if code.startswith("SQLITE_IOERR"):
+        # SQLite does not say why a write failed; mostly it is a disk (nearly) full.
+        if _free_space(path) < 1 << 20:
+            return "the disk is full", "free some space and run the same command again"
+        return (f"a write failed ({reason})", "check the disk (free space, `ulimit -f`, "
+                "errors in the system log), then run the same command again")
+    return (reason or type(err).__name__, "check that the path is a file this program made "
+            "(or none), in a writable folder")
+
+
+def _free_space(path: Path) -> int:
+    try:
+        return shutil.disk_usage(path.parent).free
+    except OSError:
+        return 0
 
 
 def _cannot_open(path: Path, what: str, err: Exception) -> ConfigError:

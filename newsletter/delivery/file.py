@@ -78,4 +78,5 @@ def _make_folder(folder: Path) -> None:
 def _write_error(path: Path, err: OSError) -> DeliveryError:
     return DeliveryError(f"cannot write {path.name}: {err.strerror or err}", file=path.parent,
                          field="delivery.outbox",
-                         fix="check that the outbox folder is writable and the disk has space")
+                         fix="check that the outbox folder is writable and the disk has space, "
+                             "then run the same command again (nothing half-written is left)")
