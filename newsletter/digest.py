@@ -24,7 +24,7 @@ from newsletter.errors import ContentError, DeliveryError, Problem
 from newsletter.fastmime import MessageTemplate
 from newsletter.ledger import UNSENT, Ledger, LedgerError
 from newsletter.lock import ProcessLock
-from newsletter.message import message_id
+from newsletter.message import OutgoingMessage, message_id
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList, topic_key
 from newsletter.render import RenderedIssue, Renderer
 from newsletter.settings import ScheduleSection, Settings
@@ -375,7 +375,8 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
     test = to is not None
     report = DeliveryReport(issue=issue, test=test)
     record = None if dry_run or test else ledger
-    if test:
+    todo: list[Subscriber]
+    if to is not None:
         todo = [to]
     else:
         todo = _plan(edition, lst, ledger, record, newsletter.sender_domain, resend, report,
@@ -391,7 +392,7 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
                  for ids, variant in rendered.variants.items()}
     general = templates[issue.article_ids]
 
-    def build(subscriber: Subscriber) -> bytes:
+    def build(subscriber: Subscriber) -> OutgoingMessage:
         if not subscriber.topics or test:
             return general.build(subscriber)
         return templates[edition.issue_for(subscriber).article_ids].build(subscriber)

@@ -4,6 +4,10 @@ One row per (issue, subscriber), written the moment the server answers, plus the
 each issue carried and the suppression list. `Ledger` is the interface the rest of the
 program uses; `SqliteLedger` is the implementation (WAL mode, one file, safe to share
 between a scheduler and a manual `send`, since a lock keeps them from sending at once).
+
+Every write is one transaction: on record when the method returns, or (disk full,
+read-only file) not at all and a `LedgerError` naming the file. The file is created only
+where there is none; an empty or foreign file is refused, never replaced (sqlitefile.py).
 """
 
 from __future__ import annotations

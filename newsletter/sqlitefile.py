@@ -86,8 +86,13 @@ def _create(path: Path, what: str) -> None:
             os.fsync(fd)  # the content is on disk before the name is
         finally:
             os.close(fd)
-        with contextlib.suppress(FileExistsError):  # another process made it meanwhile:
-            os.link(tmp, path)  # never replace it
+        try:
+            os.link(tmp, path)  # never replaces a file another process made meanwhile
+        except FileExistsError:
+            pass
+        except OSError:  # a file system without hard links: a rename, if still no file
+            if not os.path.lexists(path):
+                os.replace(tmp, path)
     except sqlite3.Error as err:
         raise _cannot_open(path, what, err) from err
     except OSError as err:

@@ -14,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ISSUE_DATE, Project, clean_env
+from tests.smtp_server import Sink, free_port, start_server
 
 ACTIVE = ["ada@example.com.eml", "linus@example.com.eml", "zoe@example.org.eml"]
 DAY_BEFORE = "2026-11-23"
@@ -60,9 +62,10 @@ def _fill(outbox: Path, leave: int) -> Path:
 
 
 def _send(project: Project, date: str = ISSUE_DATE, **kwargs) -> subprocess.CompletedProcess:
+    kwargs.setdefault("env", clean_env())
     return subprocess.run([sys.executable, "-m", "newsletter", "send", "--date", date],
-                          cwd=project.root, env=clean_env(), capture_output=True, text=True,
-                          timeout=60, **kwargs)
+                          cwd=project.root, capture_output=True, text=True, timeout=60,
+                          **kwargs)
 
 
 def _assert_clean_failure(project: Project, result: subprocess.CompletedProcess,
@@ -168,3 +171,37 @@ def test_writes_refused_by_a_file_size_limit_stop_cleanly(project: Project,
     again = _send(project)
     assert again.returncode == 0, again.stderr
     _assert_everyone_has_it_once(project)
+
+
+def test_a_disk_that_fills_up_mid_run_over_smtp_duplicates_at_most_one_message(
+        project: Project, small_outbox: Path) -> None:
+    """Over SMTP every reply is committed before the next message: when the ledger cannot
+    record one, the run stops there, and only that reader can get the issue twice."""
+    readers = [f"reader{i:02d}@example.com" for i in range(10)]
+    project.subscribers.write_text("lists:\n  morning-brief:\n    title: The Morning Brief\n"
+                                   "    subscribers:\n" + "".join(f"      - {r}\n"
+                                                                  for r in readers))
+    fillers: list[Path] = []
+
+    def fill_after_the_third(sink: Sink) -> None:
+        if len(sink.received) == 3:
+            fillers.append(_fill(small_outbox, 0))
+
+    sink = Sink(on_message=fill_after_the_third)
+    port = free_port()
+    controller = start_server(sink, port=port)
+    env = {"NEWSLETTER_DELIVERY__BACKEND": "smtp", "NEWSLETTER_SMTP__PORT": str(port),
+           "NEWSLETTER_SMTP__SECURITY": "none"}
+    try:
+        full = _send(project, env={**clean_env(), **env})
+        _assert_clean_failure(project, full, ("outbox/newsletter.sqlite3",))
+        assert "full" in full.stderr
+        stopped_at = len(sink.received)
+        fillers[0].unlink()
+        again = _send(project, env={**clean_env(), **env})
+    finally:
+        controller.stop()
+    assert again.returncode == 0, again.stderr
+    got = Counter(r.recipients[0] for r in sink.received)
+    assert set(got) == set(readers)
+    assert 3 <= stopped_at < 10 and sum(got.values()) - len(readers) <= 1
