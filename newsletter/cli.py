@@ -228,6 +228,8 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
     else:
         day = app.date(date)
     backend_name = "console" if dry_run else (backend or app.settings.delivery.backend)
+    # The console only prints: like a dry run, it records nothing (run_send sees to that).
+    dry_run = dry_run or not BACKENDS[backend_name].delivers
     recorded = not dry_run and test_reader is None
     ledger = app.ledger(create=recorded)
     stop = threading.Event()
@@ -236,7 +238,7 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
         if recorded:
             lock.acquire(wait=wait, stop=stop)
         try:
-            reports = run_send(inputs, day, _now(), ledger if test_reader is None else None,
+            reports = run_send(inputs, day, _now(), ledger,
                                list_id=list_id, zone=zone, backend_name=backend_name,
                                to=test_reader,
                                resend=resend, dry_run=dry_run, force=force,

@@ -22,9 +22,9 @@ from newsletter.dispatch import DispatchOptions, dispatch
 from newsletter.dkim import DkimSigner, load_signer
 from newsletter.errors import ContentError, DeliveryError, Problem
 from newsletter.fastmime import MessageTemplate
-from newsletter.ledger import UNSENT, Ledger
+from newsletter.ledger import UNSENT, Ledger, LedgerError
 from newsletter.lock import ProcessLock
-from newsletter.message import message_id
+from newsletter.message import OutgoingMessage, message_id
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList, topic_key
 from newsletter.render import RenderedIssue, Renderer
 from newsletter.settings import ScheduleSection, Settings
@@ -286,8 +286,9 @@ def run_send(
 
     With `zone`, only to readers whose morning is in that time zone (the scheduler's run
     for that zone); the others stay pending for their own run. With `to`, send one test
-    copy of the general issue instead (never recorded). A dry run reads the ledger but
-    records nothing. Everything is composed and rendered before the first message
+    copy of the general issue instead (never recorded; the issue as recorded, if it was
+    sent). A dry run, and a backend that does not deliver, read the ledger but record
+    nothing. Everything is composed and rendered before the first message
     goes out, so a content or template mistake in any list stops the run before anyone
     gets mail; so does an error `check` finds, unless `force`. The caller holds `send_lock`
     around a recorded run.
@@ -314,7 +315,9 @@ def run_send(
             if not force and any(f.level == "error" for f in findings):
                 raise as_error(rendered.issue.id, findings)
     name = backend_name or settings.delivery.backend
-    create_backend(name, settings, stream)  # a backend that can't be built fails before any work
+    # A backend that can't be built fails before any work. One that does not deliver (the
+    # console) records nothing and publishes nothing, like a dry run: printing is not sending.
+    dry_run = dry_run or not create_backend(name, settings, stream).delivers
     if ledger is not None and not dry_run and to is None:
         for lst, edition in zip(lists, editions, strict=True):
             # The public copies, linked from every message as "view in browser"; each
@@ -372,7 +375,8 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
     test = to is not None
     report = DeliveryReport(issue=issue, test=test)
     record = None if dry_run or test else ledger
-    if test:
+    todo: list[Subscriber]
+    if to is not None:
         todo = [to]
     else:
         todo = _plan(edition, lst, ledger, record, newsletter.sender_domain, resend, report,
@@ -388,7 +392,7 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
                  for ids, variant in rendered.variants.items()}
     general = templates[issue.article_ids]
 
-    def build(subscriber: Subscriber) -> bytes:
+    def build(subscriber: Subscriber) -> OutgoingMessage:
         if not subscriber.topics or test:
             return general.build(subscriber)
         return templates[edition.issue_for(subscriber).article_ids].build(subscriber)
@@ -400,7 +404,7 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
     report.not_attempted = outcome.not_attempted
     report.error, report.paused, report.stopped = (outcome.error, outcome.paused,
                                                    outcome.stopped)
-    if record is not None:
+    if record is not None and not isinstance(report.error, LedgerError):
         _settle(record, issue.id, lst.id, report)
     return report
 

@@ -6,6 +6,11 @@ at any moment therefore leaves at most one unconfirmed message per connection, w
 next run sends again; everyone else is either recorded as sent or still pending. Backends
 whose deliveries are idempotent (a file written again is the same file) record in batches:
 after a crash they redo the unrecorded part, which duplicates nothing.
+
+A ledger that cannot be written (disk full, read-only) stops the run like a crash does, with
+the same guarantee: the reply that could not be recorded leaves that reader pending (the one
+possible duplicate on that connection), and nothing else goes out. A message the server
+refuses as a message (`MessageRefused`) stops the run too, and leaves everyone pending.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             on_result: Callable[[DeliveryResult], None] | None) -> None:
     backend: DeliveryBackend | None = None
     batch: list[tuple[str, DeliveryStatus, str]] = []
+    batched: list[Subscriber] = []  # whose results are in `batch`
     try:
         while not run.halt.is_set():
             if run.stop.is_set():
@@ -153,15 +159,22 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             except DeliveryError as err:
                 _fail(run, err, subscriber)
                 break
-            if ledger is not None:
-                if backend.idempotent:
-                    batch.append((subscriber.email, result.status, result.reply))
-                    if len(batch) >= LEDGER_BATCH:
-                        ledger.record_many(issue_id, batch)
-                        batch.clear()
-                else:  # the reply is on record before the next message goes out
-                    ledger.record(issue_id, subscriber.email, result.status, result.reply)
             _tally(run, subscriber, result)
+            if ledger is not None:
+                try:
+                    if backend.idempotent:
+                        batch.append((subscriber.email, result.status, result.reply))
+                        batched.append(subscriber)
+                        if len(batch) >= LEDGER_BATCH:
+                            ledger.record_many(issue_id, batch)
+                            batch.clear()
+                            batched.clear()
+                    else:  # the reply is on record before the next message goes out
+                        ledger.record(issue_id, subscriber.email, result.status, result.reply)
+                except DeliveryError as err:  # the ledger cannot be written: stop sending
+                    _unrecorded(run, err, batched if backend.idempotent else [subscriber])
+                    batch.clear()
+                    break
             if on_result is not None:
                 on_result(result)
     except Exception as err:  # a bug, not a delivery fault: stop everyone and surface it
@@ -170,7 +183,10 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             run.halt.set()
     finally:
         if batch and ledger is not None:
-            ledger.record_many(issue_id, batch)
+            try:
+                ledger.record_many(issue_id, batch)
+            except DeliveryError as err:
+                _unrecorded(run, err, batched)
         if backend is not None:
             backend.close()
 
@@ -179,6 +195,21 @@ def _fail(run: _Run, err: DeliveryError, subscriber: Subscriber) -> None:
     with run.lock:
         run.outcome.error = run.outcome.error or err
         run.unconfirmed.append(subscriber)  # still pending in the ledger
+        run.halt.set()
+
+
+def _unrecorded(run: _Run, err: DeliveryError, subscribers: list[Subscriber]) -> None:
+    """Results that could not be recorded: those readers are still pending in the ledger,
+    so the report counts them as not sent yet, and the run stops."""
+    with run.lock:
+        run.outcome.error = run.outcome.error or err
+        for subscriber in subscribers:
+            if run.outcome.failed.pop(subscriber.email, None) is None:
+                run.outcome.sent -= 1
+            run.attempts.pop(subscriber.email, None)
+            if subscriber in run.retry:
+                run.retry.remove(subscriber)
+            run.unconfirmed.append(subscriber)
         run.halt.set()
 
 

@@ -4,6 +4,10 @@ One row per (issue, subscriber), written the moment the server answers, plus the
 each issue carried and the suppression list. `Ledger` is the interface the rest of the
 program uses; `SqliteLedger` is the implementation (WAL mode, one file, safe to share
 between a scheduler and a manual `send`, since a lock keeps them from sending at once).
+
+Every write is one transaction: on record when the method returns, or (disk full,
+read-only file) not at all and a `LedgerError` naming the file. The file is created only
+where there is none; an empty or foreign file is refused, never replaced (sqlitefile.py).
 """
 
 from __future__ import annotations
@@ -13,16 +17,25 @@ import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from newsletter.errors import ConfigError
+from newsletter.errors import DeliveryError
+from newsletter.sqlitefile import failure, open_database
 
 DeliveryStatus = Literal["pending", "sent", "failed-temporary", "failed-permanent", "skipped"]
 UNSENT: tuple[DeliveryStatus, ...] = ("pending", "failed-temporary")
 ALL_LISTS = "*"
+
+__all__ = ["ALL_LISTS", "UNSENT", "Delivery", "DeliveryStatus", "IssueRecord", "Ledger",
+           "LedgerError", "SqliteLedger", "open_database"]
+
+
+class LedgerError(DeliveryError):
+    """The ledger cannot be written (disk full, read-only): nothing more may be sent, since
+    a reply that cannot be recorded would be sent again by the next run."""
 
 
 @dataclass(frozen=True)
@@ -125,27 +138,6 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def open_database(path: Path, schema: str, what: str) -> sqlite3.Connection:
-    """Open (or create) the program's SQLite file with `schema`: WAL mode, one connection
-    shared by threads behind the caller's lock. `what` names it in the error."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        # A committed record must survive the process being killed: in WAL mode NORMAL
-        # gives that (the commit is in the WAL file before COMMIT returns) at 25 µs a
-        # commit instead of FULL's 125 µs fsync. What it gives up: after an operating
-        # system crash or power loss the last commits may be lost, and those messages
-        # would be sent again.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(schema)
-    except (sqlite3.Error, OSError) as err:
-        raise ConfigError(f"cannot open the {what}: {err}", file=path, field="ledger",
-                          fix="check the path is a writable folder, not a file of "
-                              "another kind") from err
-    return db
-
-
 class SqliteLedger:
     """The ledger in one SQLite file. Thread-safe: one connection behind a lock."""
 
@@ -156,18 +148,35 @@ class SqliteLedger:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One transaction: all of it is on record when this returns, or none of it."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    if self._db.in_transaction:  # SQLite may have rolled back already
+                        self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                with suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                raise self._error(err) from err
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
-            return self._db.execute(sql, params).fetchall()
+            try:
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.Error as err:
+                raise self._error(err) from err
+
+    def _error(self, err: sqlite3.Error) -> LedgerError:
+        why, fix = failure(self.path, err)
+        return LedgerError(f"cannot write the delivery ledger: {why}", file=self.path,
+                           field="ledger", fix=fix + "; whoever was not recorded as sent "
+                           "is still pending")
 
     # issues ---------------------------------------------------------------------------
 

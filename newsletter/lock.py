@@ -8,6 +8,7 @@ process can say who is sending.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
@@ -32,8 +33,11 @@ class ProcessLock:
 
     def acquire(self, wait: float = 0, stop: threading.Event | None = None) -> None:
         """Take the lock, waiting up to `wait` seconds; raise `LockHeld` naming the holder."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise self._error(err) from err
         stop = stop or threading.Event()
         deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait)
         while True:
@@ -47,14 +51,26 @@ class ProcessLock:
                         f"{self.purpose} is locked by {self.holder()}", file=self.path,
                         fix="wait for that run to finish (a killed process frees the lock "
                             "at once)") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({
-            "pid": os.getpid(), "host": socket.gethostname(),
-            "command": " ".join(["newsletter", *sys.argv[1:]]),
-            "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        }).encode())
-        os.fsync(fd)
         self._fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps({
+                "pid": os.getpid(), "host": socket.gethostname(),
+                "command": " ".join(["newsletter", *sys.argv[1:]]),
+                "since": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            }).encode())
+            os.fsync(fd)
+        except OSError as err:  # a full disk: the lock is held, only the holder's name is not
+            if err.errno != errno.ENOSPC:
+                self.release()
+                raise self._error(err) from err
+            os.ftruncate(fd, 0)
+
+    def _error(self, err: OSError) -> NewsletterError:
+        return NewsletterError(
+            f"cannot use the lock file: {err.strerror or err}", file=self.path,
+            fix="make its folder (the ledger's) writable, or free some space, then run the "
+                "same command again")
 
     def holder(self) -> str:
         """Who holds the lock, as recorded in the file by its holder."""

@@ -7,7 +7,14 @@ from types import TracebackType
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from newsletter.delivery import DeliveryResult
 from newsletter.models import Issue
@@ -23,7 +30,7 @@ class SendProgress:
         self.stream = stream
         self.tty = stream.isatty()
         self._bar: Progress | None = None
-        self._task = None
+        self._task: TaskID | None = None
         self._issue = ""
         self._total = self._done = self._sent = self._failed = 0
         self._started = time.monotonic()

@@ -38,7 +38,10 @@ class Sink:
     - `defer`: recipient → how many times to answer 451 (temporary) before accepting;
     - `drop_at`: message numbers (1-based, counting DATA commands) at which the server
       closes the connection instead of answering;
-    - `on_message`: called after each accepted message (the crash test kills there).
+    - `on_message`: called after each accepted message (the crash test kills there);
+    - `refuse_data`: recipient (or "*" for all) → the reply to give after DATA instead of
+      250, e.g. "554 5.7.1 rejected by policy";
+    - `refuse_sender`: the reply to MAIL FROM instead of 250.
     """
 
     received: list[Received] = field(default_factory=list)
@@ -49,6 +52,16 @@ class Sink:
     sessions: list[int] = field(default_factory=list)  # id of the session of each message
     data_commands: int = 0
     on_message: Any = None
+    refuse_data: dict[str, str] = field(default_factory=dict)
+    refuse_sender: str | None = None
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          mail_options: list[str]) -> str:
+        if self.refuse_sender is not None:
+            return self.refuse_sender
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
 
     async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
                           rcpt_options: list[str]) -> str:
@@ -65,6 +78,10 @@ class Sink:
         if self.data_commands in self.drop_at:
             server.transport.close()
             return "421 closing"  # never reaches the client: the connection is gone
+        refusal = next((self.refuse_data[r] for r in (*envelope.rcpt_tos, "*")
+                        if r in self.refuse_data), None)
+        if refusal is not None:
+            return refusal
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                       envelope.original_content))
         self.sessions.append(id(session))

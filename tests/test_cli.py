@@ -11,7 +11,7 @@ from tests.conftest import ISSUE_DATE, Project
 def test_send_writes_one_eml_per_active_subscriber(project: Project) -> None:
     result = project.run("send", "--date", ISSUE_DATE)
     assert result.returncode == 0, result.stderr
-    folder = project.outbox / "morning-brief" / ISSUE_DATE
+    folder = project.outbox / "mail" / "morning-brief" / ISSUE_DATE
     assert sorted(p.name for p in folder.iterdir()) == [
         "ada@example.com.eml", "linus@example.com.eml", "zoe@example.org.eml"]
     assert result.stdout.strip() == (
@@ -48,7 +48,7 @@ def test_several_lists_and_list_filter(project: Project) -> None:
         "  weekly:\n    title: Weekly\n    subscribers:\n      - bob@example.net\n"))
     result = project.run("send", "--date", ISSUE_DATE)
     assert result.returncode == 0, result.stderr
-    assert (project.outbox / "weekly" / ISSUE_DATE / "bob@example.net.eml").exists()
+    assert (project.outbox / "mail" / "weekly" / ISSUE_DATE / "bob@example.net.eml").exists()
     compose = project.run("compose", "--date", ISSUE_DATE, "--json")
     assert [issue["list"] for issue in json.loads(compose.stdout)] == ["morning-brief", "weekly"]
     only = project.run("compose", "--date", ISSUE_DATE, "--json", "--list", "weekly")

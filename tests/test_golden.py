@@ -41,5 +41,5 @@ def test_text_preview_matches_golden(project: Project) -> None:
 def test_eml_matches_golden(project: Project) -> None:
     result = project.run("send", "--date", ISSUE_DATE)
     assert result.returncode == 0, result.stderr
-    eml = project.outbox / "morning-brief" / ISSUE_DATE / "zoe@example.org.eml"
+    eml = project.outbox / "mail" / "morning-brief" / ISSUE_DATE / "zoe@example.org.eml"
     _check("zoe@example.org.eml", _normalise(eml.read_bytes().decode("ascii")))

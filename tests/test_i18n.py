@@ -217,7 +217,7 @@ def test_a_list_with_a_german_locale_is_sent_in_german(project: Project) -> None
         "    title: The Morning Brief\n", "    title: The Morning Brief\n    locale: de_DE\n"))
     result = project.run("send", "--date", ISSUE_DATE)
     assert result.returncode == 0, result.stderr
-    eml = project.outbox / "morning-brief" / ISSUE_DATE / "zoe@example.org.eml"
+    eml = project.outbox / "mail" / "morning-brief" / ISSUE_DATE / "zoe@example.org.eml"
     msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
     text = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
     html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]

@@ -18,7 +18,7 @@ def test_tag_url_keeps_what_is_there() -> None:
 
 
 def _html(project: Project) -> str:
-    eml = project.outbox / "morning-brief" / ISSUE_DATE / "ada@example.com.eml"
+    eml = project.outbox / "mail" / "morning-brief" / ISSUE_DATE / "ada@example.com.eml"
     return message_from_bytes(eml.read_bytes(), policy=policy.default).get_body(
         ("html",)).get_content()
 

@@ -72,7 +72,7 @@ def world(project: Project) -> Project:
 def _sent(project: Project) -> dict[str, list[tuple[str, dt.datetime, str]]]:
     """For each reader: (issue date folder, Date header, subject) of every message."""
     out: dict[str, list[tuple[str, dt.datetime, str]]] = {}
-    for path in sorted(project.outbox.glob("world/*/*.eml")):
+    for path in sorted(project.outbox.glob("mail/world/*/*.eml")):
         msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
         out.setdefault(path.stem, []).append(
             (path.parent.name, email.utils.parsedate_to_datetime(msg["Date"]),
@@ -295,7 +295,7 @@ def test_send_with_an_unknown_time_zone_is_one_clear_error(world: Project) -> No
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == ("error: --timezone: 'Europe/Londn': unknown time zone; use "
                                      "an IANA name such as Europe/London or America/New_York")
-    assert not list(world.outbox.glob("world/*/*.eml"))
+    assert not list(world.outbox.glob("mail/world/*/*.eml"))
 
 
 def test_send_to_a_zone_no_reader_uses_says_so(world: Project) -> None:
@@ -304,7 +304,7 @@ def test_send_to_a_zone_no_reader_uses_says_so(world: Project) -> None:
     assert result.stderr.strip() == (
         "nothing to send: no active reader's time zone is US/Pacific (in use: "
         "America/Los_Angeles, Asia/Kolkata, Europe/London, Pacific/Auckland)")
-    assert not list(world.outbox.glob("world/*/*.eml"))
+    assert not list(world.outbox.glob("mail/world/*/*.eml"))
 
 
 def test_resend_to_one_zone_leaves_the_other_zones_alone(world: Project) -> None:
@@ -358,7 +358,7 @@ def test_later_zones_get_the_issue_even_when_a_feed_has_dropped_its_article(
     assert last.returncode == 0, last.stderr
     assert "warning: feed.xml: articles.feeds: feed file not found" in last.stderr
     assert email.message_from_bytes(
-        (world.outbox / "world/2026-11-01/pst@example.com.eml").read_bytes())["Subject"] == \
+        (world.outbox / "mail/world/2026-11-01/pst@example.com.eml").read_bytes())["Subject"] == \
         "The World Brief: Lanterns line the quay"
     # A new issue cannot be made from no feed at all: that is still an error.
     fresh = world.run("send", "--date", "2026-11-02", "--timezone", "Pacific/Auckland")

@@ -66,7 +66,7 @@ def link_in_sent_mail(project: Project, email: str) -> str:
     result = project.run("send", "--date", ISSUE_DATE,
                          env={"NEWSLETTER_UNSUBSCRIBE__SECRET": SECRET})
     assert result.returncode == 0, result.stderr
-    eml = project.outbox / "morning-brief" / ISSUE_DATE / f"{email}.eml"
+    eml = project.outbox / "mail" / "morning-brief" / ISSUE_DATE / f"{email}.eml"
     msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
     https = str(msg["List-Unsubscribe"]).split(",")[0].strip().strip("<>")
     assert f"token={token(SECRET, 'morning-brief', email)}" in https
@@ -90,7 +90,7 @@ def test_one_click_post_unsubscribes_and_the_next_send_skips(project: Project,
     result = project.run("send", "--date", "2026-11-25",
                          env={"NEWSLETTER_UNSUBSCRIBE__SECRET": SECRET})
     assert result.returncode == 0 and "1 suppressed" in result.stdout
-    assert not (project.outbox / "morning-brief" / "2026-11-25" / "linus@example.com.eml").exists()
+    assert not (project.outbox / "mail/morning-brief/2026-11-25/linus@example.com.eml").exists()
 
 
 def test_get_shows_a_button_and_changes_nothing(project: Project, served: str) -> None:
@@ -138,7 +138,7 @@ def test_sent_issues_are_archived_linked_and_served(project: Project, served: st
     assert "Harbour bridge reopens after repairs" in text and "<style>" in text
     for private in ("zoe@example.org", "ada@example.com", "token=", "Good morning", "NLSLOT"):
         assert private not in text
-    eml = (project.outbox / "morning-brief" / ISSUE_DATE / "zoe@example.org.eml").read_bytes()
+    eml = (project.outbox / "mail/morning-brief" / ISSUE_DATE / "zoe@example.org.eml").read_bytes()
     body = message_from_bytes(eml, policy=policy.default).get_body(("html",)).get_content()
     web_url = f"https://news.example.com/archive/morning-brief/{ISSUE_DATE}.html"
     assert f'<a href="{web_url}"' in body and "View in browser" in body

@@ -5,15 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import re
 import ssl
+import subprocess
 from pathlib import Path
 
 import pytest
 import trustme
 
+from newsletter.delivery.base import MessageRefused
+from newsletter.delivery.smtp import SmtpBackend
 from newsletter.digest import load_inputs, run_send
 from newsletter.errors import DeliveryError
 from newsletter.ledger import SqliteLedger
-from newsletter.settings import load_settings
+from newsletter.message import OutgoingMessage
+from newsletter.settings import Settings, load_settings
 from tests.conftest import ISSUE_DATE, Project
 from tests.smtp_server import Sink, free_port, start_server
 
@@ -251,3 +255,118 @@ def test_test_send_goes_only_to_the_given_address(project: Project, sink: Sink,
     assert msg["Subject"].startswith("[TEST] ")
     assert ".test." in msg["Message-ID"]
     assert "test send" in result.stdout
+
+
+# A refusal of the message is not the reader's fault --------------------------------------
+
+SMTP_ENV = {"NEWSLETTER_SMTP__SECURITY": "none"}
+ISSUE = f"morning-brief/{ISSUE_DATE}"
+
+
+def _cli_send(project: Project, port: int) -> subprocess.CompletedProcess:
+    return project.run("send", "--date", ISSUE_DATE, "--backend", "smtp",
+                       env={**SMTP_ENV, "NEWSLETTER_SMTP__PORT": str(port)})
+
+
+def _ledger_state(project: Project) -> tuple[dict[str, str], dict[str, str]]:
+    ledger = SqliteLedger(project.outbox / "newsletter.sqlite3")
+    try:
+        return ledger.statuses(ISSUE), ledger.suppressed("morning-brief")
+    finally:
+        ledger.close()
+
+
+@pytest.mark.parametrize("reply", [
+    "554 5.7.1 Message rejected by policy",
+    "552 5.3.4 Message size exceeds fixed limit",
+    "552 5.2.3 Message size exceeds fixed maximum message size",  # X.2.3: the message's size
+    "500 Line too long (see RFC5321 4.5.3.1.6)",  # aiosmtpd's own answer; no enhanced code
+    "550 Message content rejected",
+])
+def test_a_message_refused_after_data_stops_the_run_and_suppresses_nobody(
+        project: Project, sink: Sink, port: int, reply: str) -> None:
+    sink.refuse_data["*"] = reply
+    controller = start_server(sink, port=port)
+    try:
+        refused = _cli_send(project, port)
+        statuses, suppressed = _ledger_state(project)
+        sink.refuse_data.clear()  # the content is fixed: the same command sends to all
+        again = _cli_send(project, port)
+    finally:
+        controller.stop()
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    [line] = [ln for ln in refused.stderr.splitlines() if ln.startswith("error:")]
+    assert reply in line and "refused the message" in line
+    assert sink.data_commands == 1 + 3  # the first refusal stopped the run
+    assert suppressed == {}
+    assert statuses == {a: "pending" for a in ACTIVE} | {"grace@example.com": "skipped"}
+    assert again.returncode == 0, again.stderr
+    assert sorted(r.recipients[0] for r in sink.received) == sorted(ACTIVE)
+
+
+def test_a_refused_sender_stops_the_run_and_suppresses_nobody(
+        project: Project, sink: Sink, port: int) -> None:
+    sink.refuse_sender = "553 5.7.1 Sender address rejected: not owned by user"
+    controller = start_server(sink, port=port)
+    try:
+        result = _cli_send(project, port)
+    finally:
+        controller.stop()
+    statuses, suppressed = _ledger_state(project)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "refused the sender brief@example.com" in result.stderr
+    assert "553 5.7.1 Sender address rejected" in result.stderr
+    assert suppressed == {} and statuses["ada@example.com"] == "pending"
+
+
+def test_a_refusal_after_data_about_the_mailbox_is_the_readers(
+        project: Project, sink: Sink, port: int) -> None:
+    # Servers that check mailboxes only after DATA say so with X.1.x / X.2.x.
+    sink.refuse_data["linus@example.com"] = "550 5.1.1 No such user here"
+    sink.refuse_data["zoe@example.org"] = "552 5.2.2 Mailbox full"
+    controller = start_server(sink, port=port)
+    try:
+        result = _cli_send(project, port)
+    finally:
+        controller.stop()
+    statuses, suppressed = _ledger_state(project)
+    assert result.returncode == 1, result.stderr
+    assert set(suppressed) == {"linus@example.com", "zoe@example.org"}
+    assert statuses["ada@example.com"] == "sent"
+
+
+def test_a_refused_recipient_is_suppressed(project: Project, sink: Sink, port: int) -> None:
+    sink.refuse.add("linus@example.com")
+    controller = start_server(sink, port=port)
+    try:
+        result = _cli_send(project, port)
+    finally:
+        controller.stop()
+    statuses, suppressed = _ledger_state(project)
+    assert result.returncode == 1
+    assert list(suppressed) == ["linus@example.com"] and "550 5.1.1" in suppressed[
+        "linus@example.com"]
+    assert statuses["linus@example.com"] == "failed-permanent"
+    assert statuses["ada@example.com"] == statuses["zoe@example.org"] == "sent"
+
+
+def test_aiosmtpd_refuses_a_line_over_998_octets_as_the_messages_fault(
+        sink: Sink, port: int) -> None:
+    """The real server's answer to an over-long line, through the backend itself; the
+    connection stays usable for the next message."""
+    smtp = Settings(smtp={"host": "127.0.0.1", "port": port, "security": "none"}).smtp
+    long_line = b"Subject: " + b"x" * 1200 + b"\r\n"
+
+    def message(to: str, head: bytes) -> OutgoingMessage:
+        data = head + b"From: a@example.com\r\nTo: " + to.encode() + b"\r\n\r\nHello\r\n"
+        return OutgoingMessage("l", "l/2026-11-24", "a@example.com", to, "<m@x>", "s", data)
+
+    controller = start_server(sink, port=port)
+    try:
+        with SmtpBackend(smtp, local_hostname="example.com") as backend:
+            with pytest.raises(MessageRefused, match="500 Line too long"):
+                backend.send(message("ada@example.com", long_line))
+            assert backend.send(message("ada@example.com", b"Subject: short\r\n")).ok
+    finally:
+        controller.stop()
+    assert [r.recipients for r in sink.received] == [["ada@example.com"]]

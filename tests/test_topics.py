@@ -95,7 +95,7 @@ def test_a_list_with_sections_only_carries_those(project: Project) -> None:
 
 def _messages(project: Project) -> dict[str, email.message.EmailMessage]:
     return {p.stem: email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-            for p in project.outbox.glob(f"morning-brief/{ISSUE_DATE}/*.eml")}
+            for p in project.outbox.glob(f"mail/morning-brief/{ISSUE_DATE}/*.eml")}
 
 
 def _parts(msg: email.message.EmailMessage) -> tuple[str, str]:

@@ -1,9 +1,10 @@
 """The one interface every delivery backend implements.
 
 A backend is opened once per run (`with backend:`), receives finished messages one at a
-time from `digest.deliver_issue` and answers each with a `DeliveryResult`. A refusal that
+time from `digest.run_send` and answers each with a `DeliveryResult`. A refusal that
 concerns one recipient is a failed result and the run goes on; a fault that stops every
-delivery (server unreachable, login refused, disk full) raises `DeliveryError`.
+delivery (server unreachable, login refused, disk full) raises `DeliveryError`, and so does
+a refusal of the message itself (`MessageRefused`): every reader would get the same answer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Literal, TextIO
 
+from newsletter.errors import DeliveryError
 from newsletter.message import OutgoingMessage
 
 if TYPE_CHECKING:
@@ -38,11 +40,19 @@ def failure_status(code: int) -> ResultStatus:
     return "failed-permanent" if 500 <= code < 600 else "failed-temporary"
 
 
+class MessageRefused(DeliveryError):
+    """The server refused the message (its content, size or sender), not the recipient:
+    nobody is to blame or to suppress, and sending it to the next reader is pointless."""
+
+
 class DeliveryBackend(ABC):
     name: ClassVar[str]
     # Delivering the same message twice has the effect of once (a file written again):
     # its ledger records may then be batched, since a re-run after a crash duplicates nothing.
     idempotent: ClassVar[bool] = False
+    # Whether `send` delivers the message to the reader. A backend that only shows it (the
+    # console) must leave the ledger alone: what it printed nobody received.
+    delivers: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod

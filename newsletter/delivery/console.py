@@ -1,4 +1,7 @@
-"""Print one line per message instead of delivering it (dry runs)."""
+"""Print one line per message instead of delivering it (dry runs, and `--backend console`).
+
+Nothing is delivered, so nothing is recorded: the ledger and the archive stay as they were.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from newsletter.settings import Settings
 class ConsoleBackend(DeliveryBackend):
     name = "console"
     idempotent = True
+    delivers = False
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout

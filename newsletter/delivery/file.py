@@ -1,4 +1,10 @@
-"""Write each message as an `.eml` file: `outbox/<list>/<date>/<address>.eml`."""
+"""Write each message as an `.eml` file: `outbox/mail/<list>/<date>/<address>.eml`.
+
+Every name at the top of the outbox is the program's own (`mail/`, `test/`, `archive/`,
+`preview/`, the ledger), and lists are only ever the folders one level down: a list called
+`archive` or `preview` has its mail in `mail/archive/`, never in the folder `serve`
+publishes or beside another list's pages.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,8 @@ from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+MAIL_FOLDER = "mail"
+TEST_FOLDER = "test"
 
 
 class FileBackend(DeliveryBackend):
@@ -29,8 +37,9 @@ class FileBackend(DeliveryBackend):
 
     def path_for(self, message: OutgoingMessage) -> Path:
         # Test sends live apart, so they are never taken for the issue's delivery.
-        folder = self.outbox / "test" if message.test else self.outbox
-        return folder / message.issue_id / f"{_UNSAFE.sub('_', message.recipient)}.eml"
+        folder = self.outbox / (TEST_FOLDER if message.test else MAIL_FOLDER)
+        list_id, _, date = message.issue_id.partition("/")
+        return folder / list_id / date / f"{_UNSAFE.sub('_', message.recipient)}.eml"
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         path = self.path_for(message)
@@ -69,4 +78,5 @@ def _make_folder(folder: Path) -> None:
 def _write_error(path: Path, err: OSError) -> DeliveryError:
     return DeliveryError(f"cannot write {path.name}: {err.strerror or err}", file=path.parent,
                          field="delivery.outbox",
-                         fix="check that the outbox folder is writable and the disk has space")
+                         fix="check that the outbox folder is writable and the disk has space, "
+                             "then run the same command again (nothing half-written is left)")

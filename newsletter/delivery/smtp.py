@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import smtplib
 import socket
 import ssl
 from typing import TextIO
 
-from newsletter.delivery.base import DeliveryBackend, DeliveryResult, failure_status
+from newsletter.delivery.base import (
+    DeliveryBackend,
+    DeliveryResult,
+    MessageRefused,
+    failure_status,
+)
 from newsletter.delivery.throttle import Throttle
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings, SmtpSection
 
 _PASSWORD_ENV = "NEWSLETTER_SMTP__PASSWORD"
+# An enhanced status code (RFC 3463) at the start of a reply's text: class.subject.detail.
+_ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
 
 
 class SmtpBackend(DeliveryBackend):
@@ -86,21 +94,47 @@ class SmtpBackend(DeliveryBackend):
             return result
 
     def _send(self, message: OutgoingMessage) -> DeliveryResult:
+        # Whose fault a refusal is. A 5xx to RCPT TO is about that recipient: final, and it
+        # suppresses them. A 5xx to MAIL FROM is about the sender, and a 5xx after DATA about
+        # the message (policy or spam 5.7.x, size 552 / 5.3.4, "500 Line too long"): every
+        # reader would get the same answer, so the run stops with the server's reply, and
+        # nobody is marked failed or suppressed (all stay pending for the fixed re-run).
+        # After DATA, the enhanced status code (RFC 3463) can say otherwise: X.1.x
+        # (addressing) and X.2.x (mailbox disabled or full) are about the recipient, for
+        # servers that check mailboxes only once they have the message; but X.2.3 is the
+        # message's length ("552 5.2.3 Message size exceeds fixed maximum", Exchange and
+        # Gmail), so it is the message's. A 4xx anywhere may work later: a temporary failure
+        # of this recipient, retried.
         assert self._conn is not None
         try:
             self._conn.sendmail(message.sender, [message.recipient], message.data)
         except smtplib.SMTPRecipientsRefused as err:
             code, reply = err.recipients.get(message.recipient, (0, b"refused"))
             return self._failed(message, code, reply)
-        except (smtplib.SMTPSenderRefused, smtplib.SMTPDataError) as err:
+        except smtplib.SMTPSenderRefused as err:
             self._reset()
+            if 500 <= err.smtp_code < 600:
+                raise self._refused(message, "the sender " + message.sender, err) from err
+            return self._failed(message, err.smtp_code, err.smtp_error)
+        except smtplib.SMTPDataError as err:
+            self._reset()
+            if 500 <= err.smtp_code < 600 and not _about_mailbox(err.smtp_error):
+                raise self._refused(message, "the message", err) from err
             return self._failed(message, err.smtp_code, err.smtp_error)
         return DeliveryResult(message.recipient, message.message_id, "sent", "250 accepted")
 
+    def _refused(self, message: OutgoingMessage, what: str,
+                 err: smtplib.SMTPResponseException) -> MessageRefused:
+        return MessageRefused(
+            f"the SMTP server at {self._where} refused {what} (to {message.recipient}): "
+            f"{_reply(err.smtp_code, err.smtp_error)}", field="smtp",
+            fix="nobody was marked failed or suppressed and everyone is still pending: fix "
+                "what the reply names (the issue's content or size, the sender), then run "
+                "the same command again")
+
     def _failed(self, message: OutgoingMessage, code: int, reply: bytes | str) -> DeliveryResult:
-        text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
         return DeliveryResult(message.recipient, message.message_id, failure_status(code),
-                              f"{code} {' '.join(text.split())}")
+                              _reply(code, reply))
 
     def _abandon(self) -> None:
         if self._conn is not None:
@@ -172,6 +206,22 @@ class SmtpBackend(DeliveryBackend):
                                 field="smtp.host",
                                 fix="check smtp.host and smtp.port, and that the server "
                                     "is running") from err
+
+
+def _reply(code: int, reply: bytes | str) -> str:
+    """The server's answer on one line: `554 5.7.1 Message rejected`."""
+    text = reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+    return f"{code} {' '.join(text.split())}"
+
+
+def _about_mailbox(reply: bytes | str) -> bool:
+    """Whether a refusal's enhanced status code is about the recipient's address or mailbox
+    (X.1.x, X.2.x other than X.2.3, the message's length): see `SmtpBackend._send`."""
+    found = _ENHANCED.match(reply.encode() if isinstance(reply, str) else reply)
+    if found is None:
+        return False
+    subject, detail = int(found.group(2)), int(found.group(3))
+    return subject == 1 or (subject == 2 and detail != 3)
 
 
 def _close_quietly(conn: smtplib.SMTP | None) -> None:
