@@ -134,6 +134,33 @@ def test_atom_feed_with_xml_base_html_and_xhtml_content() -> None:
     assert "<div" not in cafe.body_html
 
 
+def test_atom_0_3_base64_and_escaped_titles_and_summaries_become_plain_text() -> None:
+    # Atom 0.3's mode="base64" and mode="escaped" default to text/plain, yet carry HTML.
+    load = parse("atom03-harbour-radio.atom")
+    assert load.warnings == []
+    assert [(a.title, a.summary) for a in load.articles] == [
+        ("Tide tables corrected for December",
+         "The winter tables had two high tides swapped."),
+        ("Lifeboat crew rescues two kayakers", "Both were unhurt & home by dark."),
+        ("Example Atom & more", "An escaped summary."),
+        ("Quay lights back on", "The council fixed them."),
+    ]
+    quay = load.articles[3]
+    assert quay.body_html == ('<p>The <a href="https://radio.example.org/x">council</a> '
+                              "fixed them.</p>")
+
+
+def test_atom_1_0_html_titles_escaped_once_or_twice_become_plain_text() -> None:
+    load = parse("atom10-html-titles.atom")
+    assert load.warnings == []
+    assert [a.title for a in load.articles] == [
+        "Example Atom", "Gulls nest on the pier", "Escaped twice: Ferry late",
+        "Markup sent as text: Rain until noon", "Harbour fees & dues",
+        "AT&T <3 the harbour & 2 < 3",  # text that only looks like markup stays
+    ]
+    assert load.articles[3].summary == "Wind force 6 & 3 < 4 knots"
+
+
 def test_ids_are_stable_and_distinct() -> None:
     names = ["rss2-harbour-gazette.xml", "rdf-harbour-board.rdf", "atom-quayside.atom"]
     first = [a.id for name in names for a in parse(name).articles]

@@ -37,6 +37,8 @@ from newsletter.composer import strong_words, title_similarity
 from newsletter.errors import ContentError, Problem
 from newsletter.models import Article
 from newsletter.sources.feedcache import CachedFeed, FeedCache
+from newsletter.sources.sanitize import absolute_url as _absolute
+from newsletter.sources.sanitize import sanitize_html
 from newsletter.sources.text import html_to_text, summarize
 
 try:
@@ -59,19 +61,11 @@ _SAME_TITLE_WITHIN = dt.timedelta(hours=12)
 # When an entry without a date was first seen (recording it if it is new).
 FirstSeen = Callable[[str], dt.datetime]
 
-# Email-safe markup: text structure, links and images; nothing that runs, styles or embeds.
-_TAGS = {
-    "p", "br", "hr", "a", "em", "strong", "b", "i", "u", "s", "small", "sub", "sup", "code",
-    "pre", "blockquote", "q", "cite", "abbr", "ul", "ol", "li", "dl", "dt", "dd",
-    "h2", "h3", "h4", "img", "figure", "figcaption",
-}
-_ATTRIBUTES = {
-    "a": {"href", "title"}, "img": {"src", "alt", "width", "height"}, "abbr": {"title"},
-}
-_IMG_WITHOUT_SRC = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
-_EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>")
-_BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[2-4]|figure|hr)\b")
-_LINE_BREAKS = re.compile(r"\s*\n\s*")
+# Tags of HTML's text-level elements (and what must never show): in a title or a "text"
+# summary they are markup sent with the wrong type, not words.
+_MARKUP = re.compile(
+    r"</?(?:a|abbr|b|big|br|cite|code|del|div|em|font|i|img|ins|kbd|mark|p|q|s|small|span|"
+    r"strike|strong|sub|sup|tt|u|script|style|iframe)\b[^<>]*>", re.IGNORECASE)
 # feedparser flags these as bozo, but the document itself was read correctly.
 _XML_DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?<\?xml")
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
@@ -282,28 +276,6 @@ class _Groups:
         a, b = min(a, b), max(a, b)  # the root is the group's first copy
         self._parent[b] = a
         self._feeds[a] |= self._feeds[b]
-
-
-def sanitize_html(fragment: str, base_url: str | None) -> str:
-    """Email-safe HTML: allowed tags only, links and image sources made absolute."""
-
-    def keep(tag: str, attribute: str, value: str) -> str | None:
-        if attribute in ("href", "src"):  # a malformed URL: drop the attribute, keep the text
-            return _absolute(value, base_url, mailto=attribute == "href")
-        if attribute in ("width", "height"):
-            return value if value.isdigit() else None
-        return value
-
-    cleaned = nh3.clean(fragment, tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=keep,
-                        url_schemes={"http", "https", "mailto"}, link_rel=None,
-                        strip_comments=True)
-    cleaned = _EMPTY_PARAGRAPH.sub("", _IMG_WITHOUT_SRC.sub("", cleaned)).strip()
-    if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
-        paragraphs = re.split(r"\n\s*\n|(?:<br>\s*){2,}", cleaned)
-        cleaned = "\n".join(f"<p>{p.strip()}</p>" for p in paragraphs if p.strip())
-    if "<pre" not in cleaned:  # indentation left by the feed's own markup, except in <pre>
-        cleaned = _LINE_BREAKS.sub("\n", cleaned)
-    return cleaned
 
 
 # --- fetching -------------------------------------------------------------------------------
@@ -615,7 +587,7 @@ def _entry_html(entry: Any) -> str:
 
 
 def _as_html(detail: Any) -> str:
-    if "html" in (detail.get("type") or ""):
+    if _is_html(detail):
         return detail["value"]
     paragraphs = re.split(r"\n\s*\n", detail["value"].strip())
     return "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
@@ -628,10 +600,20 @@ def _text_of(detail: Any, base: str | None) -> str:
 def _title(entry: Any) -> str:
     detail = entry.get("title_detail") or {}
     title = entry.get("title") or ""
-    if "html" in (detail.get("type") or ""):
+    if _is_html({"type": detail.get("type"), "value": title}):
         title = nh3.clean(title, tags=set())
-    # Unescaped even as text: many feeds escape their titles twice ("&amp;amp;").
-    return " ".join(html.unescape(title).split())
+    # Unescaped even as text: many feeds escape their titles twice ("&amp;amp;"), and
+    # markup escaped twice is markup still.
+    title = html.unescape(title)
+    if _MARKUP.search(title):
+        title = html.unescape(nh3.clean(title, tags=set()))
+    return " ".join(title.split())
+
+
+def _is_html(detail: Any) -> bool:
+    """Whether the text construct holds HTML: it says so, or it is "text" with tags in it
+    (Atom 0.3 base64 and escaped content default to text/plain, yet carry HTML)."""
+    return "html" in (detail.get("type") or "") or bool(_MARKUP.search(detail["value"]))
 
 
 def _shorten(text: str, limit: int = _SUMMARY_LIMIT) -> str:
@@ -692,21 +674,6 @@ def _image(entry: Any, base: str | None) -> str | None:
     candidates += [e.get("href") for e in entry.get("enclosures") or []
                    if (e.get("type") or "").startswith("image/")]
     return next((url for c in candidates if (url := _absolute(c, base))), None)
-
-
-def _absolute(link: str | None, base: str | None, *, mailto: bool = False) -> str | None:
-    """`link` made absolute against `base` if it is http(s) (or, with `mailto`, mailto:);
-    otherwise None."""
-    if not link:
-        return None
-    try:
-        url = urljoin(base, link.strip()) if base else link.strip()
-        parts = urlsplit(url)
-    except ValueError:  # e.g. "http://[::1": a broken link is no link
-        return None
-    if parts.scheme in ("http", "https") and parts.netloc:
-        return url
-    return url if mailto and parts.scheme == "mailto" else None
 
 
 # --- merging --------------------------------------------------------------------------------
