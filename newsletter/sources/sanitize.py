@@ -35,8 +35,13 @@ _QUIET_TAGS = frozenset({"div", "span", "section", "article", "header", "footer"
 _QUIET_ATTRIBUTES = frozenset({"class", "id", "lang", "dir", "title", "align", "role",
                                "name", "start", "type", "scope", "valign"})
 _QUIET_PREFIXES = ("aria-", "data-")
+# Foreign content: the sanitiser drops these with everything inside them.
+_FOREIGN = frozenset({"svg", "math"})
 
 _IMG_WITHOUT_SRC = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
+# A link whose href was refused: only its text stays (an <a> that goes nowhere is what
+# `check` rightly calls an error). ammonia writes attributes in double quotes.
+_A_WITHOUT_HREF = re.compile(r"<a(?:\s+(?:title|lang)=\"[^\"]*\")*>(.*?)</a>", re.DOTALL)
 _EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>")
 _BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[1-6]|figure|hr|table)\b")
 _LINE_BREAKS = re.compile(r"\s*\n\s*")
@@ -72,7 +77,8 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
     cleaned = nh3.clean(fragment, tags=set(TAGS), attributes=ATTRIBUTES,
                         attribute_filter=keep, url_schemes=set(URL_SCHEMES), link_rel=None,
                         strip_comments=True)
-    cleaned = _EMPTY_PARAGRAPH.sub("", _IMG_WITHOUT_SRC.sub("", cleaned)).strip()
+    cleaned = _A_WITHOUT_HREF.sub(r"\1", _IMG_WITHOUT_SRC.sub("", cleaned))
+    cleaned = _EMPTY_PARAGRAPH.sub("", cleaned).strip()
     if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
         paragraphs = re.split(r"\n\s*\n|(?:<br>\s*){2,}", cleaned)
         cleaned = "\n".join(f"<p>{p.strip()}</p>" for p in paragraphs if p.strip())
@@ -124,14 +130,30 @@ class _Inventory(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.base_url = base_url
         self.removed: dict[str, None] = {}
+        self._foreign = 0  # depth inside <svg> or <math>, which go with all they hold
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, attrs, closed=False)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, attrs, closed=True)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._foreign and tag in _FOREIGN:
+            self._foreign -= 1
+
+    def _start(self, tag: str, attrs: list[tuple[str, str | None]], closed: bool) -> None:
+        if tag in _FOREIGN or self._foreign:
+            if not self._foreign:
+                self.removed.setdefault(f"<{tag}> with its content")
+            self._foreign += tag in _FOREIGN and not closed
+            return
         kept = tag in TAGS
         if not kept and tag not in _QUIET_TAGS:
             self.removed.setdefault(f"<{tag}>")
         allowed = ATTRIBUTES.get(tag, set())
         for name, value in attrs:
-            if name.startswith("on"):
+            if name.startswith("on") or name == "style":
                 self.removed.setdefault(f"{name} attribute")
             elif not kept:
                 continue  # the element's own removal says it
@@ -142,5 +164,3 @@ class _Inventory(HTMLParser):
             elif (name not in allowed and name not in _QUIET_ATTRIBUTES
                   and not name.startswith(_QUIET_PREFIXES)):
                 self.removed.setdefault(f"{name} attribute")
-
-    handle_startendtag = handle_starttag
