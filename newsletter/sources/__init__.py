@@ -50,12 +50,14 @@ def load_articles(paths: Iterable[Path], tz: ZoneInfo,
 
 def _article_files(path: Path, problems: list[Problem]) -> list[Path]:
     if path.is_dir():
+        # Not only regular files: a FIFO or a device named like an article is refused by
+        # its reader with a clear error, not skipped without a word.
         return sorted(
             p for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in READERS
+            if p.suffix.lower() in READERS and not p.is_dir()
             and not any(part.startswith(".") for part in p.relative_to(path).parts)
         )
-    if path.is_file():
+    if path.exists():
         if path.suffix.lower() in READERS:
             return [path]
         problems.append(Problem("not an article file", path, field="articles.paths",

@@ -40,6 +40,7 @@ from newsletter.sources.feedcache import CachedFeed, FeedCache
 from newsletter.sources.sanitize import absolute_url as _absolute
 from newsletter.sources.sanitize import sanitize_html
 from newsletter.sources.text import html_to_text, summarize
+from newsletter.yamlfile import read_regular
 
 try:
     _VERSION = importlib.metadata.version("newsletter")
@@ -299,13 +300,13 @@ def _is_url(feed: str) -> bool:
 def _get(feed: str, cached: CachedFeed | None, timeout: float) -> _Answer:
     if _is_url(feed):
         return _fetch(feed, cached, timeout)
+    # A local feed has the fetched one's cap, and must be a regular file: a FIFO would
+    # wait for a writer forever, /dev/zero never ends.
     try:
-        return _Answer(Path(feed).read_bytes(), content_type="application/xml")
-    except FileNotFoundError:
-        return _Answer(failure="feed file not found", field="articles.feeds")
-    except OSError as err:
-        return _Answer(failure=f"cannot read the feed file ({err.strerror or err})",
-                       field="articles.feeds")
+        body = read_regular(Path(feed), "feed file", ContentError, limit=_MAX_BYTES)
+    except ContentError as err:
+        return _Answer(failure=err.problems[0].what, field="articles.feeds")
+    return _Answer(body, content_type="application/xml")
 
 
 def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:

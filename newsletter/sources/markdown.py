@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from newsletter.errors import ContentError, NewsletterError, Problem
 from newsletter.models import Article
 from newsletter.sources.sanitize import absolute_url, clean_html
-from newsletter.sources.text import html_to_text, one_line, summarize
+from newsletter.sources.text import ARTICLE_LIMIT, html_to_text, one_line, summarize
 from newsletter.yamlfile import parse_yaml, read_text
 
 _FENCE = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
@@ -67,7 +67,7 @@ def read_markdown(path: Path, tz: ZoneInfo,
     Its HTML is cleaned to the email-safe allow-list; what that removed is added to
     `warnings`, naming the file.
     """
-    text = read_text(path, "article", ContentError).lstrip("\ufeff")
+    text = read_text(path, "article", ContentError, limit=ARTICLE_LIMIT).lstrip("\ufeff")
     if not text.startswith("---"):
         raise ContentError("no front matter", file=path, line=1,
                            fix="start the file with a '---' line, 'title:' and 'published:'")

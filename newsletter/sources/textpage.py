@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 from newsletter.errors import ContentError, Problem
 from newsletter.models import Article
 from newsletter.sources.sanitize import absolute_url, sanitize_html
-from newsletter.sources.text import one_line, summarize
+from newsletter.sources.text import ARTICLE_LIMIT, one_line, summarize
 from newsletter.yamlfile import read_text
 
 # A story paragraph reads as prose: several words ending in sentence punctuation.
@@ -51,7 +51,7 @@ def read_textpage(path: Path, tz: ZoneInfo,
 
     The page carries no date, so the file's modification time is its publication time.
     """
-    text = read_text(path, "article page", ContentError).lstrip("\ufeff")
+    text = read_text(path, "article page", ContentError, limit=ARTICLE_LIMIT).lstrip("\ufeff")
     lines = [one_line(line) for line in text.splitlines()]
     head, *blocks = _split_blocks(lines)
     head = [line for line in head if line]
