@@ -93,6 +93,8 @@ def load_inputs(settings: Settings) -> Inputs:
             else:
                 articles.extend(fed.articles)
                 warnings.extend(fed.warnings)
+                if not articles and fed.empty:  # the feeds were all there was, and empty
+                    feeds_failed = fed.nothing_error()
     return Inputs(settings, roster, articles, warnings, feeds_failed)
 
 

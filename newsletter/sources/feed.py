@@ -54,6 +54,8 @@ _MAX_WORKERS = 8
 _SUMMARY_LIMIT = 300
 _EARLIEST_YEAR, _LATEST_YEAR = 1970, 2999
 _GOES_ON = "the digest goes on without this feed"
+_NOTHING_FIX = ("check the feed's address (or wait for it to publish), or add Markdown (.md) "
+                "or text (.txt) articles to articles.paths")
 # Copies of one story appear close together: the same link within two days, the same
 # title within half a day (a title that comes back a day later is a new story: a daily
 # "Morning briefing").
@@ -78,6 +80,20 @@ class FeedLoad:
 
     articles: list[Article] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    # The feeds that were read but gave no article, each with what it had instead.
+    empty: list[Problem] = field(default_factory=list)
+
+    def nothing_error(self) -> ContentError:
+        """The error when these feeds were the only source and gave nothing: it names each
+        of them, not the article folders."""
+        if len(self.empty) == 1:
+            [only] = self.empty
+            return ContentError(f"{only.what}, and there are no other articles", file=only.file,
+                                field="articles.feeds", fix=_NOTHING_FIX)
+        return ContentError(problems=[
+            Problem(f"none of the {len(self.empty)} feeds has an entry to use, and there are "
+                    "no other articles", field="articles.feeds", fix=_NOTHING_FIX),
+            *self.empty])
 
 
 def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
@@ -99,6 +115,7 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
     articles: list[list[Article]] = []  # per feed that could be read
     read: list[str] = []  # those feeds
     warnings: list[Problem] = []
+    empty: list[Problem] = []
     failures: list[Problem] = []
     for source, answer in zip(feeds, answers, strict=True):
         failure = answer.failure
@@ -113,6 +130,8 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
                 articles.append(parsed.articles)
                 read.append(source)
                 warnings.extend(parsed.warnings)
+                if not parsed.articles:
+                    empty.append(_empty(source, parsed))
                 continue
         old = cached.get(source)
         if old is not None and not answer.not_modified:
@@ -123,6 +142,8 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
                 articles.append(parsed.articles)
                 read.append(source)
                 warnings.extend(parsed.warnings)
+                if not parsed.articles:
+                    empty.append(_empty(source, parsed))
                 continue
         failures.append(Problem(failure, source, field=answer.field))
         warnings.append(Problem(failure, source, field=answer.field, fix=_GOES_ON))
@@ -139,7 +160,14 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
         feed_of = {a.id: source for source, found in zip(read, articles, strict=True)
                    for a in found}
         merged = _remembered_aliases(merged, feed_of, cache, now)
-    return FeedLoad(merged, warnings)
+    return FeedLoad(merged, warnings, empty)
+
+
+def _empty(source: str, parsed: _Parsed) -> Problem:
+    what = ("the feed has no entries" if not parsed.entries
+            else "the feed's only entry could not be used" if parsed.entries == 1
+            else f"none of the feed's {parsed.entries} entries could be used")
+    return Problem(what, source, field="articles.feeds")
 
 
 def _remembered_aliases(articles: list[Article], feed_of: dict[str, str], cache: FeedCache,
@@ -470,6 +498,7 @@ class _Parsed:
     articles: list[Article] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     failure: str | None = None
+    entries: int = 0  # in the document, used or not
 
 
 def _parse(data: bytes, source: str, base_url: str | None, content_type: str | None,
@@ -484,7 +513,7 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
         reason = (_bozo_reason(doc, data) if doc.get("bozo")
                   else "no <rss>, <rdf:RDF> or <feed> element")
         return _Parsed(failure=f"not a readable RSS or Atom feed ({reason})")
-    result = _Parsed()
+    result = _Parsed(entries=len(doc.entries))
     if doc.get("bozo") and not isinstance(doc.get("bozo_exception"), _BENIGN):
         result.warnings.append(Problem(
             f"the feed is not well-formed ({_bozo_reason(doc, data)}); used the "
