@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from newsletter.errors import ConfigError, Problem
+from newsletter.errors import ConfigError, NewsletterError, Problem
 
 Location = tuple[Hashable, ...]
 
@@ -36,7 +36,7 @@ class YamlDocument:
         return None
 
 
-def read_text(path: Path, what: str, error: type[ConfigError] = ConfigError, *,
+def read_text(path: Path, what: str, error: type[NewsletterError] = ConfigError, *,
               limit: int | None = None) -> str:
     """Read a UTF-8 text file, turning OS and decoding errors into a one-line `error`.
 
@@ -51,7 +51,7 @@ def read_text(path: Path, what: str, error: type[ConfigError] = ConfigError, *,
                     file=path, fix="save it as UTF-8") from err
 
 
-def read_regular(path: Path, what: str, error: type[ConfigError] = ConfigError, *,
+def read_regular(path: Path, what: str, error: type[NewsletterError] = ConfigError, *,
                  limit: int | None = None) -> bytes:
     """The bytes of the regular file `path` (at most `limit`), or a one-line `error`.
 
@@ -89,7 +89,7 @@ _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character de
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
-def _check_regular(mode: int, path: Path, what: str, error: type[ConfigError]) -> None:
+def _check_regular(mode: int, path: Path, what: str, error: type[NewsletterError]) -> None:
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
@@ -171,7 +171,8 @@ class _Builder:
             elif isinstance(event, yaml.AliasEvent):
                 if event.anchor not in self.anchors:
                     raise yaml.composer.ComposerError(
-                        None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+                        None, None, f"found undefined alias {event.anchor!r}",
+                        event.start_mark)  # type: ignore[arg-type]  # libyaml's Mark is one too
                 self._add(self.anchors[event.anchor], event)
             elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
                 container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []

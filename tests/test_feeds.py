@@ -799,3 +799,16 @@ def test_a_daily_title_is_new_each_day_even_when_another_feed_is_stuck(tmp_path:
         leads.append(issue.lead.body)
         sent.update(issue.article_ids)
     assert leads == [f"The long version of the briefing ({day})" for day in (19, 20, 21, 22)]
+
+
+def test_control_characters_in_a_feed_title_or_author_become_spaces() -> None:
+    # A feed that is not well-formed is read loosely, ESC and NUL included; a title reaches
+    # the Subject header, an author the byline.
+    load = parse_feed(b"""<?xml version="1.0"?><rss version="2.0"
+ xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>C</title>
+<item><title>Tide&#27;[31m tables&#0;out</title><link>https://c.example.org/1</link>
+<dc:creator>Ann&#27;Writer</dc:creator>
+<pubDate>Tue, 24 Nov 2026 05:00:00 GMT</pubDate><description>Text.</description></item>
+</channel></rss>""", "c.xml")
+    [article] = load.articles
+    assert (article.title, article.author) == ("Tide [31m tables out", "Ann Writer")

@@ -39,7 +39,7 @@ from newsletter.models import Article
 from newsletter.sources.feedcache import CachedFeed, FeedCache
 from newsletter.sources.sanitize import absolute_url as _absolute
 from newsletter.sources.sanitize import sanitize_html
-from newsletter.sources.text import html_to_text, summarize
+from newsletter.sources.text import html_to_text, one_line, summarize
 from newsletter.yamlfile import read_regular
 
 try:
@@ -542,7 +542,7 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
 def _bozo_reason(doc: Any, data: bytes) -> str:
     err = doc.get("bozo_exception")
     if isinstance(err, SAXParseException):
-        line = err.getLineNumber()
+        line = err.getLineNumber() or 1
         # feedparser puts a line with an XML declaration in front of a document that has
         # none, so the parser counts one line too many.
         if not _XML_DECLARATION.match(data):
@@ -593,7 +593,7 @@ def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
         summary=summary,
         body=body,
         body_html=body_html,
-        author=" ".join(author.split()) if author else None,
+        author=one_line(author) or None if author else None,
         published=published,
         # The first category is the section; the others are tags, as in front matter (a
         # section repeated as a tag would count twice in the composer's relatedness).
@@ -637,7 +637,7 @@ def _title(entry: Any) -> str:
     title = html.unescape(title)
     if _MARKUP.search(title):
         title = html.unescape(nh3.clean(title, tags=set()))
-    return " ".join(title.split())
+    return one_line(title)
 
 
 def _is_html(detail: Any) -> bool:
@@ -661,7 +661,7 @@ def _date(entry: Any) -> dt.datetime | None:
         parsed = dict.get(entry, key)
         if parsed:  # feedparser gives UTC struct_time, whatever offset the feed wrote
             try:
-                when = dt.datetime(*parsed[:6], tzinfo=dt.UTC)
+                when = dt.datetime(*parsed[:6]).replace(tzinfo=dt.UTC)
             except (ValueError, OverflowError):
                 continue
             # "0001-01-01" is a serialiser's null, 9999 a placeholder: neither is a date.

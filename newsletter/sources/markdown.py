@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import markdown
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from newsletter.errors import ContentError, NewsletterError, Problem
 from newsletter.models import Article
@@ -124,7 +125,7 @@ def _aware(value: dt.datetime | dt.date, tz: ZoneInfo) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=tz)
 
 
-def _message(error: dict) -> str:
+def _message(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown front matter key (allowed: " + ", ".join(FrontMatter.model_fields) + ")"
     if error["type"] == "missing":
