@@ -77,8 +77,8 @@ def load_inputs(settings: Settings) -> Inputs:
     the ledger's database. A feed that fails is a warning; every feed failing is an error.
     """
     roster = load_roster(settings.subscribers)
-    articles = load_articles(settings.articles.paths, settings.schedule.tz)
     warnings = list(roster.warnings)
+    articles = load_articles(settings.articles.paths, settings.schedule.tz, warnings)
     feeds_failed = None
     if settings.articles.feeds:
         with SqliteFeedCache(settings.ledger) as cache:
@@ -93,6 +93,8 @@ def load_inputs(settings: Settings) -> Inputs:
             else:
                 articles.extend(fed.articles)
                 warnings.extend(fed.warnings)
+                if not articles and fed.empty:  # the feeds were all there was, and empty
+                    feeds_failed = fed.nothing_error()
     return Inputs(settings, roster, articles, warnings, feeds_failed)
 
 

@@ -18,6 +18,10 @@ LIST_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 LIST_KEYS = ("title", "subscribers", "sections", "locale", "timezone")
 ENTRY_KEYS = ("email", "name", "status", "topics", "timezone")
 STATUSES: tuple[str, ...] = get_args(Status)
+# C0 and C1 controls and DEL (a tab is only white space). A list title reaches the List-Id
+# header and the Subject, a reader's name the To header and the greeting: a CR or LF could
+# start a header of its own, and the others garble what the reader sees.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
 @dataclass
@@ -86,6 +90,12 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
     if not isinstance(title, str) or not title.strip():
         problems.append(Problem("title must be text", doc.path, doc.line_of((*loc, "title"))))
         title = list_id
+    elif bad := _CONTROL.search(title):
+        problems.append(Problem(
+            f"the title of list {list_id!r} holds a control character ({_name(bad.group())})",
+            doc.path, doc.line_of((*loc, "title")), field="title",
+            fix="write it on one line, without escapes such as \\n or \\r"))
+        title = list_id
     sections = _words_list(body.get("sections"))
     if sections is None:
         problems.append(Problem("'sections' must be a list of section names", doc.path,
@@ -144,6 +154,10 @@ def _words_list(value: Any) -> tuple[str, ...] | None:
     return _shared(tuple(words))
 
 
+def _name(char: str) -> str:
+    return {"\r": "CR", "\n": "LF"}.get(char, f"U+{ord(char):04X}")
+
+
 def _shared(value: Any) -> Any:
     return _SHARED.setdefault(value, value)
 
@@ -185,6 +199,13 @@ def _read_entry(path: Path, line: int | None, entry: Any, problems: list[Problem
     if name is not None and not isinstance(name, str):
         problems.append(Problem(f"name must be text, not {name!r}", path, line,
                                 fix="quote it"))
+        bad = True
+    elif name is not None and (control := _CONTROL.search(name)):
+        # Refused, not mended: the file is the publisher's, and a name that carries a
+        # line break or an escape sequence is a mistake (or an attack) they should see.
+        problems.append(Problem(f"name holds a control character ({_name(control.group())})",
+                                path, line, field="name",
+                                fix="write it on one line, without escapes such as \\n"))
         bad = True
     if status not in STATUSES:
         problems.append(Problem(f"unknown status {status!r}", path, line,

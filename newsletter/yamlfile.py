@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from newsletter.errors import ConfigError, Problem
+from newsletter.errors import ConfigError, NewsletterError, Problem
 
 Location = tuple[Hashable, ...]
 
@@ -33,22 +36,71 @@ class YamlDocument:
         return None
 
 
-def read_text(path: Path, what: str, error: type[ConfigError] = ConfigError) -> str:
-    """Read a UTF-8 text file, turning OS and decoding errors into a one-line `error`."""
+def read_text(path: Path, what: str, error: type[NewsletterError] = ConfigError, *,
+              limit: int | None = None) -> str:
+    """Read a UTF-8 text file, turning OS and decoding errors into a one-line `error`.
+
+    Only a regular file is read (a FIFO would wait for a writer forever, /dev/zero never
+    ends); `limit` caps its size in bytes.
+    """
+    data = read_regular(path, what, error, limit=limit)
     try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise error(f"{what} not found", file=path, fix="check the path") from err
-    except IsADirectoryError as err:
-        raise error(f"{what} is a folder, not a file", file=path) from err
-    except PermissionError as err:
-        raise error(f"cannot read {what} (permission denied)", file=path,
-                    fix="check the file's permissions") from err
+        return data.decode("utf-8")
     except UnicodeDecodeError as err:
         raise error(f"{what} is not UTF-8 text ({err.reason} at byte {err.start})",
                     file=path, fix="save it as UTF-8") from err
+
+
+def read_regular(path: Path, what: str, error: type[NewsletterError] = ConfigError, *,
+                 limit: int | None = None) -> bytes:
+    """The bytes of the regular file `path` (at most `limit`), or a one-line `error`.
+
+    The file is checked before it is opened and again once open (it may have been swapped
+    for a FIFO in between); opening without blocking means a FIFO cannot hold the open.
+    """
+    try:
+        _check_regular(os.stat(path).st_mode, path, what, error)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as err:
+        raise error(f"{what} not found", file=path, fix="check the path") from err
+    except PermissionError as err:
+        raise error(f"cannot read {what} (permission denied)", file=path,
+                    fix="check the file's permissions") from err
     except OSError as err:
-        raise error(f"cannot read {what}: {err.strerror}", file=path) from err
+        if err.errno == errno.ENXIO:  # a socket, or a device with nothing behind it
+            raise error(f"{what} is not a regular file", file=path,
+                        fix="use a regular file there") from err
+        raise error(f"cannot read {what}: {err.strerror or err}", file=path) from err
+    try:
+        with open(fd, "rb", closefd=True) as file:
+            _check_regular(os.fstat(file.fileno()).st_mode, path, what, error)
+            data = file.read() if limit is None else file.read(limit + 1)
+    except IsADirectoryError as err:
+        raise error(f"{what} is a folder, not a file", file=path) from err
+    except OSError as err:
+        raise error(f"cannot read {what}: {err.strerror or err}", file=path) from err
+    if limit is not None and len(data) > limit:
+        raise error(f"{what} is larger than {_size(limit)}", file=path,
+                    fix="is it the right file? split or shorten it")
+    return data
+
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _check_regular(mode: int, path: Path, what: str, error: type[NewsletterError]) -> None:
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise error(f"{what} is a folder, not a file", file=path)
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    raise error(f"{what} is {kind}, not a regular file", file=path,
+                fix="use a regular file there")
+
+
+def _size(limit: int) -> str:
+    return f"{limit // 2**20} MB" if limit >= 2**20 else f"{limit} bytes"
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -119,7 +171,8 @@ class _Builder:
             elif isinstance(event, yaml.AliasEvent):
                 if event.anchor not in self.anchors:
                     raise yaml.composer.ComposerError(
-                        None, None, f"found undefined alias {event.anchor!r}", event.start_mark)
+                        None, None, f"found undefined alias {event.anchor!r}",
+                        event.start_mark)  # type: ignore[arg-type]  # libyaml's Mark is one too
                 self._add(self.anchors[event.anchor], event)
             elif isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
                 container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []

@@ -134,6 +134,33 @@ def test_atom_feed_with_xml_base_html_and_xhtml_content() -> None:
     assert "<div" not in cafe.body_html
 
 
+def test_atom_0_3_base64_and_escaped_titles_and_summaries_become_plain_text() -> None:
+    # Atom 0.3's mode="base64" and mode="escaped" default to text/plain, yet carry HTML.
+    load = parse("atom03-harbour-radio.atom")
+    assert load.warnings == []
+    assert [(a.title, a.summary) for a in load.articles] == [
+        ("Tide tables corrected for December",
+         "The winter tables had two high tides swapped."),
+        ("Lifeboat crew rescues two kayakers", "Both were unhurt & home by dark."),
+        ("Example Atom & more", "An escaped summary."),
+        ("Quay lights back on", "The council fixed them."),
+    ]
+    quay = load.articles[3]
+    assert quay.body_html == ('<p>The <a href="https://radio.example.org/x">council</a> '
+                              "fixed them.</p>")
+
+
+def test_atom_1_0_html_titles_escaped_once_or_twice_become_plain_text() -> None:
+    load = parse("atom10-html-titles.atom")
+    assert load.warnings == []
+    assert [a.title for a in load.articles] == [
+        "Example Atom", "Gulls nest on the pier", "Escaped twice: Ferry late",
+        "Markup sent as text: Rain until noon", "Harbour fees & dues",
+        "AT&T <3 the harbour & 2 < 3",  # text that only looks like markup stays
+    ]
+    assert load.articles[3].summary == "Wind force 6 & 3 < 4 knots"
+
+
 def test_ids_are_stable_and_distinct() -> None:
     names = ["rss2-harbour-gazette.xml", "rdf-harbour-board.rdf", "atom-quayside.atom"]
     first = [a.id for name in names for a in parse(name).articles]
@@ -205,7 +232,8 @@ def test_sanitiser_drops_unsafe_images_and_links() -> None:
         '<p><a href="javascript:alert(1)">x</a> <a href="mailto:desk@example.com">mail</a>'
         '<img src="data:image/png;base64,AAAA" alt="d"><img src="cid:1">'
         '<img src="http://img.example.com/a.png" width="100%" onerror="x()"></p>', None)
-    assert html == ('<p><a>x</a> <a href="mailto:desk@example.com">mail</a>'
+    # A link whose href is refused keeps only its text (`check` refuses an empty href).
+    assert html == ('<p>x <a href="mailto:desk@example.com">mail</a>'
                     '<img src="http://img.example.com/a.png"></p>')
 
 
@@ -771,3 +799,16 @@ def test_a_daily_title_is_new_each_day_even_when_another_feed_is_stuck(tmp_path:
         leads.append(issue.lead.body)
         sent.update(issue.article_ids)
     assert leads == [f"The long version of the briefing ({day})" for day in (19, 20, 21, 22)]
+
+
+def test_control_characters_in_a_feed_title_or_author_become_spaces() -> None:
+    # A feed that is not well-formed is read loosely, ESC and NUL included; a title reaches
+    # the Subject header, an author the byline.
+    load = parse_feed(b"""<?xml version="1.0"?><rss version="2.0"
+ xmlns:dc="http://purl.org/dc/elements/1.1/"><channel><title>C</title>
+<item><title>Tide&#27;[31m tables&#0;out</title><link>https://c.example.org/1</link>
+<dc:creator>Ann&#27;Writer</dc:creator>
+<pubDate>Tue, 24 Nov 2026 05:00:00 GMT</pubDate><description>Text.</description></item>
+</channel></rss>""", "c.xml")
+    [article] = load.articles
+    assert (article.title, article.author) == ("Tide [31m tables out", "Ann Writer")

@@ -125,3 +125,55 @@ def test_the_fast_path_agrees_with_email_validator(address: str) -> None:
     except InvalidAddress:
         actual = None
     assert actual == expected
+
+
+@pytest.mark.parametrize("title", [r"The Brief\r\nBcc: eve@example.net", r"The Brief\n",
+                                   r"The \e[31mBrief", r"The Brief\x00", r"The Brief\u0085"])
+def test_a_list_title_with_control_characters_is_an_error_with_its_line(
+        tmp_path: Path, title: str) -> None:
+    path = write(tmp_path, f"""\
+lists:
+  brief:
+    subscribers: [ada@example.com]
+    title: "{title}"
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_roster(path)
+    [problem] = caught.value.problems
+    assert (problem.file, problem.line, problem.field) == (path, 4, "title")
+    assert str(problem).startswith(f"{path}:4: title: the title of list 'brief' holds a "
+                                   "control character (")
+
+
+def test_a_reader_name_with_control_characters_is_an_error_with_its_line(
+        tmp_path: Path) -> None:
+    path = write(tmp_path, r"""lists:
+  brief:
+    subscribers:
+      - email: ada@example.com
+        name: "Ada\r\nBcc: eve@example.net"
+      - email: bob@example.com
+        name: "Bob \e[2J"
+      - email: cy@example.com
+        name: "Cy\tTab"
+""")
+    with pytest.raises(ConfigError) as caught:
+        load_roster(path)
+    assert [(p.line, p.field, p.what) for p in caught.value.problems] == [
+        (4, "name", "name holds a control character (CR)"),
+        (6, "name", "name holds a control character (U+001B)"),
+    ]  # a tab is white space: "Cy Tab"
+
+
+def test_a_title_with_a_line_break_stops_send_before_any_message(project) -> None:
+    project.write("config/subscribers.yaml", """\
+        lists:
+          morning-brief:
+            title: "The Morning Brief\\r\\nBcc: eve@example.net"
+            subscribers: [ada@example.com]
+        """)
+    result = project.run("send", "--date", "2026-11-24")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: config/subscribers.yaml:3: title: the title of "
+                                    "list 'morning-brief' holds a control character (CR)")
+    assert not list(project.outbox.rglob("*.eml"))

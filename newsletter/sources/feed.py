@@ -37,7 +37,10 @@ from newsletter.composer import strong_words, title_similarity
 from newsletter.errors import ContentError, Problem
 from newsletter.models import Article
 from newsletter.sources.feedcache import CachedFeed, FeedCache
-from newsletter.sources.text import html_to_text, summarize
+from newsletter.sources.sanitize import absolute_url as _absolute
+from newsletter.sources.sanitize import sanitize_html
+from newsletter.sources.text import html_to_text, one_line, summarize
+from newsletter.yamlfile import read_regular
 
 try:
     _VERSION = importlib.metadata.version("newsletter")
@@ -51,6 +54,8 @@ _MAX_WORKERS = 8
 _SUMMARY_LIMIT = 300
 _EARLIEST_YEAR, _LATEST_YEAR = 1970, 2999
 _GOES_ON = "the digest goes on without this feed"
+_NOTHING_FIX = ("check the feed's address (or wait for it to publish), or add Markdown (.md) "
+                "or text (.txt) articles to articles.paths")
 # Copies of one story appear close together: the same link within two days, the same
 # title within half a day (a title that comes back a day later is a new story: a daily
 # "Morning briefing").
@@ -59,19 +64,11 @@ _SAME_TITLE_WITHIN = dt.timedelta(hours=12)
 # When an entry without a date was first seen (recording it if it is new).
 FirstSeen = Callable[[str], dt.datetime]
 
-# Email-safe markup: text structure, links and images; nothing that runs, styles or embeds.
-_TAGS = {
-    "p", "br", "hr", "a", "em", "strong", "b", "i", "u", "s", "small", "sub", "sup", "code",
-    "pre", "blockquote", "q", "cite", "abbr", "ul", "ol", "li", "dl", "dt", "dd",
-    "h2", "h3", "h4", "img", "figure", "figcaption",
-}
-_ATTRIBUTES = {
-    "a": {"href", "title"}, "img": {"src", "alt", "width", "height"}, "abbr": {"title"},
-}
-_IMG_WITHOUT_SRC = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
-_EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>")
-_BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[2-4]|figure|hr)\b")
-_LINE_BREAKS = re.compile(r"\s*\n\s*")
+# Tags of HTML's text-level elements (and what must never show): in a title or a "text"
+# summary they are markup sent with the wrong type, not words.
+_MARKUP = re.compile(
+    r"</?(?:a|abbr|b|big|br|cite|code|del|div|em|font|i|img|ins|kbd|mark|p|q|s|small|span|"
+    r"strike|strong|sub|sup|tt|u|script|style|iframe)\b[^<>]*>", re.IGNORECASE)
 # feedparser flags these as bozo, but the document itself was read correctly.
 _XML_DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?<\?xml")
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
@@ -83,6 +80,20 @@ class FeedLoad:
 
     articles: list[Article] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
+    # The feeds that were read but gave no article, each with what it had instead.
+    empty: list[Problem] = field(default_factory=list)
+
+    def nothing_error(self) -> ContentError:
+        """The error when these feeds were the only source and gave nothing: it names each
+        of them, not the article folders."""
+        if len(self.empty) == 1:
+            [only] = self.empty
+            return ContentError(f"{only.what}, and there are no other articles", file=only.file,
+                                field="articles.feeds", fix=_NOTHING_FIX)
+        return ContentError(problems=[
+            Problem(f"none of the {len(self.empty)} feeds has an entry to use, and there are "
+                    "no other articles", field="articles.feeds", fix=_NOTHING_FIX),
+            *self.empty])
 
 
 def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
@@ -104,6 +115,7 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
     articles: list[list[Article]] = []  # per feed that could be read
     read: list[str] = []  # those feeds
     warnings: list[Problem] = []
+    empty: list[Problem] = []
     failures: list[Problem] = []
     for source, answer in zip(feeds, answers, strict=True):
         failure = answer.failure
@@ -118,6 +130,8 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
                 articles.append(parsed.articles)
                 read.append(source)
                 warnings.extend(parsed.warnings)
+                if not parsed.articles:
+                    empty.append(_empty(source, parsed))
                 continue
         old = cached.get(source)
         if old is not None and not answer.not_modified:
@@ -128,6 +142,8 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
                 articles.append(parsed.articles)
                 read.append(source)
                 warnings.extend(parsed.warnings)
+                if not parsed.articles:
+                    empty.append(_empty(source, parsed))
                 continue
         failures.append(Problem(failure, source, field=answer.field))
         warnings.append(Problem(failure, source, field=answer.field, fix=_GOES_ON))
@@ -144,7 +160,14 @@ def load_feeds(feeds: Sequence[str], *, cache: FeedCache | None, timeout: float,
         feed_of = {a.id: source for source, found in zip(read, articles, strict=True)
                    for a in found}
         merged = _remembered_aliases(merged, feed_of, cache, now)
-    return FeedLoad(merged, warnings)
+    return FeedLoad(merged, warnings, empty)
+
+
+def _empty(source: str, parsed: _Parsed) -> Problem:
+    what = ("the feed has no entries" if not parsed.entries
+            else "the feed's only entry could not be used" if parsed.entries == 1
+            else f"none of the feed's {parsed.entries} entries could be used")
+    return Problem(what, source, field="articles.feeds")
 
 
 def _remembered_aliases(articles: list[Article], feed_of: dict[str, str], cache: FeedCache,
@@ -284,28 +307,6 @@ class _Groups:
         self._feeds[a] |= self._feeds[b]
 
 
-def sanitize_html(fragment: str, base_url: str | None) -> str:
-    """Email-safe HTML: allowed tags only, links and image sources made absolute."""
-
-    def keep(tag: str, attribute: str, value: str) -> str | None:
-        if attribute in ("href", "src"):  # a malformed URL: drop the attribute, keep the text
-            return _absolute(value, base_url, mailto=attribute == "href")
-        if attribute in ("width", "height"):
-            return value if value.isdigit() else None
-        return value
-
-    cleaned = nh3.clean(fragment, tags=_TAGS, attributes=_ATTRIBUTES, attribute_filter=keep,
-                        url_schemes={"http", "https", "mailto"}, link_rel=None,
-                        strip_comments=True)
-    cleaned = _EMPTY_PARAGRAPH.sub("", _IMG_WITHOUT_SRC.sub("", cleaned)).strip()
-    if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
-        paragraphs = re.split(r"\n\s*\n|(?:<br>\s*){2,}", cleaned)
-        cleaned = "\n".join(f"<p>{p.strip()}</p>" for p in paragraphs if p.strip())
-    if "<pre" not in cleaned:  # indentation left by the feed's own markup, except in <pre>
-        cleaned = _LINE_BREAKS.sub("\n", cleaned)
-    return cleaned
-
-
 # --- fetching -------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -327,13 +328,13 @@ def _is_url(feed: str) -> bool:
 def _get(feed: str, cached: CachedFeed | None, timeout: float) -> _Answer:
     if _is_url(feed):
         return _fetch(feed, cached, timeout)
+    # A local feed has the fetched one's cap, and must be a regular file: a FIFO would
+    # wait for a writer forever, /dev/zero never ends.
     try:
-        return _Answer(Path(feed).read_bytes(), content_type="application/xml")
-    except FileNotFoundError:
-        return _Answer(failure="feed file not found", field="articles.feeds")
-    except OSError as err:
-        return _Answer(failure=f"cannot read the feed file ({err.strerror or err})",
-                       field="articles.feeds")
+        body = read_regular(Path(feed), "feed file", ContentError, limit=_MAX_BYTES)
+    except ContentError as err:
+        return _Answer(failure=err.problems[0].what, field="articles.feeds")
+    return _Answer(body, content_type="application/xml")
 
 
 def _fetch(url: str, cached: CachedFeed | None, timeout: float) -> _Answer:
@@ -497,6 +498,7 @@ class _Parsed:
     articles: list[Article] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     failure: str | None = None
+    entries: int = 0  # in the document, used or not
 
 
 def _parse(data: bytes, source: str, base_url: str | None, content_type: str | None,
@@ -511,7 +513,7 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
         reason = (_bozo_reason(doc, data) if doc.get("bozo")
                   else "no <rss>, <rdf:RDF> or <feed> element")
         return _Parsed(failure=f"not a readable RSS or Atom feed ({reason})")
-    result = _Parsed()
+    result = _Parsed(entries=len(doc.entries))
     if doc.get("bozo") and not isinstance(doc.get("bozo_exception"), _BENIGN):
         result.warnings.append(Problem(
             f"the feed is not well-formed ({_bozo_reason(doc, data)}); used the "
@@ -540,7 +542,7 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
 def _bozo_reason(doc: Any, data: bytes) -> str:
     err = doc.get("bozo_exception")
     if isinstance(err, SAXParseException):
-        line = err.getLineNumber()
+        line = err.getLineNumber() or 1
         # feedparser puts a line with an XML declaration in front of a document that has
         # none, so the parser counts one line too many.
         if not _XML_DECLARATION.match(data):
@@ -591,7 +593,7 @@ def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
         summary=summary,
         body=body,
         body_html=body_html,
-        author=" ".join(author.split()) if author else None,
+        author=one_line(author) or None if author else None,
         published=published,
         # The first category is the section; the others are tags, as in front matter (a
         # section repeated as a tag would count twice in the composer's relatedness).
@@ -615,7 +617,7 @@ def _entry_html(entry: Any) -> str:
 
 
 def _as_html(detail: Any) -> str:
-    if "html" in (detail.get("type") or ""):
+    if _is_html(detail):
         return detail["value"]
     paragraphs = re.split(r"\n\s*\n", detail["value"].strip())
     return "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
@@ -628,10 +630,20 @@ def _text_of(detail: Any, base: str | None) -> str:
 def _title(entry: Any) -> str:
     detail = entry.get("title_detail") or {}
     title = entry.get("title") or ""
-    if "html" in (detail.get("type") or ""):
+    if _is_html({"type": detail.get("type"), "value": title}):
         title = nh3.clean(title, tags=set())
-    # Unescaped even as text: many feeds escape their titles twice ("&amp;amp;").
-    return " ".join(html.unescape(title).split())
+    # Unescaped even as text: many feeds escape their titles twice ("&amp;amp;"), and
+    # markup escaped twice is markup still.
+    title = html.unescape(title)
+    if _MARKUP.search(title):
+        title = html.unescape(nh3.clean(title, tags=set()))
+    return one_line(title)
+
+
+def _is_html(detail: Any) -> bool:
+    """Whether the text construct holds HTML: it says so, or it is "text" with tags in it
+    (Atom 0.3 base64 and escaped content default to text/plain, yet carry HTML)."""
+    return "html" in (detail.get("type") or "") or bool(_MARKUP.search(detail["value"]))
 
 
 def _shorten(text: str, limit: int = _SUMMARY_LIMIT) -> str:
@@ -649,7 +661,7 @@ def _date(entry: Any) -> dt.datetime | None:
         parsed = dict.get(entry, key)
         if parsed:  # feedparser gives UTC struct_time, whatever offset the feed wrote
             try:
-                when = dt.datetime(*parsed[:6], tzinfo=dt.UTC)
+                when = dt.datetime(*parsed[:6]).replace(tzinfo=dt.UTC)
             except (ValueError, OverflowError):
                 continue
             # "0001-01-01" is a serialiser's null, 9999 a placeholder: neither is a date.
@@ -692,21 +704,6 @@ def _image(entry: Any, base: str | None) -> str | None:
     candidates += [e.get("href") for e in entry.get("enclosures") or []
                    if (e.get("type") or "").startswith("image/")]
     return next((url for c in candidates if (url := _absolute(c, base))), None)
-
-
-def _absolute(link: str | None, base: str | None, *, mailto: bool = False) -> str | None:
-    """`link` made absolute against `base` if it is http(s) (or, with `mailto`, mailto:);
-    otherwise None."""
-    if not link:
-        return None
-    try:
-        url = urljoin(base, link.strip()) if base else link.strip()
-        parts = urlsplit(url)
-    except ValueError:  # e.g. "http://[::1": a broken link is no link
-        return None
-    if parts.scheme in ("http", "https") and parts.netloc:
-        return url
-    return url if mailto and parts.scheme == "mailto" else None
 
 
 # --- merging --------------------------------------------------------------------------------

@@ -9,14 +9,17 @@ from zoneinfo import ZoneInfo
 
 import markdown
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from newsletter.errors import ContentError, NewsletterError, Problem
 from newsletter.models import Article
-from newsletter.sources.text import html_to_text, summarize
+from newsletter.sources.sanitize import absolute_url, clean_html
+from newsletter.sources.text import ARTICLE_LIMIT, html_to_text, one_line, summarize
 from newsletter.yamlfile import parse_yaml, read_text
 
 _FENCE = re.compile(r"^(?:---|\.\.\.)[ \t]*$", re.MULTILINE)
-_ABSOLUTE_URL = re.compile(r"^https?://[^/\s]+\S*$")
+_WHAT_STAYS = ("the mail and the archive page keep only text, links (http, https, mailto) "
+               "and images (http, https)")
 
 
 class FrontMatter(BaseModel):
@@ -38,7 +41,9 @@ class FrontMatter(BaseModel):
     @field_validator("url", "image")
     @classmethod
     def _absolute(cls, value: str | None) -> str | None:
-        if value is not None and not _ABSOLUTE_URL.match(value):
+        # These become a link and an image source in every reader's mail: http(s) only
+        # (no javascript:, data: or relative link), and nothing a browser would trim first.
+        if value is not None and absolute_url(value, None) != value:
             raise ValueError("must be an absolute http(s) URL, e.g. https://example.com/story")
         return value
 
@@ -56,9 +61,14 @@ class FrontMatter(BaseModel):
         return [value] if isinstance(value, str) else value
 
 
-def read_markdown(path: Path, tz: ZoneInfo) -> list[Article]:
-    """Read one `*.md` file; a `draft: true` article yields nothing."""
-    text = read_text(path, "article", ContentError).lstrip("\ufeff")
+def read_markdown(path: Path, tz: ZoneInfo,
+                  warnings: list[Problem] | None = None) -> list[Article]:
+    """Read one `*.md` file; a `draft: true` article yields nothing.
+
+    Its HTML is cleaned to the email-safe allow-list; what that removed is added to
+    `warnings`, naming the file.
+    """
+    text = read_text(path, "article", ContentError, limit=ARTICLE_LIMIT).lstrip("\ufeff")
     if not text.startswith("---"):
         raise ContentError("no front matter", file=path, line=1,
                            fix="start the file with a '---' line, 'title:' and 'published:'")
@@ -84,21 +94,25 @@ def read_markdown(path: Path, tz: ZoneInfo) -> list[Article]:
     if meta.draft:
         return []
     body_md = text[end.end():].strip("\n")
-    body_html = markdown.markdown(body_md, extensions=["extra", "sane_lists"]) if body_md else ""
-    body = html_to_text(body_html)
+    raw_html = markdown.markdown(body_md, extensions=["extra", "sane_lists"]) if body_md else ""
+    # Relative links and images are the article's own page's: resolved against its url.
+    cleaned = clean_html(raw_html, meta.url)
+    if cleaned.removed and warnings is not None:
+        warnings.append(Problem("removed " + ", ".join(cleaned.removed), path, fix=_WHAT_STAYS))
+    body = html_to_text(cleaned.html)
     return [Article(
         id=path.as_posix(),
-        title=" ".join(meta.title.split()),
+        title=one_line(meta.title),
         url=meta.url,
-        summary=" ".join(meta.summary.split()) if meta.summary else summarize(body),
+        summary=one_line(meta.summary) if meta.summary else summarize(body),
         body=body,
-        body_html=body_html,
-        author=meta.author,
+        body_html=cleaned.html,
+        author=one_line(meta.author or "") or None,
         published=_aware(meta.published, tz),
         section=meta.section.strip().lower() if meta.section else None,
         tags=tuple(sorted({t.strip().lower() for t in meta.tags if t.strip()})),
         image=meta.image,
-        image_alt=meta.image_alt,
+        image_alt=one_line(meta.image_alt),
         lead=meta.lead,
         priority=meta.priority,
         source=path,
@@ -111,7 +125,7 @@ def _aware(value: dt.datetime | dt.date, tz: ZoneInfo) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=tz)
 
 
-def _message(error: dict) -> str:
+def _message(error: ErrorDetails) -> str:
     if error["type"] == "extra_forbidden":
         return "unknown front matter key (allowed: " + ", ".join(FrontMatter.model_fields) + ")"
     if error["type"] == "missing":

@@ -15,9 +15,10 @@ from collections import Counter
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from newsletter.errors import ContentError
+from newsletter.errors import ContentError, Problem
 from newsletter.models import Article
-from newsletter.sources.text import summarize
+from newsletter.sources.sanitize import absolute_url, sanitize_html
+from newsletter.sources.text import ARTICLE_LIMIT, one_line, summarize
 from newsletter.yamlfile import read_text
 
 # A story paragraph reads as prose: several words ending in sentence punctuation.
@@ -44,13 +45,14 @@ KNOWN_LABELS = (
 )
 
 
-def read_textpage(path: Path, tz: ZoneInfo) -> list[Article]:
+def read_textpage(path: Path, tz: ZoneInfo,
+                  warnings: list[Problem] | None = None) -> list[Article]:
     """Read one text page: its story (with body and byline), then each related headline.
 
     The page carries no date, so the file's modification time is its publication time.
     """
-    text = read_text(path, "article page", ContentError).lstrip("\ufeff")
-    lines = [line.strip() for line in text.splitlines()]
+    text = read_text(path, "article page", ContentError, limit=ARTICLE_LIMIT).lstrip("\ufeff")
+    lines = [one_line(line) for line in text.splitlines()]
     head, *blocks = _split_blocks(lines)
     head = [line for line in head if line]
     if not head:
@@ -68,7 +70,9 @@ def read_textpage(path: Path, tz: ZoneInfo) -> list[Article]:
         title=title,
         summary=summarize("\n\n".join(body)),
         body="\n\n".join(body),
-        body_html="\n".join(f"<p>{html.escape(p, quote=False)}</p>" for p in body),
+        # Escaped text, but through the one allow-list all article HTML goes through.
+        body_html=sanitize_html(
+            "\n".join(f"<p>{html.escape(p, quote=False)}</p>" for p in body), None),
         author=author,
         published=published,
         source=path,
@@ -122,7 +126,8 @@ def _related(blocks: list[list[str]]) -> list[tuple[str, str, str | None, str | 
     entries = []
     for block in blocks:
         content = [line for line in block if line]
-        url = next((line for line in content if _URL.match(line)), None)
+        url = next((line for line in content
+                    if _URL.match(line) and absolute_url(line, None) == line), None)
         content = [line for line in content if line != url]
         if content:
             entries.append((content[0], " ".join(content[1:]), url))

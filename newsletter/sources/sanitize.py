@@ -1,0 +1,166 @@
+"""The one allow-list for article HTML from every source (Markdown, text pages, feeds).
+
+Article markup is untrusted: it reaches every reader's mail and the public archive page.
+nh3 (ammonia) does the cleaning; a second, lenient pass with the standard library's parser
+lists what the author wrote that did not survive, so the publisher can be told which
+article lost what.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+
+# Email-safe markup: text structure, tables, links and images; nothing that runs, styles,
+# submits or embeds.
+TAGS = frozenset({
+    "p", "br", "hr", "a", "em", "strong", "b", "i", "u", "s", "del", "ins", "mark", "small",
+    "sub", "sup", "code", "kbd", "samp", "var", "pre", "blockquote", "q", "cite", "abbr",
+    "ul", "ol", "li", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5", "h6", "img", "figure",
+    "figcaption", "table", "caption", "thead", "tbody", "tfoot", "tr", "th", "td",
+})
+ATTRIBUTES = {
+    "a": {"href", "title"}, "img": {"src", "alt", "width", "height"}, "abbr": {"title"},
+    "th": {"colspan", "rowspan"}, "td": {"colspan", "rowspan"},
+}
+URL_SCHEMES = frozenset({"http", "https", "mailto"})
+_NUMERIC = frozenset({"width", "height", "colspan", "rowspan"})
+# Dropped without a word: layout wrappers and attributes that only name or label things
+# (Markdown writes `<div class="footnote">`, `id="fn:1"`, `class="language-py"`).
+_QUIET_TAGS = frozenset({"div", "span", "section", "article", "header", "footer", "main"})
+_QUIET_ATTRIBUTES = frozenset({"class", "id", "lang", "dir", "title", "align", "role",
+                               "name", "start", "type", "scope", "valign"})
+_QUIET_PREFIXES = ("aria-", "data-")
+# Foreign content: the sanitiser drops these with everything inside them.
+_FOREIGN = frozenset({"svg", "math"})
+
+_IMG_WITHOUT_SRC = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
+# A link whose href was refused: only its text stays (an <a> that goes nowhere is what
+# `check` rightly calls an error). ammonia writes attributes in double quotes.
+_A_WITHOUT_HREF = re.compile(r"<a(?:\s+(?:title|lang)=\"[^\"]*\")*>(.*?)</a>", re.DOTALL)
+_EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>")
+_BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[1-6]|figure|hr|table)\b")
+_LINE_BREAKS = re.compile(r"\s*\n\s*")
+# What browsers ignore in a URL before its scheme: C0 controls, spaces, tabs, newlines.
+_URL_NOISE = re.compile(r"[\x00-\x20\x7f]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class Cleaned:
+    """Email-safe HTML, and what was removed from the original (for a warning)."""
+
+    html: str
+    removed: tuple[str, ...] = ()
+
+
+def sanitize_html(fragment: str, base_url: str | None) -> str:
+    """Email-safe HTML: allowed tags only, links and image sources made absolute."""
+    return clean_html(fragment, base_url).html
+
+
+def clean_html(fragment: str, base_url: str | None) -> Cleaned:
+    """`fragment` cleaned to the allow-list, with a list of what it lost, e.g.
+    `("<script>", "onclick attribute", "javascript: link")`."""
+
+    def keep(tag: str, attribute: str, value: str) -> str | None:
+        if attribute in ("href", "src"):  # a malformed URL: drop the attribute, keep the text
+            return absolute_url(value, base_url, mailto=attribute == "href")
+        if attribute in _NUMERIC:
+            return value if value.isdigit() else None
+        return value
+
+    cleaned = nh3.clean(fragment, tags=set(TAGS), attributes=ATTRIBUTES,
+                        attribute_filter=keep, url_schemes=set(URL_SCHEMES), link_rel=None,
+                        strip_comments=True)
+    cleaned = _A_WITHOUT_HREF.sub(r"\1", _IMG_WITHOUT_SRC.sub("", cleaned))
+    cleaned = _EMPTY_PARAGRAPH.sub("", cleaned).strip()
+    if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
+        paragraphs = re.split(r"\n\s*\n|(?:<br>\s*){2,}", cleaned)
+        cleaned = "\n".join(f"<p>{p.strip()}</p>" for p in paragraphs if p.strip())
+    if "<pre" not in cleaned:  # indentation left by the source's own markup, except in <pre>
+        cleaned = _LINE_BREAKS.sub("\n", cleaned)
+    found = _Inventory(base_url)
+    try:
+        found.feed(fragment)
+        found.close()
+    except (AssertionError, ValueError):  # the inventory is a report; the cleaning stands
+        pass
+    return Cleaned(cleaned, tuple(item for item in found.removed if item))
+
+
+def absolute_url(link: str | None, base: str | None, *, mailto: bool = False) -> str | None:
+    """`link` made absolute against `base` if it is http(s) (or, with `mailto`, mailto:);
+    otherwise None."""
+    if not link:
+        return None
+    try:
+        url = urljoin(base, link.strip()) if base else link.strip()
+        parts = urlsplit(url)
+    except ValueError:  # e.g. "http://[::1": a broken link is no link
+        return None
+    if _CONTROL.search(url):  # a control character: no link two programs read alike
+        return None
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return url
+    return url if mailto and parts.scheme == "mailto" else None
+
+
+def _url_problem(value: str, kind: str) -> str:
+    """How a refused link or image source is named in the warning ('' to say nothing)."""
+    bare = _URL_NOISE.sub("", value)
+    if not bare or bare.startswith("#"):
+        return ""  # an in-page anchor (a Markdown footnote): nothing a reader can follow
+    scheme = re.match(r"([a-zA-Z][a-zA-Z0-9+.-]*):", bare)
+    if scheme and scheme.group(1).lower() not in URL_SCHEMES:
+        return f"{scheme.group(1).lower()}: {kind}"
+    if scheme is None and not bare.startswith("//"):
+        return f"relative {kind} {value.strip()[:60]!r}"
+    return f"malformed {kind} {value.strip()[:60]!r}"
+
+
+class _Inventory(HTMLParser):
+    """Names what the allow-list will drop: elements, attributes, link schemes."""
+
+    def __init__(self, base_url: str | None) -> None:
+        super().__init__(convert_charrefs=True)
+        self.base_url = base_url
+        self.removed: dict[str, None] = {}
+        self._foreign = 0  # depth inside <svg> or <math>, which go with all they hold
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, attrs, closed=False)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._start(tag, attrs, closed=True)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._foreign and tag in _FOREIGN:
+            self._foreign -= 1
+
+    def _start(self, tag: str, attrs: list[tuple[str, str | None]], closed: bool) -> None:
+        if tag in _FOREIGN or self._foreign:
+            if not self._foreign:
+                self.removed.setdefault(f"<{tag}> with its content")
+            self._foreign += tag in _FOREIGN and not closed
+            return
+        kept = tag in TAGS
+        if not kept and tag not in _QUIET_TAGS:
+            self.removed.setdefault(f"<{tag}>")
+        allowed = ATTRIBUTES.get(tag, set())
+        for name, value in attrs:
+            if name.startswith("on") or name == "style":
+                self.removed.setdefault(f"{name} attribute")
+            elif not kept:
+                continue  # the element's own removal says it
+            elif name in ("href", "src") and name in allowed:
+                if absolute_url(value, self.base_url, mailto=name == "href") is None:
+                    self.removed.setdefault(_url_problem(value or "",
+                                                         "link" if tag == "a" else "image"))
+            elif (name not in allowed and name not in _QUIET_ATTRIBUTES
+                  and not name.startswith(_QUIET_PREFIXES)):
+                self.removed.setdefault(f"{name} attribute")
