@@ -116,7 +116,7 @@ def main() -> None:
     print(f"{'measure':<36} {'before':>10} {'after':>10} {'after/before':>13}")
     for key, label, unit in MEASURES:
         before, after = best["before"][key], best["after"][key]
-        print(f"{label:<36} {before:>7.1f} {unit:<2} {after:>7.1f} {unit:<2} "
+        print(f"{label:<36} {before:>7.2f} {unit:<2} {after:>7.2f} {unit:<2} "
               f"{after / before:>12.2f}×")
 
 
