@@ -39,7 +39,7 @@ from babel.support import NullTranslations, Translations
 from markupsafe import Markup
 from premailer import Premailer
 
-from newsletter.errors import ConfigError, Problem, TemplateError
+from newsletter.errors import ConfigError, NewsletterError, Problem, TemplateError
 from newsletter.links import tag_url
 from newsletter.models import Article, Issue
 from newsletter.settings import LinksSection, NewsletterSection, Settings
@@ -265,6 +265,18 @@ class Renderer:
             file, line = _template_frame(err, self.templates)
             raise TemplateError(f"template error: {err}", file=file or name, line=line,
                                 fix="check the variable names against the README") from err
+        except RecursionError as err:
+            file, line = _template_frame(err, self.templates)
+            raise TemplateError("template error: endless recursion (a macro, include or "
+                                "extends that calls itself)", file=file or name, line=line,
+                                fix="give the recursion a condition that ends it") from err
+        except NewsletterError:
+            raise
+        except Exception as err:  # whatever else a template's own expressions raise: 1/0
+            file, line = _template_frame(err, self.templates)
+            raise TemplateError(f"template error: {type(err).__name__}: {err}",
+                                file=file or name, line=line,
+                                fix="fix the expression on that line") from err
 
     def _inline(self, raw_html: str) -> str:
         try:

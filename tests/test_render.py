@@ -155,3 +155,24 @@ def test_variant_page_names_are_distinct_plain_ascii() -> None:
     assert names[("local-news",)] == "2026-11-24.local-news"
     assert len(set(names.values())) == len(names)
     assert all(re.fullmatch(r"[a-z0-9.+-]+", name) for name in names.values())
+
+
+@pytest.mark.parametrize(("code", "what"), [
+    ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+    ("{% macro again(n) %}{{ again(n + 1) }}{% endmacro %}{{ again(0) }}",
+     "endless recursion"),
+    ("{{ [1, 2][5] }}", "list object has no element 5"),
+    ("{{ '%d' % 'x' }}", "%d format: a real number is required, not str"),
+])
+def test_a_template_that_raises_is_one_error_line_naming_file_and_line(
+        project: Project, code: str, what: str) -> None:
+    template = project.templates / "digest.html"
+    lines = template.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.insert(20, f"{code}\n")  # line 21
+    template.write_text("".join(lines), encoding="utf-8")
+    result = project.run("preview", "--date", "2026-11-24")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"digest.html:21: template error: {what}" in error
+    assert not (project.outbox / "preview").exists()
