@@ -285,6 +285,10 @@ class Renderer:
                 allow_network=False,
                 strip_important=False,  # keep !important inside the @media rules it leaves
                 align_floating_images=False,
+                # Keep the templates' pixel width="536"/"600": premailer would copy the CSS
+                # (width="100%", height="auto") over them, and Outlook for Windows sizes
+                # images and tables from the attribute only.
+                disable_basic_attributes=["width", "height"],
                 remove_classes=False,
                 disable_validation=True,
                 cssutils_logging_level=logging.CRITICAL,
