@@ -205,8 +205,8 @@ def unstructured(text: str) -> str:
 def _plain(text: str) -> bool:
     """Whether `text` can travel as it is: printable ASCII, no encoded-word look-alike, and
     no word too long to fold."""
-    return text.isascii() and text.isprintable() and "=?" not in text \
-        and all(len(word) <= _LONGEST_WORD for word in text.split(" "))
+    return text.isascii() and text.isprintable() and "=?" not in text and (
+        len(text) <= _LONGEST_WORD or all(len(word) <= _LONGEST_WORD for word in text.split()))
 
 
 def encoded_words(text: str) -> str:
@@ -229,8 +229,10 @@ def _fold(text: str, width: int = _LINE - len("Subject: ")) -> str:
     lines, line = [], ""
     for token in _TOKENS.findall(text):
         if line and token[0] == " " and token.strip() and len(line) + len(token) > width:
-            lines.append(line)
-            line, width = token, _LINE
+            # Fold before the word's last space: a run of spaces ends the line before.
+            spaces = len(token) - len(token.lstrip(" "))
+            lines.append(line + token[:spaces - 1])
+            line, width = token[spaces - 1:], _LINE
         else:
             line += token
     lines.append(line)

@@ -413,7 +413,7 @@ def _translation_error(catalog: Catalog, message: Message) -> str | None:
     strings = message.string if isinstance(message.string, tuple | list) else (message.string,)
     for string in strings:
         try:
-            string % names
+            (string or "") % names
         except KeyError as err:
             return f"unknown placeholder %({err.args[0]})s"
         except (ValueError, TypeError) as err:

@@ -38,7 +38,9 @@ domain = st.sampled_from(["example.com", "sub.example-domain.org", "xn--mnchen-3
 base_urls = st.sampled_from(["https://example.com", "https://news.example.org/letters",
                              "https://example.com/a%20b?x=1&y=<2>"])
 senders = st.sampled_from(["The Brief <brief@example.com>", "Die Frühpost <post@example.de>",
-                           '"Quote, Inc." <q@example.com>'])
+                           '"Quote, Inc." <q@example.com>',
+                           ("The Very Long Sender Name " * 20).strip() + " <long@example.com>",
+                           "S" * 1000 + " <s@example.com>"])
 titles = st.text(st.characters(codec="utf-8", exclude_categories=("Cc", "Cs", "Zl", "Zp")),
                  min_size=1, max_size=200).map(lambda s: " ".join(s.split()) or "x")
 # Words too long for any line, names and titles of absurd length, and each mixed with text.
