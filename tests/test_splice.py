@@ -133,7 +133,7 @@ def test_a_feed_entry_with_markers_sends_to_everyone_without_their_data(
                 name: Ada Lovelace
               - zoe@example.org
         """)
-    result = project.run("send", "--date", ISSUE_DATE, "--force")
+    result = project.run("send", "--date", ISSUE_DATE)
     assert result.returncode == 0, result.stderr
     for reader in ("ada@example.com", "zoe@example.org"):
         eml = project.outbox / "morning-brief" / ISSUE_DATE / f"{reader}.eml"
