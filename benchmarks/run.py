@@ -40,10 +40,12 @@ NOW = dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC)
 NAMES = ["Ada Lovelace", "Zoë Ångström-Núñez", "山田 太郎", "O'Brien, Pat", "Grace Hopper", ""]
 
 
-def make_project(root: Path, subscribers: int, port: int = 2525, connections: int = 1) -> Path:
-    """A project folder with the bundled templates and articles and `subscribers` readers."""
-    shutil.copytree(REPO / "templates", root / "templates")
-    shutil.copytree(REPO / "articles", root / "articles")
+def make_project(root: Path, subscribers: int, port: int = 2525, connections: int = 1,
+                 source: Path = REPO) -> Path:
+    """A project folder with the bundled templates and articles (of the tree at `source`)
+    and `subscribers` readers."""
+    shutil.copytree(source / "templates", root / "templates")
+    shutil.copytree(source / "articles", root / "articles")
     (root / "config").mkdir()
     (root / "config" / "newsletter.yaml").write_text(f"""\
 newsletter:

@@ -29,6 +29,10 @@ from newsletter.settings import Settings
 GMAIL_CLIPS_AT = 102 * 1024
 WARN_SIZE = 80 * 1024
 SUBJECT_WARN = 78
+# No inbox shows more than about 78 characters of a subject (phones about 40); news
+# headlines rarely pass 100. Past 200, over twice what any inbox can show, the subject is not
+# a headline but a paragraph or markup that a feed put in its title: an error, not style.
+SUBJECT_MAX = 200
 PREHEADER_MAX = 150
 
 Level = Literal["error", "warning"]
@@ -127,7 +131,13 @@ def _preheader_and_subject(source: str, subject: str) -> list[Finding]:
     elif len(preheader) > PREHEADER_MAX:
         findings.append(Finding("warning", f"the preheader is {len(preheader)} characters; "
                                 f"inboxes show about {PREHEADER_MAX}"))
-    if len(subject) > SUBJECT_WARN:
+    if len(subject) > SUBJECT_MAX:
+        findings.append(Finding("error", f"the subject is {len(subject)} characters, over "
+                                f"{SUBJECT_MAX}: inboxes show about {SUBJECT_WARN}, so the "
+                                "lead's headline is likely a paragraph or broken feed data",
+                                "shorten the lead article's title (or the list title), or "
+                                "leave that article out"))
+    elif len(subject) > SUBJECT_WARN:
         findings.append(Finding("warning", f"the subject is {len(subject)} characters; phones "
                                 f"show about 40 and desktops about {SUBJECT_WARN}"))
     return findings

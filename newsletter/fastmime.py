@@ -22,6 +22,7 @@ from email.utils import format_datetime
 from newsletter.dkim import DkimSigner
 from newsletter.message import (
     OutgoingMessage,
+    header_text,
     list_unsubscribe,
     message_id,
     personal_fields,
@@ -35,7 +36,11 @@ CRLF = b"\r\n"
 QP_LINE = 76
 # Words of RFC 5322 atext, single spaces between: a display name that needs no quoting.
 _ATOMS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?: [A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_LONGEST_PLAIN_NAME = 60
+# RFC 5322 §2.1.1: lines SHOULD stay within 78 characters and MUST within 998. A word longer
+# than this cannot be folded onto a line of 78, so text with one is RFC 2047-encoded.
+_LONGEST_WORD = 76
+_LINE = 78
+_TOKENS = re.compile(r" *[^ ]+| +$")  # each word with the spaces before it
 _SOFT_BREAK = b"=\r\n"
 # 45 bytes of UTF-8 make 60 base64 characters: with `=?utf-8?b?` and `?=`, 72 per word.
 _WORD_BYTES = 45
@@ -165,24 +170,43 @@ def encode_qp(data: bytes) -> bytes:
 
 
 def mailbox(name: str, address: str) -> str:
-    """`Name <address>` with the name as is, quoted, or RFC 2047-encoded (ASCII result)."""
+    """`Name <address>` with the name as is, quoted, or RFC 2047-encoded (ASCII result),
+    folded at its spaces to lines of at most 78 characters wherever a line can be that short.
+
+    Control characters and line breaks in the name become spaces (`message.header_text`).
+    """
+    name = header_text(name)
     if not name:
         return address
-    if len(name) > _LONGEST_PLAIN_NAME or not (name.isascii() and name.isprintable()) \
-            or "=?" in name:
-        phrase = encoded_words(name)  # folds, where a long quoted name could not
+    if not _plain(name):
+        phrase = encoded_words(name)
     elif _ATOMS.fullmatch(name):
         phrase = name
     else:
         phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return f"{phrase} <{address}>"
+    if len(phrase) + len(address) + 3 <= _LINE - len("List-Id: "):
+        return f"{phrase} <{address}>"  # the usual case, at the cost of one comparison
+    if "\r\n" not in phrase:
+        phrase = _fold(phrase)  # folding whitespace may stand inside a quoted string too
+    last = phrase.rsplit("\n", 1)[-1]
+    space = " " if len(last) + len(address) + 3 <= _LINE else "\r\n "
+    return f"{phrase}{space}<{address}>"
 
 
 def unstructured(text: str) -> str:
-    """An unstructured header value (Subject): folded ASCII, or RFC 2047 words if needed."""
-    if text.isascii() and text.isprintable() and "=?" not in text:
-        return _fold(text)
-    return encoded_words(text)
+    """An unstructured header value (Subject): folded ASCII, or RFC 2047 words if needed.
+
+    Control characters and line breaks become spaces (`message.header_text`).
+    """
+    text = header_text(text)
+    return _fold(text) if _plain(text) else encoded_words(text)
+
+
+def _plain(text: str) -> bool:
+    """Whether `text` can travel as it is: printable ASCII, no encoded-word look-alike, and
+    no word too long to fold."""
+    return text.isascii() and text.isprintable() and "=?" not in text and (
+        len(text) <= _LONGEST_WORD or all(len(word) <= _LONGEST_WORD for word in text.split()))
 
 
 def encoded_words(text: str) -> str:
@@ -199,14 +223,17 @@ def encoded_words(text: str) -> str:
     return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode('ascii')}?=" for w in words)
 
 
-def _fold(text: str, width: int = 78 - len("Subject: ")) -> str:
-    """Fold at spaces so lines stay near 78 characters (a long word stays whole)."""
+def _fold(text: str, width: int = _LINE - len("Subject: ")) -> str:
+    """Fold before spaces so lines stay within `width` (the first) and 78 characters; exact:
+    unfolding gives `text` back. Words are at most `_LONGEST_WORD` long (`_plain`)."""
     lines, line = [], ""
-    for word in text.split(" "):
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
+    for token in _TOKENS.findall(text):
+        if line and token[0] == " " and token.strip() and len(line) + len(token) > width:
+            # Fold before the word's last space: a run of spaces ends the line before.
+            spaces = len(token) - len(token.lstrip(" "))
+            lines.append(line + token[:spaces - 1])
+            line, width = token[spaces - 1:], _LINE
         else:
-            line = f"{line} {word}" if line else word
+            line += token
     lines.append(line)
-    return "\r\n ".join(lines)
+    return "\r\n".join(lines)

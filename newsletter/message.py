@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import re
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -25,6 +26,9 @@ from newsletter.unsubscribe import unsubscribe_url
 _POLICY = SMTP.clone(max_line_length=76)
 # Headers set with `set_raw` are written exactly as given.
 _WIRE = _POLICY.clone(refold_source="none")
+# C0 and C1 controls (CR, LF, TAB, NUL, NEL…) and the Unicode line and paragraph separators:
+# everything `str.splitlines` breaks at, and nothing a header may carry raw.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,15 @@ def list_unsubscribe(newsletter: NewsletterSection, list_id: str, email: str,
     return f"<{url}>,\r\n <{mailto}>"
 
 
+def header_text(text: str) -> str:
+    """`text` fit for a header: each run of control characters or line breaks (from a
+    reader's name, an article title, a list title) becomes one space, so none can end the
+    header or start another."""
+    return _CONTROLS.sub(" ", text) if not text.isprintable() else text
+
+
 def subject_of(rendered: RenderedIssue, *, test: bool = False) -> str:
-    return f"[TEST] {rendered.subject}" if test else rendered.subject
+    return header_text(f"[TEST] {rendered.subject}" if test else rendered.subject)
 
 
 def personal_fields(newsletter: NewsletterSection, list_id: str, subscriber: Subscriber,
@@ -92,12 +103,13 @@ def build_message(
     msg_id = message_id(issue.id, subscriber.email, domain, test=test)
 
     msg = EmailMessage(policy=_POLICY)
-    msg["From"] = Address(newsletter.sender_name, addr_spec=newsletter.sender_address)
-    msg["To"] = Address(subscriber.name or "", addr_spec=subscriber.email)
+    msg["From"] = Address(header_text(newsletter.sender_name),
+                          addr_spec=newsletter.sender_address)
+    msg["To"] = Address(header_text(subscriber.name or ""), addr_spec=subscriber.email)
     msg["Subject"] = subject
     msg["Date"] = format_datetime(now.astimezone(dt.UTC))
     msg["Message-ID"] = msg_id
-    msg["List-Id"] = formataddr((issue.list_title, f"{issue.list_id}.{domain}"))
+    msg["List-Id"] = formataddr((header_text(issue.list_title), f"{issue.list_id}.{domain}"))
     # Set raw and pre-folded: the policy would turn a URL longer than 78 characters into
     # RFC 2047 encoded-words, which mail clients do not decode in this header.
     msg.set_raw("List-Unsubscribe", list_unsubscribe(newsletter, issue.list_id,

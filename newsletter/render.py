@@ -4,15 +4,22 @@ Personal fields (`subscriber.name`, `.first_name`, `.email`, `.unsubscribe_url`)
 known while rendering: the templates see letters-and-digits sentinels in their place,
 which survive premailer untouched. The result is split at those sentinels, so each
 subscriber's copy is a cheap join (`PersonalTemplate.fill`) with no Jinja and no premailer.
+
+Article and feed text is printed in the same pass, so a fixed sentinel could be forged by
+any author (and get readers' addresses spliced into their markup). Each render therefore
+draws a random nonce that no content can know in advance, and the output is split only
+when its sentinels are exactly the slots the templates printed, in order (`_split`).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import html
 import logging
 import re
+import secrets
 import textwrap
 import traceback
 from collections.abc import Callable
@@ -32,7 +39,7 @@ from babel.support import NullTranslations, Translations
 from markupsafe import Markup
 from premailer import Premailer
 
-from newsletter.errors import ConfigError, Problem, TemplateError
+from newsletter.errors import ConfigError, NewsletterError, Problem, TemplateError
 from newsletter.links import tag_url
 from newsletter.models import Article, Issue
 from newsletter.settings import LinksSection, NewsletterSection, Settings
@@ -41,7 +48,10 @@ HTML_TEMPLATE = "digest.html"
 TEXT_TEMPLATE = "digest.txt"
 CATALOG = "locale/{name}/LC_MESSAGES/messages.po"  # under the template folder
 PREHEADER_LENGTH = 140
-_SENTINEL = re.compile(r"NLSLOT(\d+)X")
+# 10 random bytes, 16 characters of base32 (A-Z, 2-7): letters and digits survive
+# premailer (which URL-encodes anything else in an href) and `| upper`.
+_NONCE_BYTES = 10
+_RENDER_TRIES = 2  # a second nonce, should content ever hold the first (odds 2**-80)
 _PLACEHOLDER = re.compile(r"%\((\w+)\)")
 
 
@@ -137,19 +147,13 @@ class Renderer:
         kit = self._localise(locale)
         subject = f"{issue.list_title}: {issue.lead.title}"
         preheader = _preheader(issue)
-        html_slots: list[tuple[str, str]] = []
-        text_slots: list[tuple[str, str]] = []
         context = self._context(kit, issue, subject, preheader, archive=False, zone=zone)
-        raw_html = self._render(kit, HTML_TEMPLATE,
-                                {**context, "subscriber": _Personal(html_slots)})
-        raw_text = self._render(kit, TEXT_TEMPLATE,
-                                {**context, "subscriber": _Personal(text_slots)})
         return RenderedIssue(
             issue=issue,
             subject=subject,
             preheader=preheader,
-            html=_split(self._inline(raw_html), html_slots, escape_html=True),
-            text=_split(_tidy_text(raw_text), text_slots, escape_html=False),
+            html=self._personal(kit, HTML_TEMPLATE, context, self._inline, escape_html=True),
+            text=self._personal(kit, TEXT_TEMPLATE, context, _tidy_text, escape_html=False),
         )
 
     def render_web(self, issue: Issue, locale: str | None = None,
@@ -157,13 +161,28 @@ class Renderer:
         """The issue as a public web page (the archive): no reader's details, CSS kept in
         `<style>` (browsers need no inlining, so premailer is not run)."""
         kit = self._localise(locale)
-        slots: list[tuple[str, str]] = []
         context = self._context(kit, issue, f"{issue.list_title}: {issue.lead.title}",
                                 _preheader(issue), archive=True, zone=zone)
-        page = self._render(kit, HTML_TEMPLATE, {**context, "subscriber": _Personal(slots)})
+        page = self._personal(kit, HTML_TEMPLATE, context, lambda html: html, escape_html=True)
         # A template that prints reader fields even here gets them empty, never sentinels.
-        return _split(page, slots, escape_html=True).fill(PersonalFields(email="",
-                                                                         unsubscribe_url=""))
+        return page.fill(PersonalFields(email="", unsubscribe_url=""))
+
+    def _personal(self, kit: _Localised, name: str, context: dict[str, Any],
+                  finish: Callable[[str], str], *, escape_html: bool) -> PersonalTemplate:
+        """Template `name` rendered, passed through `finish` and cut at its personal fields,
+        verified: only sentinels of this render's own nonce, exactly as printed."""
+        for _ in range(_RENDER_TRIES):
+            slots = _Slots()
+            out = finish(self._render(kit, name, {**context, "subscriber": _Personal(slots)}))
+            template = _split(out, slots, escape_html=escape_html)
+            if template is not None:
+                return template
+        raise TemplateError(
+            "a personal field (subscriber.…) did not come out of the template as it was "
+            "printed", file=self.templates / name,
+            fix="print each subscriber field where it is used, e.g. {{ subscriber.email }}, "
+                "not through a filter that changes its text (lower, truncate, replace) or a "
+                "variable printed twice")
 
     def _localise(self, locale: str | None) -> _Localised:
         name = locale or self.locale
@@ -246,6 +265,18 @@ class Renderer:
             file, line = _template_frame(err, self.templates)
             raise TemplateError(f"template error: {err}", file=file or name, line=line,
                                 fix="check the variable names against the README") from err
+        except RecursionError as err:
+            file, line = _template_frame(err, self.templates)
+            raise TemplateError("template error: endless recursion (a macro, include or "
+                                "extends that calls itself)", file=file or name, line=line,
+                                fix="give the recursion a condition that ends it") from err
+        except NewsletterError:
+            raise
+        except Exception as err:  # whatever else a template's own expressions raise: 1/0
+            file, line = _template_frame(err, self.templates)
+            raise TemplateError(f"template error: {type(err).__name__}: {err}",
+                                file=file or name, line=line,
+                                fix="fix the expression on that line") from err
 
     def _inline(self, raw_html: str) -> str:
         try:
@@ -254,6 +285,10 @@ class Renderer:
                 allow_network=False,
                 strip_important=False,  # keep !important inside the @media rules it leaves
                 align_floating_images=False,
+                # Keep the templates' pixel width="536"/"600": premailer would copy the CSS
+                # (width="100%", height="auto") over them, and Outlook for Windows sizes
+                # images and tables from the attribute only.
+                disable_basic_attributes=["width", "height"],
                 remove_classes=False,
                 disable_validation=True,
                 cssutils_logging_level=logging.CRITICAL,
@@ -378,7 +413,7 @@ def _translation_error(catalog: Catalog, message: Message) -> str | None:
     strings = message.string if isinstance(message.string, tuple | list) else (message.string,)
     for string in strings:
         try:
-            string % names
+            (string or "") % names
         except KeyError as err:
             return f"unknown placeholder %({err.args[0]})s"
         except (ValueError, TypeError) as err:
@@ -403,15 +438,27 @@ class _PersonalFieldTested(Exception):
     pass
 
 
+class _Slots:
+    """The personal fields one render printed, in order, and the nonce of its sentinels."""
+
+    def __init__(self) -> None:
+        self.nonce = base64.b32encode(secrets.token_bytes(_NONCE_BYTES)).decode("ascii")
+        self.prefix = f"NL{self.nonce}S"  # then the slot's index and "X"
+        self.printed: list[tuple[str, str]] = []  # (field name, default when empty)
+
+    def sentinel(self, name: str, default: str) -> str:
+        self.printed.append((name, default))
+        return f"{self.prefix}{len(self.printed) - 1}X"
+
+
 class _Slot:
     """Stands for one personal field in a template; prints as a sentinel."""
 
-    def __init__(self, name: str, slots: list[tuple[str, str]], default: str = "") -> None:
+    def __init__(self, name: str, slots: _Slots, default: str = "") -> None:
         self.name, self.default, self._slots = name, default, slots
 
     def __str__(self) -> str:
-        self._slots.append((self.name, self.default))
-        return f"NLSLOT{len(self._slots) - 1}X"
+        return self._slots.sentinel(self.name, self.default)
 
     __html__ = __str__
 
@@ -422,7 +469,7 @@ class _Slot:
 
 
 class _Personal:
-    def __init__(self, slots: list[tuple[str, str]]) -> None:
+    def __init__(self, slots: _Slots) -> None:
         self._slots = slots
 
     def __getattr__(self, name: str) -> _Slot:
@@ -442,10 +489,19 @@ def _or_else(value: Any, default: str) -> Any:
     return value or default
 
 
-def _split(rendered: str, slots: list[tuple[str, str]], *, escape_html: bool) -> PersonalTemplate:
-    parts = _SENTINEL.split(rendered)
-    literals, indexes = parts[0::2], [int(i) for i in parts[1::2]]
-    return PersonalTemplate(tuple(literals), tuple(slots[i] for i in indexes), escape_html)
+def _split(rendered: str, slots: _Slots, *, escape_html: bool) -> PersonalTemplate | None:
+    """`rendered` cut at its sentinels, or None unless they are exactly the printed slots in
+    order and the nonce appears nowhere else (a filter cut one, or content held it)."""
+    first, *pieces = rendered.split(slots.prefix)
+    if len(pieces) != len(slots.printed) or rendered.count(slots.nonce) != len(pieces):
+        return None
+    literals = [first]
+    for expected, piece in enumerate(pieces):
+        index, _, literal = piece.partition("X")
+        if index != str(expected):
+            return None
+        literals.append(literal)
+    return PersonalTemplate(tuple(literals), tuple(slots.printed), escape_html)
 
 
 def _tidy_text(text: str) -> str:

@@ -155,3 +155,68 @@ def test_variant_page_names_are_distinct_plain_ascii() -> None:
     assert names[("local-news",)] == "2026-11-24.local-news"
     assert len(set(names.values())) == len(names)
     assert all(re.fullmatch(r"[a-z0-9.+-]+", name) for name in names.values())
+
+
+@pytest.mark.parametrize(("code", "what"), [
+    ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+    ("{% macro again(n) %}{{ again(n + 1) }}{% endmacro %}{{ again(0) }}",
+     "endless recursion"),
+    ("{{ [1, 2][5] }}", "list object has no element 5"),
+    ("{{ '%d' % 'x' }}", "%d format: a real number is required, not str"),
+])
+def test_a_template_that_raises_is_one_error_line_naming_file_and_line(
+        project: Project, code: str, what: str) -> None:
+    template = project.templates / "digest.html"
+    lines = template.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines.insert(20, f"{code}\n")  # line 21
+    template.write_text("".join(lines), encoding="utf-8")
+    result = project.run("preview", "--date", "2026-11-24")
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert f"digest.html:21: template error: {what}" in error
+    assert not (project.outbox / "preview").exists()
+
+
+WIDTH = re.compile(r'\swidth="([^"]*)"')
+
+
+def test_inlining_keeps_the_templates_pixel_widths_and_adds_no_height(rendered) -> None:
+    """Outlook for Windows sizes images and tables from the attribute alone."""
+    html = rendered.html.fill(ADA)
+    source = (REPO / "templates" / "digest.html").read_text(encoding="utf-8")
+    assert WIDTH.findall(html) == WIDTH.findall(source)  # every one, unchanged, in order
+    assert re.search(r'<img class="lead-image"[^>]* width="536"', html)
+    assert re.search(r'<table [^>]*class="container"[^>]* width="600"', html)
+    assert not re.search(r'<[^>]+\sheight="', html)  # height="auto" is not HTML
+
+
+def _contrast(one: str, two: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    def luminance(colour: str) -> float:
+        channels = [int(colour.lstrip("#")[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+                   for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(one), luminance(two)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_lead_image_alt_text_reads_on_light_and_dark_backgrounds(rendered) -> None:
+    """With images blocked the alt text shows in the img's own colour and font."""
+    html = rendered.html.fill(ADA)
+    style = re.search(r'<img class="lead-image"[^>]* style="([^"]*)"', html).group(1)
+    colour = re.search(r"(?:^|;)\s*color:\s*(#[0-9a-f]{6})", style)
+    assert colour, "the lead image has no colour of its own for its alt text"
+    light = colour.group(1)
+    assert "font-family:Arial" in style and "font-size:15px" in style
+    container = re.search(r'class="container"[^>]* bgcolor="(#[0-9a-f]{6})"', html).group(1)
+    assert _contrast(light, container) >= 4.5
+    dark_css = html.split("@media (prefers-color-scheme: dark)", 1)[1].split("</style>")[0]
+    rule = re.search(r"([^{}]*\.lead-image[^{}]*)\{([^}]*)\}", dark_css)
+    assert rule, "no dark-mode rule for the lead image"
+    dark = re.search(r"color:\s*(#[0-9a-f]{6})\s*!important", rule.group(2)).group(1)
+    dark_bg = re.search(r"\.container\s*\{\s*background-color:\s*(#[0-9a-f]{6})",
+                        dark_css).group(1)
+    assert _contrast(dark, dark_bg) >= 4.5
