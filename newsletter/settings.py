@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
+import json
 import os
 import re
+import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from newsletter.addresses import InvalidAddress, normalize_address, split_mailbox
 from newsletter.errors import ConfigError, Problem
@@ -23,8 +39,44 @@ ENV_FILE = Path(".env")
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
+# Line and paragraph separators that are not in Unicode's Cc category but still break lines.
+_LINE_BREAKS = frozenset("\u2028\u2029")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in `text`, as `U+000D`, or None.
+
+    Settings and titles end up in headers, links and file names: a CR/LF there could add
+    headers (Bcc:) to every message, so one-line text must be exactly that.
+    """
+    for char in text:
+        if char in _LINE_BREAKS or unicodedata.category(char) == "Cc":
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def _one_line(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse a control character in a text setting (or a list of them); secrets may span
+    lines (a PEM key) and are never shown, so they are left alone."""
+    field = model.model_fields.get(info.field_name or "")
+    annotation = field.annotation if field else None
+    if annotation is SecretStr or SecretStr in get_args(annotation):
+        return value
+    for text in value if isinstance(value, list | tuple) else (value,):
+        if isinstance(text, str) and (char := control_character(text)) is not None:
+            raise ValueError(f"contains a control character ({char}); settings that reach "
+                             "headers and links must be one line of plain text")
+    return value
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No nan or inf for float settings: a wait of inf seconds hangs, nan compares false.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        return _one_line(cls, value, info)
 
 
 class NewsletterSection(_Section):
@@ -86,6 +138,12 @@ class ArticlesSection(_Section):
     feeds: list[str] = Field(default_factory=list)
     # Seconds to wait for a feed's server before warning and going on without it.
     feed_timeout: float = Field(10, gt=0, le=300)
+    # An issue needs at least this many new articles (not in an earlier issue, not older
+    # than max_age_days). A day with fewer is a quiet day: with quiet_day "skip", `send`
+    # says "nothing new for LIST on DATE; no issue sent" and exits 0 (the scheduler logs
+    # it as info); with "error" it is an error (exit 2), as before this setting existed.
+    min_new: int = Field(1, ge=1, le=100)
+    quiet_day: Literal["skip", "error"] = "skip"
 
 
 class LinksSection(_Section):
@@ -223,6 +281,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="forbid",
         hide_input_in_errors=True,
+        allow_inf_nan=False,
     )
 
     newsletter: NewsletterSection = Field(default_factory=NewsletterSection)
@@ -249,6 +308,11 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The YAML file arrives as init arguments; the environment must win over it.
         return env_settings, dotenv_settings, init_settings
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        return _one_line(cls, value, info)
 
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets replaced by asterisks."""
@@ -278,28 +342,154 @@ def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
     if problems:
         raise ConfigError(problems=problems)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as err:
         raise ConfigError(problems=[_problem(e, doc) for e in err.errors()]) from err
+    except SettingsError as err:
+        raise ConfigError(problems=[_unparsable(err)]) from err
+    problems = _cross_checks(settings, doc)
+    if problems:
+        raise ConfigError(problems=problems)
+    return settings
 
 
 def _env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
 
 
+def _dotenv_keys() -> dict[str, tuple[str, int]]:
+    """The keys of `.env`, upper-cased (pydantic-settings ignores their case), with each
+    key as written and the line it is on."""
+    if not ENV_FILE.is_file():
+        return {}
+    keys: dict[str, tuple[str, int]] = {}
+    names = [str(name) for name in dotenv_values(ENV_FILE)]
+    try:
+        lines = ENV_FILE.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        lines = []
+    for name in names:
+        keys.setdefault(name.upper(), (name, 0))
+    for number, text in enumerate(lines, start=1):
+        key = text.strip().removeprefix("export ").partition("=")[0].strip()
+        if key.upper() in keys and not keys[key.upper()][1]:
+            keys[key.upper()] = (key, number)
+    return keys
+
+
+def _environment_keys() -> dict[str, str]:
+    return {name.upper(): name for name in os.environ}
+
+
+def _where(loc: tuple[Any, ...], doc: YamlDocument) -> tuple[Path | str | None, int | None, str]:
+    """Which source set the setting at `loc`: (file, line, field) for its `Problem`.
+
+    The environment wins over `.env`, which wins over the YAML file; a variable can set the
+    key itself (NEWSLETTER_SMTP__PORT) or a whole section as JSON (NEWSLETTER_SMTP), and
+    a key no model knows arrives as the variable's own name (newsletter_bogus).
+    """
+    environment, dotenv = _environment_keys(), _dotenv_keys()
+    dotted = ".".join(str(part) for part in loc)
+    candidates = [str(loc[0]).upper()] if _is_variable(loc) else []
+    candidates += [_env_name(loc[:n]) for n in range(len(loc), 0, -1)]
+    for name in candidates:
+        inside = "" if name in (candidates[0], _env_name(loc)) else f"{dotted} in "
+        if name in environment:
+            return None, None, f"{inside}{environment[name]} (environment)"
+        if name in dotenv:
+            key, line = dotenv[name]
+            return ENV_FILE, line or None, inside + key
+    return doc.path, doc.line_of(loc), dotted
+
+
+def _is_variable(loc: tuple[Any, ...]) -> bool:
+    """Whether `loc` is an unknown top-level key that came from a variable's own name."""
+    return len(loc) == 1 and str(loc[0]).upper().startswith(ENV_PREFIX)
+
+
 def _problem(error: Any, doc: YamlDocument) -> Problem:
     loc = tuple(error["loc"])
-    key = ".".join(str(part) for part in loc)
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and _is_variable(loc):
+        what, fix = "unknown setting", (
+            f"name a section and a key, as in {ENV_PREFIX}SMTP__HOST; sections: "
+            + ", ".join(Settings.model_fields))
+    elif error["type"] == "extra_forbidden":
         what, fix = "unknown setting", _allowed_keys(loc)
     else:
         what, fix = error["msg"].removeprefix("Value error, "), None
-    env_name = _env_name(loc)
-    if env_name in os.environ:
-        return Problem(what, None, None, f"{env_name} (environment)", fix)
-    if ENV_FILE.exists() and env_name in dotenv_values(ENV_FILE):
-        return Problem(what, ENV_FILE, None, env_name, fix)
-    return Problem(what, doc.path, doc.line_of(loc), key, fix)
+    file, line, field = _where(loc, doc)
+    return Problem(what, file, line, field, fix)
+
+
+_SOURCE_FIELD = re.compile(r'field "(?P<field>[^"]+)" from source "(?P<source>\w+)"')
+
+
+def _unparsable(err: SettingsError) -> Problem:
+    """A variable pydantic-settings could not decode (a section given as broken JSON).
+
+    Its value is never shown: NEWSLETTER_SMTP may hold the password.
+    """
+    match = _SOURCE_FIELD.search(str(err))
+    section = match["field"] if match else ""
+    from_dotenv = bool(match) and match["source"].startswith("DotEnv")
+    keys = (_dotenv_keys() if from_dotenv
+            else {name: (key, 0) for name, key in _environment_keys().items()})
+    values = dotenv_values(ENV_FILE) if from_dotenv else os.environ
+    prefix = _env_name((section,)) if section else ENV_PREFIX.rstrip("_")
+    found = [(key, line) for name, (key, line) in keys.items()
+             if name == prefix or name.startswith(prefix + "__")]
+    broken = [(key, line) for key, line in found if _not_json(values.get(key))]
+    key, line = (broken or found or [(prefix, 0)])[0]
+    reason = _json_error(values.get(key))
+    what = "not valid JSON" + (f" ({reason})" if reason else "")
+    fix = ('write JSON such as {"host": "mail.example.com"} for a section or ["a", "b"] '
+           f"for a list, or set one key at a time ({prefix}__KEY)")
+    if from_dotenv:
+        return Problem(what, ENV_FILE, line or None, key, fix)
+    return Problem(what, None, None, f"{key} (environment)", fix)
+
+
+def _json_error(value: str | None) -> str | None:
+    """Where JSON decoding fails (line and column, never the text itself)."""
+    if value is None:
+        return None
+    try:
+        json.loads(value)
+    except ValueError as err:
+        if isinstance(err, json.JSONDecodeError):
+            return f"{err.msg} at line {err.lineno} column {err.colno}"
+        return "cannot be decoded"
+    return None
+
+
+def _not_json(value: str | None) -> bool:
+    return value is not None and value.lstrip()[:1] in ("{", "[") and bool(_json_error(value))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (localhost, 127.0.0.0/8 or ::1) by name or address."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _cross_checks(settings: Settings, doc: YamlDocument) -> list[Problem]:
+    """Rules across settings that no single field can check."""
+    problems = []
+    smtp = settings.smtp
+    if smtp.username and smtp.security == "none" and not is_loopback(smtp.host):
+        # AUTH PLAIN and LOGIN send the password in the clear: anyone on the path reads it.
+        file, line, field = _where(("smtp", "security"), doc)
+        problems.append(Problem(
+            f"would send the password unencrypted to {smtp.host} (smtp.username is set and "
+            "smtp.security is none)", file, line, field,
+            "use smtp.security: starttls (port 587) or ssl (port 465); 'none' with a login "
+            "is only allowed to localhost"))
+    return problems
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:

@@ -64,9 +64,15 @@ def test_preview_writes_html_and_text(project: Project) -> None:
                                      str(text.relative_to(project.root))]
     assert "Harbour bridge reopens after repairs" in html.read_text()
     assert "Good morning, reader." in text.read_text()
+    general = html.read_bytes()
     personal = project.run("preview", "--date", ISSUE_DATE, "--subscriber", "ZOE@example.org")
     assert personal.returncode == 0, personal.stderr
-    assert "Good morning, Zoë." in html.read_text()
+    # The reader's copy has a file of its own; the general preview is left as it was.
+    own = html.with_name(f"{ISSUE_DATE}.zoe@example.org.html")
+    assert personal.stdout.split() == [str(own.relative_to(project.root)),
+                                       str(own.with_suffix(".txt").relative_to(project.root))]
+    assert "Good morning, Zoë." in own.read_text()
+    assert html.read_bytes() == general and "Zoë" not in html.read_text()
 
 
 def test_compose_json_and_explain(project: Project) -> None:

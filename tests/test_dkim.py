@@ -18,7 +18,7 @@ def dkim_project(project: Project) -> tuple[Project, bytes]:
     """The project with a fresh key made by `newsletter dkim keygen`, and its DNS record."""
     result = project.run("dkim", "keygen", "--selector", "brief2026", "--bits", "1024")
     assert result.returncode == 0, result.stderr
-    key = project.root / "config" / "dkim-brief2026.pem"
+    key = project.root / "config" / "dkim" / "brief2026.pem"
     assert key.stat().st_mode & 0o777 == 0o600
     record = re.search(r'brief2026\._domainkey\.example\.com\. IN TXT \( (.*) \)',
                        result.stdout)
@@ -26,7 +26,7 @@ def dkim_project(project: Project) -> tuple[Project, bytes]:
     txt = "".join(re.findall(r'"([^"]*)"', record.group(1))).encode()
     project.settings.write_text(project.settings.read_text() + (
         "dkim:\n  domain: example.com\n  selector: brief2026\n"
-        "  private_key: config/dkim-brief2026.pem\n"))
+        "  private_key: config/dkim/brief2026.pem\n"))
     return project, txt
 
 
