@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
-import os
 import re
 import unicodedata
 from pathlib import Path
 from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -30,12 +27,11 @@ from pydantic_settings import (
 )
 
 from newsletter.addresses import InvalidAddress, normalize_address, split_mailbox
+from newsletter.blame import ENV_FILE, ENV_PREFIX, env_name, is_variable, unparsable, where
 from newsletter.errors import ConfigError, Problem
 from newsletter.yamlfile import YamlDocument, load_yaml
 
 DEFAULT_CONFIG = Path("config/newsletter.yaml")
-ENV_PREFIX = "NEWSLETTER_"
-ENV_FILE = Path(".env")
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 
 
@@ -338,7 +334,7 @@ def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
             problems.append(Problem(
                 "secrets don't belong in the settings file", config_path,
                 doc.line_of((section, key)), f"{section}.{key}",
-                f"remove it and set {_env_name((section, key))} in the environment or .env"))
+                f"remove it and set {env_name((section, key))} in the environment or .env"))
     if problems:
         raise ConfigError(problems=problems)
     try:
@@ -346,70 +342,16 @@ def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
     except ValidationError as err:
         raise ConfigError(problems=[_problem(e, doc) for e in err.errors()]) from err
     except SettingsError as err:
-        raise ConfigError(problems=[_unparsable(err)]) from err
+        raise ConfigError(problems=[unparsable(err)]) from err
     problems = _cross_checks(settings, doc)
     if problems:
         raise ConfigError(problems=problems)
     return settings
 
 
-def _env_name(loc: tuple[Any, ...]) -> str:
-    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
-
-
-def _dotenv_keys() -> dict[str, tuple[str, int]]:
-    """The keys of `.env`, upper-cased (pydantic-settings ignores their case), with each
-    key as written and the line it is on."""
-    if not ENV_FILE.is_file():
-        return {}
-    keys: dict[str, tuple[str, int]] = {}
-    names = [str(name) for name in dotenv_values(ENV_FILE)]
-    try:
-        lines = ENV_FILE.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        lines = []
-    for name in names:
-        keys.setdefault(name.upper(), (name, 0))
-    for number, text in enumerate(lines, start=1):
-        key = text.strip().removeprefix("export ").partition("=")[0].strip()
-        if key.upper() in keys and not keys[key.upper()][1]:
-            keys[key.upper()] = (key, number)
-    return keys
-
-
-def _environment_keys() -> dict[str, str]:
-    return {name.upper(): name for name in os.environ}
-
-
-def _where(loc: tuple[Any, ...], doc: YamlDocument) -> tuple[Path | str | None, int | None, str]:
-    """Which source set the setting at `loc`: (file, line, field) for its `Problem`.
-
-    The environment wins over `.env`, which wins over the YAML file; a variable can set the
-    key itself (NEWSLETTER_SMTP__PORT) or a whole section as JSON (NEWSLETTER_SMTP), and
-    a key no model knows arrives as the variable's own name (newsletter_bogus).
-    """
-    environment, dotenv = _environment_keys(), _dotenv_keys()
-    dotted = ".".join(str(part) for part in loc)
-    candidates = [str(loc[0]).upper()] if _is_variable(loc) else []
-    candidates += [_env_name(loc[:n]) for n in range(len(loc), 0, -1)]
-    for name in candidates:
-        inside = "" if name in (candidates[0], _env_name(loc)) else f"{dotted} in "
-        if name in environment:
-            return None, None, f"{inside}{environment[name]} (environment)"
-        if name in dotenv:
-            key, line = dotenv[name]
-            return ENV_FILE, line or None, inside + key
-    return doc.path, doc.line_of(loc), dotted
-
-
-def _is_variable(loc: tuple[Any, ...]) -> bool:
-    """Whether `loc` is an unknown top-level key that came from a variable's own name."""
-    return len(loc) == 1 and str(loc[0]).upper().startswith(ENV_PREFIX)
-
-
 def _problem(error: Any, doc: YamlDocument) -> Problem:
     loc = tuple(error["loc"])
-    if error["type"] == "extra_forbidden" and _is_variable(loc):
+    if error["type"] == "extra_forbidden" and is_variable(loc):
         what, fix = "unknown setting", (
             f"name a section and a key, as in {ENV_PREFIX}SMTP__HOST; sections: "
             + ", ".join(Settings.model_fields))
@@ -417,53 +359,8 @@ def _problem(error: Any, doc: YamlDocument) -> Problem:
         what, fix = "unknown setting", _allowed_keys(loc)
     else:
         what, fix = error["msg"].removeprefix("Value error, "), None
-    file, line, field = _where(loc, doc)
+    file, line, field = where(loc, doc)
     return Problem(what, file, line, field, fix)
-
-
-_SOURCE_FIELD = re.compile(r'field "(?P<field>[^"]+)" from source "(?P<source>\w+)"')
-
-
-def _unparsable(err: SettingsError) -> Problem:
-    """A variable pydantic-settings could not decode (a section given as broken JSON).
-
-    Its value is never shown: NEWSLETTER_SMTP may hold the password.
-    """
-    match = _SOURCE_FIELD.search(str(err))
-    section = match["field"] if match else ""
-    from_dotenv = bool(match) and match["source"].startswith("DotEnv")
-    keys = (_dotenv_keys() if from_dotenv
-            else {name: (key, 0) for name, key in _environment_keys().items()})
-    values = dotenv_values(ENV_FILE) if from_dotenv else os.environ
-    prefix = _env_name((section,)) if section else ENV_PREFIX.rstrip("_")
-    found = [(key, line) for name, (key, line) in keys.items()
-             if name == prefix or name.startswith(prefix + "__")]
-    broken = [(key, line) for key, line in found if _not_json(values.get(key))]
-    key, line = (broken or found or [(prefix, 0)])[0]
-    reason = _json_error(values.get(key))
-    what = "not valid JSON" + (f" ({reason})" if reason else "")
-    fix = ('write JSON such as {"host": "mail.example.com"} for a section or ["a", "b"] '
-           f"for a list, or set one key at a time ({prefix}__KEY)")
-    if from_dotenv:
-        return Problem(what, ENV_FILE, line or None, key, fix)
-    return Problem(what, None, None, f"{key} (environment)", fix)
-
-
-def _json_error(value: str | None) -> str | None:
-    """Where JSON decoding fails (line and column, never the text itself)."""
-    if value is None:
-        return None
-    try:
-        json.loads(value)
-    except ValueError as err:
-        if isinstance(err, json.JSONDecodeError):
-            return f"{err.msg} at line {err.lineno} column {err.colno}"
-        return "cannot be decoded"
-    return None
-
-
-def _not_json(value: str | None) -> bool:
-    return value is not None and value.lstrip()[:1] in ("{", "[") and bool(_json_error(value))
 
 
 def is_loopback(host: str) -> bool:
@@ -483,7 +380,7 @@ def _cross_checks(settings: Settings, doc: YamlDocument) -> list[Problem]:
     smtp = settings.smtp
     if smtp.username and smtp.security == "none" and not is_loopback(smtp.host):
         # AUTH PLAIN and LOGIN send the password in the clear: anyone on the path reads it.
-        file, line, field = _where(("smtp", "security"), doc)
+        file, line, field = where(("smtp", "security"), doc)
         problems.append(Problem(
             f"would send the password unencrypted to {smtp.host} (smtp.username is set and "
             "smtp.security is none)", file, line, field,
