@@ -136,11 +136,12 @@ def generate_key(path: Path, bits: int = 2048, *, overwrite: bool = False) -> st
                             serialization.NoEncryption())
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _write_private(path, pem, overwrite)
-    except FileExistsError as err:
-        raise ConfigError("a key file is already there", file=path, field="--out",
-                          fix="pick another --selector or --out (never reuse a published "
-                              "key), or pass --overwrite to replace it") from err
+        try:
+            _write_private(path, pem, overwrite)
+        except FileExistsError as err:
+            raise ConfigError("a key file is already there", file=path, field="--out",
+                              fix="pick another --selector or --out (never reuse a published "
+                                  "key), or pass --overwrite to replace it") from err
     except OSError as err:
         raise ConfigError(f"cannot write the key ({err.strerror})", file=path, field="--out",
                           fix="pick a folder you can write to with --out") from err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from email import message_from_bytes, policy
 
@@ -102,3 +103,13 @@ def test_every_command_explains_itself(project: Project) -> None:
         result = project.run(*command, "--help")
         assert result.returncode == 0 and "Usage: newsletter" in result.stdout
         assert len(result.stdout.splitlines()) > 4
+
+
+def test_a_personal_preview_name_is_a_safe_file_name_of_its_own() -> None:
+    from newsletter.cli import _reader_page
+
+    day = dt.date(2026, 11, 24)
+    assert _reader_page(day, "ada@example.com") == "2026-11-24.ada@example.com"
+    odd, plain = _reader_page(day, "a/b@example.com"), _reader_page(day, "a_b@example.com")
+    assert "/" not in odd and odd != plain and len(_reader_page(day, "x" * 64 + "@" + "d" * 180
+                                                                + ".com")) < 140
