@@ -33,6 +33,10 @@ from newsletter.yamlfile import YamlDocument, load_yaml
 
 DEFAULT_CONFIG = Path("config/newsletter.yaml")
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_BASE_URL = re.compile(rf"https?://{_LABEL}(?:\.{_LABEL})*(?::\d{{1,5}})?"
+                       r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
 
 
 # Line and paragraph separators that are not in Unicode's Cc category but still break lines.
@@ -111,6 +115,11 @@ class NewsletterSection(_Section):
     def _base_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an absolute URL such as https://example.com")
+        if not _BASE_URL.fullmatch(value):
+            # It goes into List-Unsubscribe as <URL>: a '>' or a space would end it there.
+            raise ValueError("must be a plain https://host[:port][/path] URL in ASCII, with no "
+                             "query, fragment, spaces, quotes or <> (an international "
+                             "domain in its xn-- form)")
         return value.rstrip("/")
 
     @property
@@ -190,6 +199,18 @@ class DkimSection(_Section):
     selector: str | None = None
     # A PEM file's path, or the PEM itself (only from NEWSLETTER_DKIM__PRIVATE_KEY or .env).
     private_key: SecretStr | None = None
+
+    @field_validator("domain", "selector")
+    @classmethod
+    def _dns_name(cls, value: str | None) -> str | None:
+        # Both are written into the DKIM-Signature header as d= and s=: a ';' or a space
+        # would add tags of its own.
+        if not value:
+            return None  # unset; `load_signer` says what DKIM still needs
+        if not _DNS_NAME.fullmatch(value):
+            raise ValueError("must be a DNS name of letters, digits, '-' and '.' (an "
+                             "international domain in its xn-- form), e.g. example.com")
+        return value
 
 
 class UnsubscribeSection(_Section):

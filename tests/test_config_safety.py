@@ -89,6 +89,37 @@ def test_a_pem_key_may_span_lines_and_plain_text_passes(
     assert control_character("Zoë\u200dx") is None  # a joiner is not a line break
 
 
+@pytest.mark.parametrize("url", [
+    "https://x.example/u>, <mailto:evil@x.example>",  # would add a List-Unsubscribe target
+    "https://café.example",  # not ASCII: every message build crashed
+    "https://x.example/?list=a", "https://x.example/#top", 'https://x.example/"a"',
+    "https://x.example/a b",
+])
+def test_base_url_is_a_plain_ascii_url(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "newsletter.yaml"
+    path.write_text(f"newsletter:\n  base_url: {_yaml_string(url)}\n")
+    with pytest.raises(ConfigError, match=r":2: newsletter\.base_url: must be a plain "):
+        load_settings(path)
+
+
+@pytest.mark.parametrize("url", ["https://news.example.com/", "http://localhost:8025/brief",
+                                 "https://xn--caf-dma.example/p%20q"])
+def test_ordinary_base_urls_pass(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "newsletter.yaml"
+    path.write_text(f"newsletter:\n  base_url: {url}\n")
+    assert load_settings(path).newsletter.base_url == url.rstrip("/")
+
+
+@pytest.mark.parametrize(("key", "value"), [("selector", "s1; d=evil.example"),
+                                             ("domain", "example.com; s=x"),
+                                             ("domain", "exämple.com")])
+def test_dkim_names_are_dns_names(tmp_path: Path, key: str, value: str) -> None:
+    path = tmp_path / "newsletter.yaml"
+    path.write_text(f"dkim:\n  {key}: {_yaml_string(value)}\n")
+    with pytest.raises(ConfigError, match=rf":2: dkim\.{key}: must be a DNS name"):
+        load_settings(path)
+
+
 def test_crlf_in_base_url_never_reaches_a_message(project: Project) -> None:
     text = project.settings.read_text().replace(
         "base_url: https://news.example.com",
