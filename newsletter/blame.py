@@ -16,7 +16,7 @@ from typing import Any
 from dotenv import dotenv_values
 from pydantic_settings import SettingsError
 
-from newsletter.errors import Problem
+from newsletter.errors import ConfigError, Problem
 from newsletter.yamlfile import YamlDocument
 
 ENV_PREFIX = "NEWSLETTER_"
@@ -98,8 +98,11 @@ def unparsable(err: SettingsError) -> Problem:
     key, line = (broken or found or [(prefix, 0)])[0]
     reason = _json_error(values.get(key))
     what = "not valid JSON" + (f" ({reason})" if reason else "")
-    fix = ('write JSON such as {"host": "mail.example.com"} for a section or ["a", "b"] '
-           f"for a list, or set one key at a time ({prefix}__KEY)")
+    if key.upper() == prefix:
+        fix = (f'write the section as a JSON object such as {{"host": "mail.example.com"}}, '
+               f"or set one key at a time ({prefix}__KEY)")
+    else:
+        fix = 'write the list as JSON, e.g. ["articles", "more/articles"]'
     if from_dotenv:
         return Problem(what, ENV_FILE, line or None, key, fix)
     return Problem(what, None, None, f"{key} (environment)", fix)
@@ -120,3 +123,20 @@ def _json_error(value: str | None) -> str | None:
 
 def _not_json(value: str | None) -> bool:
     return value is not None and value.lstrip()[:1] in ("{", "[") and bool(_json_error(value))
+
+
+def check_dotenv() -> None:
+    """`.env` must be UTF-8 text that can be read; else one line naming it, not a traceback."""
+    if not ENV_FILE.is_file():
+        return
+    try:
+        data = ENV_FILE.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"cannot read .env ({err.strerror})", file=ENV_FILE,
+                          fix="make it readable, or remove it") from err
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[:err.start].count(b"\n") + 1
+        raise ConfigError("not UTF-8 text", file=ENV_FILE, line=line,
+                          fix="save it as UTF-8") from err

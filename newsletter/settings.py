@@ -27,7 +27,15 @@ from pydantic_settings import (
 )
 
 from newsletter.addresses import InvalidAddress, normalize_address, split_mailbox
-from newsletter.blame import ENV_FILE, ENV_PREFIX, env_name, is_variable, unparsable, where
+from newsletter.blame import (
+    ENV_FILE,
+    ENV_PREFIX,
+    check_dotenv,
+    env_name,
+    is_variable,
+    unparsable,
+    where,
+)
 from newsletter.errors import ConfigError, Problem
 from newsletter.yamlfile import YamlDocument, load_yaml
 
@@ -358,6 +366,7 @@ def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
                 f"remove it and set {env_name((section, key))} in the environment or .env"))
     if problems:
         raise ConfigError(problems=problems)
+    check_dotenv()
     try:
         settings = Settings(**data)
     except ValidationError as err:

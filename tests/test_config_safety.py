@@ -248,6 +248,13 @@ CASES = {
         SEND, "error: .env:2: NEWSLETTER_SMTP__PROT: unknown setting",
         dotenv="NEWSLETTER_SMTP__PASSWORD=" + SECRET + "\nNEWSLETTER_SMTP__PROT=25\n",
         secret=SECRET),
+    ".env is not UTF-8": Case(
+        SEND, "error: .env:2: not UTF-8 text — save it as UTF-8",
+        dotenv="# Zoë's settings\nNEWSLETTER_SMTP__HOST=caf\udce9\n"),
+    "a list variable is not JSON": Case(
+        SEND, 'error: NEWSLETTER_ARTICLES__PATHS (environment): not valid JSON (Expecting '
+              'value at line 1 column 1) — write the list as JSON, e.g. ["articles"',
+        env={"NEWSLETTER_ARTICLES__PATHS": "articles"}),
     "a bad value in .env": Case(
         SEND, "error: .env:1: NEWSLETTER_SMTP__PORT: Input should be a valid integer",
         dotenv="NEWSLETTER_SMTP__PORT=twenty-five\n"),
@@ -275,8 +282,8 @@ CASES = {
 @pytest.mark.parametrize("name", CASES)
 def test_a_mistake_is_one_error_line_and_exit_2(project: Project, name: str) -> None:
     case = CASES[name]
-    if case.dotenv is not None:
-        (project.root / ".env").write_text(case.dotenv)
+    if case.dotenv is not None:  # a lone surrogate stands for a byte that is not UTF-8
+        (project.root / ".env").write_bytes(case.dotenv.encode("utf-8", "surrogateescape"))
     result = project.run(*case.args, env=case.env)
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
