@@ -46,6 +46,7 @@ from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberLis
 from newsletter.progress import SendProgress
 from newsletter.render import PersonalFields, Renderer, page_name
 from newsletter.settings import (
+    CONFIG_VARIABLE,
     DEFAULT_CONFIG,
     ScheduleSection,
     Settings,
@@ -154,7 +155,7 @@ def _warn(warnings: list[Any]) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
-              envvar="NEWSLETTER_CONFIG",
+              envvar=CONFIG_VARIABLE,
               default=DEFAULT_CONFIG, show_default=True,
               help="Settings file (also NEWSLETTER_CONFIG).")
 @click.version_option(package_name="newsletter")

@@ -40,6 +40,7 @@ from newsletter.errors import ConfigError, Problem
 from newsletter.yamlfile import YamlDocument, load_yaml
 
 DEFAULT_CONFIG = Path("config/newsletter.yaml")
+CONFIG_VARIABLE = "NEWSLETTER_CONFIG"  # read by the CLI, before .env is
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
@@ -381,7 +382,10 @@ def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
 
 def _problem(error: Any, doc: YamlDocument) -> Problem:
     loc = tuple(error["loc"])
-    if error["type"] == "extra_forbidden" and is_variable(loc):
+    if error["type"] == "extra_forbidden" and str(loc[0]).upper() == CONFIG_VARIABLE:
+        what, fix = "only the environment can choose the settings file", (
+            f"remove it from .env; use --config PATH or export {CONFIG_VARIABLE}")
+    elif error["type"] == "extra_forbidden" and is_variable(loc):
         what, fix = "unknown setting", (
             f"name a section and a key, as in {ENV_PREFIX}SMTP__HOST; sections: "
             + ", ".join(Settings.model_fields))

@@ -191,6 +191,8 @@ def test_no_float_setting_takes_nan_or_infinity(
     ("newsletter_smtp__port=abc", ".env:2: newsletter_smtp__port: Input should be a valid"),
     ('export NEWSLETTER_DKIM__SELECTOR="a\\rb"', ".env:2: NEWSLETTER_DKIM__SELECTOR: "
                                                  "contains a control character"),
+    ("NEWSLETTER_CONFIG=other.yaml", ".env:2: NEWSLETTER_CONFIG: only the environment can "
+                                     "choose the settings file"),
     # A key the YAML file does not have: the file has no line to blame.
     ("NEWSLETTER_SERVE__PORT=0", ".env:2: NEWSLETTER_SERVE__PORT: Input should be greater"),
     ('NEWSLETTER_SMTP={"port": "x"}', ".env:2: smtp.port in NEWSLETTER_SMTP: Input should"),
