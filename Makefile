@@ -27,6 +27,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
+	$(BIN)/mypy newsletter
 	$(BIN)/python -m pytest
 
 # Generates 100,000 subscribers; takes a few minutes. Figures: table + benchmarks/results.json

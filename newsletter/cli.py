@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import hashlib
 import json
 import logging
+import math
 import re
 import signal
 import sys
@@ -26,7 +28,7 @@ from newsletter.delivery.file import write_atomically
 from newsletter.digest import (
     DeliveryReport,
     Inputs,
-    compose_edition,
+    compose_lists,
     due_date,
     issue_date,
     list_zone,
@@ -37,13 +39,14 @@ from newsletter.digest import (
     send_lock,
     variant_audience,
 )
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.errors import ConfigError, NewsletterError, NothingNew
 from newsletter.ledger import ALL_LISTS, SqliteLedger
 from newsletter.message import personal_fields
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList
 from newsletter.progress import SendProgress
 from newsletter.render import PersonalFields, Renderer, page_name
 from newsletter.settings import (
+    CONFIG_VARIABLE,
     DEFAULT_CONFIG,
     ScheduleSection,
     Settings,
@@ -54,7 +57,46 @@ from newsletter.subscribers import load_roster
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILED_DELIVERIES = 1
-DATE = click.DateTime(formats=["%Y-%m-%d"])
+# Where `dkim keygen` puts keys by default: a folder the project's .gitignore covers.
+DKIM_KEY_DIR = Path("config/dkim")
+
+
+class _IssueDate(click.DateTime):
+    """A YYYY-MM-DD date within the years articles may carry (1970–2999): outside them,
+    date arithmetic (max_age_days back, a day forward) would overflow."""
+
+    FIRST, LAST = dt.datetime(1970, 1, 1), dt.datetime(2999, 12, 31)
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> Any:
+        when = super().convert(value, param, ctx)
+        if not self.FIRST <= when <= self.LAST:
+            self.fail(f"{when.date().isoformat()} is out of range: an issue date is between "
+                      f"{self.FIRST.date()} and {self.LAST.date()}", param, ctx)
+        return when
+
+
+class _Seconds(click.ParamType):
+    """A finite, non-negative number of seconds up to `most` (no nan, no inf)."""
+
+    name = "seconds"
+
+    def __init__(self, most: float) -> None:
+        self.most = most
+
+    def convert(self, value: Any, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not (math.isfinite(seconds) and 0 <= seconds <= self.most):
+            self.fail(f"{value!r} is not a number of seconds from 0 to {self.most:g}",
+                      param, ctx)
+        return seconds
+
+
+DATE = _IssueDate(formats=["%Y-%m-%d"])
 
 
 def _user_errors(command: F) -> F:
@@ -113,7 +155,7 @@ def _warn(warnings: list[Any]) -> None:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--config", "config_path", type=click.Path(path_type=Path),
-              envvar="NEWSLETTER_CONFIG",
+              envvar=CONFIG_VARIABLE,
               default=DEFAULT_CONFIG, show_default=True,
               help="Settings file (also NEWSLETTER_CONFIG).")
 @click.version_option(package_name="newsletter")
@@ -152,16 +194,16 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
         lists = [lst for lst in lists if lst.id in readers]
     renderer = Renderer.from_settings(app.settings)
     outbox = app.settings.delivery.outbox / "preview"
-    for lst in lists:
-        edition = render_edition(renderer, compose_edition(inputs, lst, day,
-                                                           app.ledger(create=False)),
-                                 lst.locale, list_zone(lst, app.settings))
+    for lst, composed in compose_lists(inputs, lists, day, app.ledger(create=False),
+                                       _print_quiet):
+        edition = render_edition(renderer, composed, lst.locale, list_zone(lst, app.settings))
         if subscriber is not None:
             secret = app.settings.unsubscribe.secret
             reader = readers[lst.id]
             personal = personal_fields(newsletter, lst.id, reader,
                                        secret.get_secret_value() if secret else None)
-            copies = [(edition.for_reader(reader), day.isoformat())]
+            # Its own file: the general preview next to it stays fit to show colleagues.
+            copies = [(edition.for_reader(reader), _reader_page(day, reader.email))]
         else:  # neutral copies, fit to show colleagues: the general issue and each variant
             personal = PersonalFields(email=f"reader@{newsletter.sender_domain}",
                                       unsubscribe_url=f"{newsletter.base_url}/unsubscribe")
@@ -172,6 +214,16 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
                 path = outbox / lst.id / f"{name}{suffix}"
                 write_atomically(path, part.fill(personal).encode("utf-8"))
                 click.echo(str(path))
+
+
+def _reader_page(day: dt.date, email: str) -> str:
+    """`2026-11-24.ada@example.com`: a personal preview's file name. The `@` keeps it apart
+    from the general and topic pages; characters a file name should not hold become `_`,
+    and then a hash of the address keeps two readers apart."""
+    safe = re.sub(r"[^A-Za-z0-9._+@-]", "_", email)[:100]
+    if safe != email:
+        safe += "." + hashlib.sha256(email.encode()).hexdigest()[:8]
+    return f"{day.isoformat()}.{safe}"
 
 
 @cli.command()
@@ -186,8 +238,9 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
               help="Build every message still to send and print them; deliver nothing.")
 @click.option("--resend", is_flag=True,
               help="Send the issue again to everyone, including those who already have it.")
-@click.option("--wait", "wait", type=float, default=0, metavar="SECONDS",
-              help="If another process is sending, wait this long for it to finish.")
+@click.option("--wait", "wait", type=_Seconds(most=24 * 3600), default=0, metavar="SECONDS",
+              help="If another process is sending, wait this long for it to finish "
+                   "(at most a day).")
 @click.option("--force", is_flag=True, help="Send even if `check` finds errors.")
 @click.option("--timezone", "zone", metavar="ZONE",
               help="Only readers whose morning is in this time zone (IANA name), as the "
@@ -243,7 +296,8 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
                                to=test_reader,
                                resend=resend, dry_run=dry_run, force=force,
                                stream=sys.stdout, stop=stop, on_start=progress.start,
-                               on_result=progress.advance, on_finding=_print_finding)
+                               on_result=progress.advance, on_finding=_print_finding,
+                               on_quiet=_print_quiet)
         finally:
             lock.release()
     for report in reports:
@@ -325,10 +379,12 @@ def compose(app: _App, date: dt.datetime | None, list_id: str | None, explain: b
     day = app.date(date)
     ledger = app.ledger(create=False)
     lists = inputs.roster.select(list_id)
-    editions = [(lst, compose_edition(inputs, lst, day, ledger)) for lst in lists]
-    if as_json:
+    editions = compose_lists(inputs, lists, day, ledger,
+                             functools.partial(_print_quiet, err=as_json))
+    if as_json:  # one list: its issue; several: a list of them (quiet ones left out)
         data = [_edition_json(edition, lst, explain) for lst, edition in editions]
-        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2, ensure_ascii=False))
+        click.echo(json.dumps(data[0] if len(data) == 1 and len(lists) == 1 else data,
+                              indent=2, ensure_ascii=False))
         return
     for lst, edition in editions:
         _print_edition(edition, lst, explain)
@@ -396,6 +452,11 @@ def _print_issue(issue: Issue, explain: bool) -> None:
                 click.echo(f"                    · {reason}")
 
 
+def _print_quiet(quiet: NothingNew, err: bool = False) -> None:
+    """A quiet day is news, not a mistake: said once, and the command still exits 0."""
+    click.echo(quiet.quiet_line, err=err)
+
+
 def _print_finding(issue_id: str, finding: Finding) -> None:
     if finding.level == "warning":
         click.echo(f"warning: {issue_id}: {finding.what}"
@@ -422,9 +483,9 @@ def check(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
     renderer = Renderer.from_settings(app.settings)
     ledger = app.ledger(create=False)
     errors = 0
-    for lst in inputs.roster.select(list_id):
-        edition = render_edition(renderer, compose_edition(inputs, lst, day, ledger),
-                                 lst.locale, list_zone(lst, app.settings))
+    for lst, composed in compose_lists(inputs, inputs.roster.select(list_id), day, ledger,
+                                       _print_quiet):
+        edition = render_edition(renderer, composed, lst.locale, list_zone(lst, app.settings))
         labels = {a.issue.article_ids: a.label
                   for a in variant_audience(edition.edition, lst)}
         for ids, rendered in edition.variants.items():
@@ -580,13 +641,16 @@ def dkim() -> None:
 @click.option("--selector", required=True, help="The DKIM selector, e.g. brief2026.")
 @click.option("--domain", help="Signing domain (default: dkim.domain, else the sender's).")
 @click.option("--out", "out", type=click.Path(path_type=Path),
-              help="Where to write the private key (default: config/dkim-SELECTOR.pem).")
+              help=f"Where to write the private key (default: {DKIM_KEY_DIR}/SELECTOR.pem, "
+                   "which .gitignore keeps out of git).")
 @click.option("--bits", type=click.Choice(["1024", "2048", "4096"]), default="2048",
               show_default=True, help="RSA key size.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a key file that is already there (its DNS record stops working).")
 @pass_app
 @_user_errors
 def dkim_keygen(app: _App, selector: str, domain: str | None, out: Path | None,
-                bits: str) -> None:
+                bits: str, overwrite: bool) -> None:
     """Write a new DKIM key pair and print the DNS TXT record to publish."""
     from newsletter.dkim import dns_record, generate_key
 
@@ -594,11 +658,11 @@ def dkim_keygen(app: _App, selector: str, domain: str | None, out: Path | None,
         raise ConfigError(f"selector {selector!r} is not a DNS label", field="--selector",
                           fix="use letters, digits and '-', e.g. brief2026")
     domain = domain or app.settings.dkim.domain or app.settings.newsletter.sender_domain
-    path = out or Path("config") / f"dkim-{selector}.pem"
-    if path.exists():
-        raise ConfigError("a key file is already there", file=path, field="--out",
-                          fix="pick another --selector or --out; never reuse a published key")
-    public = generate_key(path, int(bits))
+    path = out or DKIM_KEY_DIR / f"{selector}.pem"
+    if path.is_dir():
+        raise ConfigError("is a folder", file=path, field="--out",
+                          fix="give the key file's path, e.g. --out keys/brief.pem")
+    public = generate_key(path, int(bits), overwrite=overwrite)
     click.echo(f"private key written to {path} (keep it secret; mode 600)")
     click.echo("\npublish this DNS record:\n")
     click.echo(dns_record(domain, selector, public))

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from newsletter.errors import ContentError
+from newsletter.errors import ContentError, NothingNew
 from newsletter.models import Article, Decision, Issue, SubscriberList
 
 NEAR_DUPLICATE = 0.7
@@ -32,8 +32,12 @@ def compose(
     max_age_days: int,
     tz: ZoneInfo,
     already_sent: frozenset[str] = frozenset(),
+    min_new: int = 1,
 ) -> Issue:
-    """Build the issue of `subscriber_list` for `date`; same inputs, same issue."""
+    """Build the issue of `subscriber_list` for `date`; same inputs, same issue.
+
+    Fewer than `min_new` usable articles make a quiet day: `NothingNew`.
+    """
     articles = sorted(articles, key=lambda a: a.id)
     if not articles:
         raise ContentError("there are no articles", field="articles.paths",
@@ -66,13 +70,23 @@ def compose(
         repeats = sum(d.reasons == ["already sent to this list in an earlier issue"]
                       for d in decisions.values())
         if repeats:
-            raise ContentError(
+            raise NothingNew(
+                subscriber_list.id, date,
+                f"the {repeats} recent article(s) were all in earlier issues",
                 f"no new articles for {date}: the {repeats} recent one(s) were all in earlier "
                 f"issues of {subscriber_list.id}", field="articles.paths",
                 fix="add new articles before the next issue")
-        raise ContentError(_stale_message(articles, date, tz, max_age_days),
-                           field="articles.max_age_days",
-                           fix="add newer articles, pick another --date, or raise max_age_days")
+        stale = _stale_message(articles, date, tz, max_age_days)
+        raise NothingNew(subscriber_list.id, date, stale.partition(": ")[2], stale,
+                         field="articles.max_age_days",
+                         fix="add newer articles, pick another --date, or raise max_age_days")
+    if len(candidates) < min_new:
+        raise NothingNew(
+            subscriber_list.id, date,
+            f"{len(candidates)} new article(s), fewer than articles.min_new ({min_new})",
+            f"only {len(candidates)} new article(s) for {date} in list {subscriber_list.id}; "
+            f"an issue needs articles.min_new ({min_new})", field="articles.min_new",
+            fix="add new articles, or lower articles.min_new")
 
     lead, lead_reason = _pick_lead(candidates)
     decisions[lead.id] = Decision(article_id=lead.id, title=lead.title, role="lead",

@@ -20,7 +20,7 @@ from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
 from newsletter.dispatch import DispatchOptions, dispatch
 from newsletter.dkim import DkimSigner, load_signer
-from newsletter.errors import ContentError, DeliveryError, Problem
+from newsletter.errors import ContentError, DeliveryError, NothingNew, Problem
 from newsletter.fastmime import MessageTemplate
 from newsletter.ledger import UNSENT, Ledger, LedgerError
 from newsletter.lock import ProcessLock
@@ -182,6 +182,24 @@ def compose_edition(inputs: Inputs, subscriber_list: SubscriberList, date: dt.da
     return Edition(general=general, by_topics=by_topics)
 
 
+def compose_lists(inputs: Inputs, lists: list[SubscriberList], date: dt.date,
+                  ledger: Ledger | None = None,
+                  on_quiet: Callable[[NothingNew], None] | None = None,
+                  ) -> list[tuple[SubscriberList, Edition]]:
+    """The edition of each list; with `articles.quiet_day: skip`, a list with nothing new
+    is left out (and passed to `on_quiet`) while the others still get their issue."""
+    editions = []
+    for lst in lists:
+        try:
+            editions.append((lst, compose_edition(inputs, lst, date, ledger)))
+        except NothingNew as quiet:
+            if inputs.settings.articles.quiet_day != "skip":
+                raise
+            if on_quiet is not None:
+                on_quiet(quiet)
+    return editions
+
+
 def _with_recorded(articles: list[Article], ledger: Ledger, issue_id: str,
                    wanted: tuple[str, ...] | None = None) -> list[Article]:
     """`articles`, plus the recorded copy of each wanted one (None: every recorded one)
@@ -198,7 +216,7 @@ def _with_recorded(articles: list[Article], ledger: Ledger, issue_id: str,
 
 def _compose_options(inputs: Inputs, subscriber_list: SubscriberList) -> dict:
     a = inputs.settings.articles
-    return {"headlines": a.headlines, "max_age_days": a.max_age_days,
+    return {"headlines": a.headlines, "max_age_days": a.max_age_days, "min_new": a.min_new,
             "tz": ZoneInfo(list_zone(subscriber_list, inputs.settings))}
 
 
@@ -283,6 +301,7 @@ def run_send(
     on_start: Callable[[Issue, int], None] | None = None,
     on_result: Callable[[DeliveryResult], None] | None = None,
     on_finding: Callable[[str, Finding], None] | None = None,
+    on_quiet: Callable[[NothingNew], None] | None = None,
 ) -> list[DeliveryReport]:
     """Send the `date` issue of each selected list to everyone who has not had it yet.
 
@@ -292,7 +311,9 @@ def run_send(
     sent). A dry run, and a backend that does not deliver, read the ledger but record
     nothing. Everything is composed and rendered before the first message
     goes out, so a content or template mistake in any list stops the run before anyone
-    gets mail; so does an error `check` finds, unless `force`. The caller holds `send_lock`
+    gets mail; so does an error `check` finds, unless `force`. A list with nothing new
+    (`NothingNew`) is skipped and passed to `on_quiet`, or with `articles.quiet_day: error`
+    stops the run. The caller holds `send_lock`
     around a recorded run.
     """
     settings = inputs.settings
@@ -305,9 +326,10 @@ def run_send(
                         if s.status == "active")]
     signer = load_signer(settings.dkim)  # an unusable key stops the run here, before any mail
     renderer = Renderer.from_settings(settings)
-    editions = [render_edition(renderer, compose_edition(inputs, lst, date, ledger), lst.locale,
-                               list_zone(lst, settings))
-                for lst in lists]
+    composed = compose_lists(inputs, lists, date, ledger, on_quiet)  # quiet lists left out
+    lists = [lst for lst, _ in composed]
+    editions = [render_edition(renderer, edition, lst.locale, list_zone(lst, settings))
+                for lst, edition in composed]
     for lst, edition in zip(lists, editions, strict=True):
         for rendered in edition.variants.values():
             findings = check_issue(rendered, lst, settings, signer, now)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.errors import ConfigError
-from newsletter.settings import DkimSection
+from newsletter.settings import DkimSection, control_character
 
 # Everything Gmail and RFC 8058 want covered: List-Unsubscribe-Post included.
 SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version",
@@ -90,6 +91,12 @@ def load_signer(dkim: DkimSection) -> DkimSigner | None:
         pem, source = secret.encode(), _KEY_ENV
     else:
         path = Path(secret)
+        if not _looks_like_path(secret):
+            # Most likely a key pasted without its BEGIN line: never echo it.
+            raise ConfigError("the DKIM private key is neither a PEM key nor the path of one",
+                              field="dkim.private_key",
+                              fix="set it to the path of the file `newsletter dkim keygen` "
+                                  f"writes, or put the whole PEM (BEGIN line too) in {_KEY_ENV}")
         try:
             pem = path.read_bytes()
         except OSError as err:
@@ -109,17 +116,57 @@ def load_signer(dkim: DkimSection) -> DkimSigner | None:
     return DkimSigner(dkim.domain, dkim.selector, key)
 
 
-def generate_key(path: Path, bits: int = 2048) -> str:
-    """Write a new private key to `path` (mode 600); return the public key for DNS."""
+def _looks_like_path(value: str) -> bool:
+    """Whether a private_key value can be shown as a file name in an error.
+
+    A key without its BEGIN line is hundreds of base64 characters in a folder that does
+    not exist; a real path is short and its folder is there.
+    """
+    if len(value) > 255 or control_character(value) is not None or not value.strip():
+        return False
+    path = Path(value)
+    return path.exists() or path.parent.is_dir()
+
+
+def generate_key(path: Path, bits: int = 2048, *, overwrite: bool = False) -> str:
+    """Write a new private key to `path` (mode 600, its folder 700 if new); return the
+    public key for DNS. An existing file is a `ConfigError` unless `overwrite`."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=False)
-    path.write_bytes(pem)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            _write_private(path, pem, overwrite)
+        except FileExistsError as err:
+            raise ConfigError("a key file is already there", file=path, field="--out",
+                              fix="pick another --selector or --out (never reuse a published "
+                                  "key), or pass --overwrite to replace it") from err
+    except OSError as err:
+        raise ConfigError(f"cannot write the key ({err.strerror})", file=path, field="--out",
+                          fix="pick a folder you can write to with --out") from err
     public = key.public_key().public_bytes(serialization.Encoding.DER,
                                            serialization.PublicFormat.SubjectPublicKeyInfo)
     return base64.b64encode(public).decode()
+
+
+def _write_private(path: Path, data: bytes, overwrite: bool) -> None:
+    """Write `data` readable by its owner only from the first byte on (created 0600, then
+    chmod whatever the umask). A new key is created exclusively, so a key made meanwhile
+    is never replaced; a replacement is written aside and moved into place when complete."""
+    target = path.with_name(f".{path.name}.{os.getpid()}.part") if overwrite else path
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        if overwrite:
+            os.replace(target, path)
+    except BaseException:
+        target.unlink(missing_ok=True)  # nothing half-written
+        raise
 
 
 def dns_record(domain: str, selector: str, public_key: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +54,24 @@ class ConfigError(NewsletterError):
 
 class ContentError(NewsletterError):
     """Articles are missing, unreadable, malformed, or too old for the issue."""
+
+
+class NothingNew(ContentError):
+    """A quiet day: too few new articles for a list's issue (`articles.min_new`).
+
+    With `articles.quiet_day: skip` (the default) it is not a mistake: commands say
+    `nothing new for LIST on DATE; no issue sent` and exit 0. Raised, it is the error the
+    problems describe.
+    """
+
+    def __init__(self, list_id: str, date: dt.date, reason: str, what: str, *,
+                 field: str | None = None, fix: str | None = None) -> None:
+        self.list_id, self.date, self.reason = list_id, date, reason
+        super().__init__(what, field=field, fix=fix)
+
+    @property
+    def quiet_line(self) -> str:
+        return f"nothing new for {self.list_id} on {self.date}; no issue sent ({self.reason})"
 
 
 class TemplateError(NewsletterError):

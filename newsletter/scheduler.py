@@ -313,7 +313,8 @@ def scheduled_send(config_path: str, zone: str | None = None,
                         else issue_date(settings, now))
                 # The morning's issue, stamped with the time it actually leaves.
                 reports = run_send(inputs, date, clock() if sent_now else now, ledger,
-                                   zone=zone, stop=STOP)
+                                   zone=zone, stop=STOP,
+                                   on_quiet=lambda quiet: log.info("%s", quiet.quiet_line))
             finally:
                 lock.release()
         finally:

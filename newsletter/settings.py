@@ -3,28 +3,89 @@
 from __future__ import annotations
 
 import functools
-import os
+import ipaddress
 import re
+import unicodedata
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from dotenv import dotenv_values
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from newsletter.addresses import InvalidAddress, normalize_address, split_mailbox
+from newsletter.blame import (
+    ENV_FILE,
+    ENV_PREFIX,
+    check_dotenv,
+    env_name,
+    is_variable,
+    unparsable,
+    where,
+)
 from newsletter.errors import ConfigError, Problem
 from newsletter.yamlfile import YamlDocument, load_yaml
 
 DEFAULT_CONFIG = Path("config/newsletter.yaml")
-ENV_PREFIX = "NEWSLETTER_"
-ENV_FILE = Path(".env")
+CONFIG_VARIABLE = "NEWSLETTER_CONFIG"  # read by the CLI, before .env is
 _TIME = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
+_DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_BASE_URL = re.compile(rf"https?://{_LABEL}(?:\.{_LABEL})*(?::\d{{1,5}})?"
+                       r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
+
+
+# Line and paragraph separators that are not in Unicode's Cc category but still break lines.
+_LINE_BREAKS = frozenset("\u2028\u2029")
+
+
+def control_character(text: str) -> str | None:
+    """The first control character in `text`, as `U+000D`, or None.
+
+    Settings and titles end up in headers, links and file names: a CR/LF there could add
+    headers (Bcc:) to every message, so one-line text must be exactly that.
+    """
+    for char in text:
+        if char in _LINE_BREAKS or unicodedata.category(char) == "Cc":
+            return f"U+{ord(char):04X}"
+    return None
+
+
+def _one_line(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse a control character in a text setting (or a list of them); secrets may span
+    lines (a PEM key) and are never shown, so they are left alone."""
+    field = model.model_fields.get(info.field_name or "")
+    annotation = field.annotation if field else None
+    if annotation is SecretStr or SecretStr in get_args(annotation):
+        return value
+    for text in value if isinstance(value, list | tuple) else (value,):
+        if isinstance(text, str) and (char := control_character(text)) is not None:
+            raise ValueError(f"contains a control character ({char}); settings that reach "
+                             "headers and links must be one line of plain text")
+    return value
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # No nan or inf for float settings: a wait of inf seconds hangs, nan compares false.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        return _one_line(cls, value, info)
 
 
 class NewsletterSection(_Section):
@@ -63,6 +124,11 @@ class NewsletterSection(_Section):
     def _base_url(cls, value: str) -> str:
         if not re.match(r"^https?://[^/\s]+", value):
             raise ValueError("must be an absolute URL such as https://example.com")
+        if not _BASE_URL.fullmatch(value):
+            # It goes into List-Unsubscribe as <URL>: a '>' or a space would end it there.
+            raise ValueError("must be a plain https://host[:port][/path] URL in ASCII, with no "
+                             "query, fragment, spaces, quotes or <> (an international "
+                             "domain in its xn-- form)")
         return value.rstrip("/")
 
     @property
@@ -86,6 +152,12 @@ class ArticlesSection(_Section):
     feeds: list[str] = Field(default_factory=list)
     # Seconds to wait for a feed's server before warning and going on without it.
     feed_timeout: float = Field(10, gt=0, le=300)
+    # An issue needs at least this many new articles (not in an earlier issue, not older
+    # than max_age_days). A day with fewer is a quiet day: with quiet_day "skip", `send`
+    # says "nothing new for LIST on DATE; no issue sent" and exits 0 (the scheduler logs
+    # it as info); with "error" it is an error (exit 2), as before this setting existed.
+    min_new: int = Field(1, ge=1, le=100)
+    quiet_day: Literal["skip", "error"] = "skip"
 
 
 class LinksSection(_Section):
@@ -136,6 +208,18 @@ class DkimSection(_Section):
     selector: str | None = None
     # A PEM file's path, or the PEM itself (only from NEWSLETTER_DKIM__PRIVATE_KEY or .env).
     private_key: SecretStr | None = None
+
+    @field_validator("domain", "selector")
+    @classmethod
+    def _dns_name(cls, value: str | None) -> str | None:
+        # Both are written into the DKIM-Signature header as d= and s=: a ';' or a space
+        # would add tags of its own.
+        if not value:
+            return None  # unset; `load_signer` says what DKIM still needs
+        if not _DNS_NAME.fullmatch(value):
+            raise ValueError("must be a DNS name of letters, digits, '-' and '.' (an "
+                             "international domain in its xn-- form), e.g. example.com")
+        return value
 
 
 class UnsubscribeSection(_Section):
@@ -223,6 +307,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="forbid",
         hide_input_in_errors=True,
+        allow_inf_nan=False,
     )
 
     newsletter: NewsletterSection = Field(default_factory=NewsletterSection)
@@ -250,6 +335,11 @@ class Settings(BaseSettings):
         # The YAML file arrives as init arguments; the environment must win over it.
         return env_settings, dotenv_settings, init_settings
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        return _one_line(cls, value, info)
+
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets replaced by asterisks."""
         return self.model_dump(mode="json")
@@ -274,32 +364,63 @@ def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
             problems.append(Problem(
                 "secrets don't belong in the settings file", config_path,
                 doc.line_of((section, key)), f"{section}.{key}",
-                f"remove it and set {_env_name((section, key))} in the environment or .env"))
+                f"remove it and set {env_name((section, key))} in the environment or .env"))
     if problems:
         raise ConfigError(problems=problems)
+    check_dotenv()
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as err:
         raise ConfigError(problems=[_problem(e, doc) for e in err.errors()]) from err
-
-
-def _env_name(loc: tuple[Any, ...]) -> str:
-    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
+    except SettingsError as err:
+        raise ConfigError(problems=[unparsable(err)]) from err
+    problems = _cross_checks(settings, doc)
+    if problems:
+        raise ConfigError(problems=problems)
+    return settings
 
 
 def _problem(error: Any, doc: YamlDocument) -> Problem:
     loc = tuple(error["loc"])
-    key = ".".join(str(part) for part in loc)
-    if error["type"] == "extra_forbidden":
+    if error["type"] == "extra_forbidden" and str(loc[0]).upper() == CONFIG_VARIABLE:
+        what, fix = "only the environment can choose the settings file", (
+            f"remove it from .env; use --config PATH or export {CONFIG_VARIABLE}")
+    elif error["type"] == "extra_forbidden" and is_variable(loc):
+        what, fix = "unknown setting", (
+            f"name a section and a key, as in {ENV_PREFIX}SMTP__HOST; sections: "
+            + ", ".join(Settings.model_fields))
+    elif error["type"] == "extra_forbidden":
         what, fix = "unknown setting", _allowed_keys(loc)
     else:
         what, fix = error["msg"].removeprefix("Value error, "), None
-    env_name = _env_name(loc)
-    if env_name in os.environ:
-        return Problem(what, None, None, f"{env_name} (environment)", fix)
-    if ENV_FILE.exists() and env_name in dotenv_values(ENV_FILE):
-        return Problem(what, ENV_FILE, None, env_name, fix)
-    return Problem(what, doc.path, doc.line_of(loc), key, fix)
+    file, line, field = where(loc, doc)
+    return Problem(what, file, line, field, fix)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine (localhost, 127.0.0.0/8 or ::1) by name or address."""
+    name = host.strip().strip("[]").rstrip(".").lower()
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _cross_checks(settings: Settings, doc: YamlDocument) -> list[Problem]:
+    """Rules across settings that no single field can check."""
+    problems = []
+    smtp = settings.smtp
+    if smtp.username and smtp.security == "none" and not is_loopback(smtp.host):
+        # AUTH PLAIN and LOGIN send the password in the clear: anyone on the path reads it.
+        file, line, field = where(("smtp", "security"), doc)
+        problems.append(Problem(
+            f"would send the password unencrypted to {smtp.host} (smtp.username is set and "
+            "smtp.security is none)", file, line, field,
+            "use smtp.security: starttls (port 587) or ssl (port 465); 'none' with a login "
+            "is only allowed to localhost"))
+    return problems
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> str:

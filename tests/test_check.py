@@ -84,7 +84,7 @@ def test_a_dkim_signature_that_does_not_verify_is_an_error(project: Project,
     assert project.run("dkim", "keygen", "--selector", "s1", "--bits", "1024").returncode == 0
     monkeypatch.setenv("NEWSLETTER_DKIM__DOMAIN", "example.com")
     monkeypatch.setenv("NEWSLETTER_DKIM__SELECTOR", "s1")
-    monkeypatch.setenv("NEWSLETTER_DKIM__PRIVATE_KEY", "config/dkim-s1.pem")
+    monkeypatch.setenv("NEWSLETTER_DKIM__PRIVATE_KEY", "config/dkim/s1.pem")
     settings = load_settings(Path("config/newsletter.yaml"))
     inputs = load_inputs(settings)
     [lst] = inputs.roster.lists.values()

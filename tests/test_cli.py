@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from email import message_from_bytes, policy
 
@@ -64,9 +65,15 @@ def test_preview_writes_html_and_text(project: Project) -> None:
                                      str(text.relative_to(project.root))]
     assert "Harbour bridge reopens after repairs" in html.read_text()
     assert "Good morning, reader." in text.read_text()
+    general = html.read_bytes()
     personal = project.run("preview", "--date", ISSUE_DATE, "--subscriber", "ZOE@example.org")
     assert personal.returncode == 0, personal.stderr
-    assert "Good morning, Zoë." in html.read_text()
+    # The reader's copy has a file of its own; the general preview is left as it was.
+    own = html.with_name(f"{ISSUE_DATE}.zoe@example.org.html")
+    assert personal.stdout.split() == [str(own.relative_to(project.root)),
+                                       str(own.with_suffix(".txt").relative_to(project.root))]
+    assert "Good morning, Zoë." in own.read_text()
+    assert html.read_bytes() == general and "Zoë" not in html.read_text()
 
 
 def test_compose_json_and_explain(project: Project) -> None:
@@ -96,3 +103,13 @@ def test_every_command_explains_itself(project: Project) -> None:
         result = project.run(*command, "--help")
         assert result.returncode == 0 and "Usage: newsletter" in result.stdout
         assert len(result.stdout.splitlines()) > 4
+
+
+def test_a_personal_preview_name_is_a_safe_file_name_of_its_own() -> None:
+    from newsletter.cli import _reader_page
+
+    day = dt.date(2026, 11, 24)
+    assert _reader_page(day, "ada@example.com") == "2026-11-24.ada@example.com"
+    odd, plain = _reader_page(day, "a/b@example.com"), _reader_page(day, "a_b@example.com")
+    assert "/" not in odd and odd != plain and len(_reader_page(day, "x" * 64 + "@" + "d" * 180
+                                                                + ".com")) < 140

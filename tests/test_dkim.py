@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import dkim as dkimpy
 import pytest
 
 from newsletter.dkim import SIGNED_HEADERS
-from tests.conftest import ISSUE_DATE, Project
+from tests.conftest import ISSUE_DATE, REPO, Project
 from tests.smtp_server import Sink, free_port, start_server
 
 
@@ -18,7 +21,7 @@ def dkim_project(project: Project) -> tuple[Project, bytes]:
     """The project with a fresh key made by `newsletter dkim keygen`, and its DNS record."""
     result = project.run("dkim", "keygen", "--selector", "brief2026", "--bits", "1024")
     assert result.returncode == 0, result.stderr
-    key = project.root / "config" / "dkim-brief2026.pem"
+    key = project.root / "config" / "dkim" / "brief2026.pem"
     assert key.stat().st_mode & 0o777 == 0o600
     record = re.search(r'brief2026\._domainkey\.example\.com\. IN TXT \( (.*) \)',
                        result.stdout)
@@ -26,7 +29,7 @@ def dkim_project(project: Project) -> tuple[Project, bytes]:
     txt = "".join(re.findall(r'"([^"]*)"', record.group(1))).encode()
     project.settings.write_text(project.settings.read_text() + (
         "dkim:\n  domain: example.com\n  selector: brief2026\n"
-        "  private_key: config/dkim-brief2026.pem\n"))
+        "  private_key: config/dkim/brief2026.pem\n"))
     return project, txt
 
 
@@ -102,3 +105,48 @@ def test_an_unusable_key_stops_the_send_before_any_mail(project: Project, env: d
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert message in result.stderr
     assert not list(project.root.rglob("*.eml"))
+
+
+def test_keygen_puts_the_key_where_git_never_sees_it(project: Project) -> None:
+    old = os.umask(0)  # even a careless umask gives an owner-only key
+    try:
+        result = project.run("dkim", "keygen", "--selector", "s2", "--bits", "1024")
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    key = project.root / "config" / "dkim" / "s2.pem"
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert key.parent.stat().st_mode & 0o077 == 0
+    assert "config/dkim/s2.pem" in result.stdout
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    # The project's own .gitignore covers the default path (and the old config/dkim-*.pem).
+    ignored = subprocess.run(
+        ["git", "check-ignore", "--no-index", "config/dkim/s2.pem", "config/dkim-s2.pem"],
+        cwd=REPO, capture_output=True, text=True)
+    assert ignored.stdout.split() == ["config/dkim/s2.pem", "config/dkim-s2.pem"]
+
+
+def test_keygen_never_replaces_a_key_unless_asked(project: Project) -> None:
+    first = project.run("dkim", "keygen", "--selector", "s3", "--bits", "1024")
+    assert first.returncode == 0, first.stderr
+    key = project.root / "config" / "dkim" / "s3.pem"
+    pem = key.read_bytes()
+    again = project.run("dkim", "keygen", "--selector", "s3", "--bits", "1024")
+    assert again.returncode == 2 and "Traceback" not in again.stderr
+    assert again.stderr.startswith("error: config/dkim/s3.pem: --out: a key file is already "
+                                   "there")
+    assert key.read_bytes() == pem
+    replaced = project.run("dkim", "keygen", "--selector", "s3", "--bits", "1024",
+                           "--overwrite")
+    assert replaced.returncode == 0, replaced.stderr
+    assert key.read_bytes() != pem and key.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in key.parent.iterdir()] == ["s3.pem"]  # no temporary file left
+
+
+def test_keygen_into_a_folder_it_cannot_write_is_one_line(project: Project) -> None:
+    result = project.run("dkim", "keygen", "--selector", "s4", "--out",
+                         "config/subscribers.yaml/s4.pem")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: config/subscribers.yaml/s4.pem: --out: cannot "
+                                    "write the key")

@@ -36,7 +36,7 @@ local = st.text("abcdefghijklmnopqrstuvwxyz0123456789.+_-", min_size=1, max_size
 domain = st.sampled_from(["example.com", "sub.example-domain.org", "xn--mnchen-3ya.de",
                           "a" * 60 + ".example.net"])
 base_urls = st.sampled_from(["https://example.com", "https://news.example.org/letters",
-                             "https://example.com/a%20b?x=1&y=<2>"])
+                             "https://example.com/a%20b/~x;y=1,z=(2)"])
 senders = st.sampled_from(["The Brief <brief@example.com>", "Die Frühpost <post@example.de>",
                            '"Quote, Inc." <q@example.com>',
                            ("The Very Long Sender Name " * 20).strip() + " <long@example.com>",

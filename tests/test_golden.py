@@ -34,7 +34,8 @@ def _check(name: str, actual: str) -> None:
 def test_text_preview_matches_golden(project: Project) -> None:
     result = project.run("preview", "--date", ISSUE_DATE, "--subscriber", "zoe@example.org")
     assert result.returncode == 0, result.stderr
-    text = (project.outbox / "preview" / "morning-brief" / f"{ISSUE_DATE}.txt").read_text()
+    folder = project.outbox / "preview" / "morning-brief"
+    text = (folder / f"{ISSUE_DATE}.zoe@example.org.txt").read_text()  # the reader's own copy
     _check("morning-brief.txt", text)
 
 

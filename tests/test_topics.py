@@ -231,7 +231,8 @@ def test_preview_writes_each_variant(project: Project) -> None:
     names = sorted(p.name for p in (project.outbox / "preview" / "morning-brief").glob("*.html"))
     assert names == ["2026-11-24.city.html", "2026-11-24.culture+sport.html", "2026-11-24.html"]
     one = project.run("preview", "--date", ISSUE_DATE, "--subscriber", "arts@example.com")
-    page = (project.outbox / "preview" / "morning-brief" / "2026-11-24.html").read_text()
+    page = (project.outbox / "preview" / "morning-brief" / "2026-11-24.arts@example.com.html"
+            ).read_text()
     assert one.returncode == 0 and "Museum opens a gallery" in page and "arts@example.com" in page
 
 

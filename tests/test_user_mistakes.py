@@ -129,9 +129,10 @@ MISTAKES = {
     "articles: folder missing": Mistake(
         lambda p: shutil.rmtree(p.articles), SEND,
         ["articles: articles.paths: article folder not found"]),
-    "articles: all stale": Mistake(
+    "articles: all stale, and quiet days are errors": Mistake(
         nothing, ("send", "--date", "2026-12-30"),
-        ["no articles for 2026-12-30: the newest (2026-11-24) is older than max_age_days (2)"]),
+        ["no articles for 2026-12-30: the newest (2026-11-24) is older than max_age_days (2)"],
+        env={"NEWSLETTER_ARTICLES__QUIET_DAY": "error"}),
     "articles: bad date in front matter": Mistake(
         replace("articles/2026-11-23-museum.md", "published: 2026-11-23T09:00:00+00:00",
                 "published: last Tuesday"), SEND,
