@@ -136,7 +136,7 @@ def test_a_feed_entry_with_markers_sends_to_everyone_without_their_data(
     result = project.run("send", "--date", ISSUE_DATE)
     assert result.returncode == 0, result.stderr
     for reader in ("ada@example.com", "zoe@example.org"):
-        eml = project.outbox / "morning-brief" / ISSUE_DATE / f"{reader}.eml"
+        eml = project.outbox / "mail" / "morning-brief" / ISSUE_DATE / f"{reader}.eml"
         msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
         html = msg.get_body(("html",)).get_content()  # type: ignore[union-attr]
         plain = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
