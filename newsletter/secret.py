@@ -62,7 +62,8 @@ def _read(path: Path) -> str:
     except OSError as err:
         raise ConfigError(f"cannot read the unsubscribe secret: {err.strerror or err}",
                           file=path, field=_FIELD,
-                          fix="make the file readable by the user running newsletter") from err
+                          fix="check that the ledger's folder is a folder and the file is "
+                              "readable by the user running newsletter") from err
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise _damaged(path, "is not a regular file")

@@ -107,3 +107,27 @@ def test_a_dkim_signature_that_does_not_verify_is_an_error(project: Project,
     assert [str(f) for f in findings] == [
         "error: the DKIM signature does not verify — check dkim.domain, dkim.selector and "
         "the key"]
+
+
+def test_an_unsubscribe_link_that_is_not_https_is_an_error(project: Project) -> None:
+    project.settings.write_text(project.settings.read_text().replace(
+        "base_url: https://news.example.com", "base_url: http://news.example.com"))
+    result = project.run("check", "--date", ISSUE_DATE)
+    assert result.returncode == 1
+    assert ("error: the unsubscribe link is not https (http://news.example.com): mail clients "
+            "offer one-click unsubscribe only for https links (RFC 8058) — set "
+            "newsletter.base_url to the https address of `newsletter serve`") in result.stdout
+    sent = project.run("send", "--date", ISSUE_DATE)
+    assert sent.returncode == 1 and not list(project.outbox.rglob("*.eml"))
+
+
+def test_no_dkim_key_is_a_warning_and_a_key_silences_it(project: Project) -> None:
+    warning = "warning: no DKIM key is set"
+    result = project.run("check", "--date", ISSUE_DATE)
+    assert result.returncode == 0 and warning in result.stdout
+    assert project.run("dkim", "keygen", "--selector", "s1", "--bits", "1024").returncode == 0
+    signed = project.run("check", "--date", ISSUE_DATE, env={
+        "NEWSLETTER_DKIM__DOMAIN": "example.com", "NEWSLETTER_DKIM__SELECTOR": "s1",
+        "NEWSLETTER_DKIM__PRIVATE_KEY": "config/dkim-s1.pem"})
+    assert signed.returncode == 0 and warning not in signed.stdout
+    assert signed.stdout.strip() == "morning-brief/2026-11-24: no problems found"
