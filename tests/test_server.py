@@ -140,7 +140,9 @@ def test_sent_issues_are_archived_linked_and_served(project: Project, served: st
     for private in ("zoe@example.org", "ada@example.com", "token=", "Good morning", "NLSLOT"):
         assert private not in text
     eml = (project.outbox / "morning-brief" / ISSUE_DATE / "zoe@example.org.eml").read_bytes()
-    body = message_from_bytes(eml, policy=policy.default).get_body(("html",)).get_content()
+    html = message_from_bytes(eml, policy=policy.default).get_body(("html",))
+    assert html is not None
+    body = html.get_content()
     web_url = f"https://news.example.com/archive/morning-brief/{ISSUE_DATE}.html"
     assert f'<a href="{web_url}"' in body and "View in browser" in body
     status, index = call(f"{served}/archive/morning-brief/")

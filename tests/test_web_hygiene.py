@@ -145,10 +145,14 @@ def test_serve_publishes_archive_pages_and_nothing_else(project: Project, served
     assert call(f"{served}{PAGE}").status == 200
 
 
-def test_the_access_log_has_no_query(project: Project) -> None:
-    """The real `newsletter serve`, its log captured as an operator's terminal would."""
-    env = {**clean_env(), "NEWSLETTER_UNSUBSCRIBE__SECRET": SECRET}
+@pytest.mark.parametrize("configured", [True, False])
+def test_the_access_log_has_no_query(project: Project, configured: bool) -> None:
+    """The real `newsletter serve`, with or without a configured secret (the generated one
+    then), its log captured as an operator's terminal would."""
+    env = {**clean_env(), "NEWSLETTER_UNSUBSCRIBE__SECRET": SECRET} if configured \
+        else clean_env()
     assert project.run("send", "--date", ISSUE_DATE, env=env).returncode == 0
+    secret = SECRET if configured else (project.outbox / "unsubscribe.key").read_text().strip()
     with socket.socket() as probe:  # a free port for the settings; serve binds it itself
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -165,21 +169,23 @@ def test_the_access_log_has_no_query(project: Project) -> None:
                 break
         base = f"http://127.0.0.1:{port}"
         old = urlencode({"list": "morning-brief", "email": "linus@example.com",
-                         "token": token(SECRET, "morning-brief", "linus@example.com")})
+                         "token": token(secret, "morning-brief", "linus@example.com")})
         forged = urlencode({"list": "morning-brief", "email": "ada@example.com",
                             "token": "forged"})
         assert one_click(f"{base}/unsubscribe?{old}").status == 200
         assert call(f"{base}/unsubscribe?{forged}").status == 403
         assert call(f"{base}{PAGE}?utm_source=ada%40example.com").status == 200
+        opaque = opaque_token(secret, "morning-brief", "zoe@example.org")
+        assert one_click(f"{base}/unsubscribe?t={opaque}").status == 200
         health = call(f"{base}/healthz")
     finally:
         server.terminate()
         rest, _ = server.communicate(timeout=20)
     text = "".join(log) + rest
-    assert '"POST /unsubscribe HTTP/1.1" 200' in text, text
+    assert text.count('"POST /unsubscribe HTTP/1.1" 200') == 2, text
     assert '"GET /unsubscribe HTTP/1.1" 403' in text
     assert f'"GET {PAGE} HTTP/1.1" 200' in text
-    for private in ("linus", "ada", "%40", "token", "?"):
+    for private in ("linus", "ada", "zoe", opaque, "%40", "token", "?"):
         assert private not in text, private
     assert health.status == 200 and health.headers["Server"] is None  # no version banner
 
