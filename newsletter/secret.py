@@ -22,7 +22,7 @@ _FIELD = "unsubscribe.secret"
 _ENV = "NEWSLETTER_UNSUBSCRIBE__SECRET"
 _MIN_CHARS = 32
 _MAX_BYTES = 4096
-_WELL_FORMED = re.compile(r"^[\x21-\x7e]+$")  # one word of printable ASCII
+_WELL_FORMED = re.compile(r"[\x21-\x7e]+")  # one word of printable ASCII
 
 
 def secret_path(settings: Settings) -> Path:
@@ -79,7 +79,7 @@ def _read(path: Path) -> str:
         value = data.decode("ascii").strip()
     except UnicodeDecodeError:
         value = ""
-    if len(data) > _MAX_BYTES or len(value) < _MIN_CHARS or not _WELL_FORMED.match(value):
+    if len(data) > _MAX_BYTES or len(value) < _MIN_CHARS or not _WELL_FORMED.fullmatch(value):
         raise _damaged(path, "is not an unsubscribe secret (one line of at least "
                              f"{_MIN_CHARS} printable characters)")
     return value

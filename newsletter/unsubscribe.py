@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 _CONTEXT = b"newsletter unsubscribe link v1"
 # A list id (no newline) and an address of at most 254 octets make under 450 characters.
 _MAX_TOKEN = 1024
-_TOKEN_CHARS = re.compile(r"^[A-Za-z0-9_-]+$")
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @functools.lru_cache(maxsize=8)
@@ -47,7 +47,7 @@ def opaque_token(secret: str, list_id: str, email: str) -> str:
 
 def read_token(secret: str, candidate: str) -> tuple[str, str] | None:
     """The (list id, address) a token made with `secret` names; None for anything else."""
-    if len(candidate) > _MAX_TOKEN or not _TOKEN_CHARS.match(candidate):
+    if len(candidate) > _MAX_TOKEN or not _TOKEN_CHARS.fullmatch(candidate):
         return None
     try:
         sealed = base64.urlsafe_b64decode(candidate + "=" * (-len(candidate) % 4))

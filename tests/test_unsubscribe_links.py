@@ -209,5 +209,6 @@ def test_tokens_name_list_and_address_and_nothing_else() -> None:
     assert read_token(secret, made) == ("morning-brief", "Ada@Example.com")
     assert read_token("x" * 40, made) is None  # another secret
     assert opaque_token(secret, "other-list", "Ada@Example.com") != made
-    for junk in ("", "é", "a" * 5000, "!!!!", made + "A", made[:-2], "A" * len(made)):
+    for junk in ("", "é", "a" * 5000, "!!!!", made + "A", made[:-2], "A" * len(made),
+                 made + "\n", made + "=", " " + made):
         assert read_token(secret, junk) is None

@@ -23,7 +23,7 @@ from newsletter.web.headers import ARCHIVE_CSP
 
 # The names the archive writes: list ids, dates, topic slugs, `.html`. A name that starts
 # with a dot (".", "..", dotfiles) or holds a separator, NUL or a colon cannot match.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
 _MAX_PAGE = 10 * 1024 * 1024
 _OPEN_FLAGS = (os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
                | getattr(os, "O_CLOEXEC", 0))
@@ -62,7 +62,7 @@ def lookup(root: Path, path: str | None) -> _Page | _Folder | None:
     slash = path is not None and segments[-1] == ""
     if slash:
         segments.pop()
-    if not all(_NAME.match(s) for s in segments):
+    if not all(_NAME.fullmatch(s) for s in segments):
         return None
     target = root.joinpath(*segments)
     if segments and not slash and segments[-1].endswith(".html"):
@@ -81,7 +81,7 @@ def _read(root: Path, path: Path) -> bytes | None:
         real_root = os.path.realpath(root)
         real = os.path.realpath(path)
         inside = os.path.relpath(real, real_root).split(os.sep)
-        if not real.endswith(".html") or not all(_NAME.match(s) for s in inside):
+        if not real.endswith(".html") or not all(_NAME.fullmatch(s) for s in inside):
             return None
         fd = os.open(real, _OPEN_FLAGS)
     except (OSError, ValueError):  # missing, unreadable, a name too long, a NUL byte
