@@ -212,3 +212,13 @@ def test_tokens_name_list_and_address_and_nothing_else() -> None:
     for junk in ("", "é", "a" * 5000, "!!!!", made + "A", made[:-2], "A" * len(made),
                  made + "\n", made + "=", " " + made):
         assert read_token(secret, junk) is None
+
+
+def test_an_empty_configured_secret_is_an_error(project: Project) -> None:
+    result = project.run("send", "--date", ISSUE_DATE,
+                         env={"NEWSLETTER_UNSUBSCRIBE__SECRET": " "})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: NEWSLETTER_UNSUBSCRIBE__SECRET: the unsubscribe secret is empty — set a long "
+        "random value, or unset it to use a generated one")
+    assert not list(project.outbox.rglob("*.eml"))
