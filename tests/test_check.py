@@ -131,3 +131,25 @@ def test_no_dkim_key_is_a_warning_and_a_key_silences_it(project: Project) -> Non
         "NEWSLETTER_DKIM__PRIVATE_KEY": "config/dkim-s1.pem"})
     assert signed.returncode == 0 and warning not in signed.stdout
     assert signed.stdout.strip() == "morning-brief/2026-11-24: no problems found"
+
+
+@pytest.mark.parametrize("header", [
+    "<https://news.example.com/unsubscribe?t={other}>, <mailto:u@example.com>",  # not hers
+    "<https://news.example.com/unsubscribe?list=morning-brief&email=ada%40example.com>",
+    "<mailto:u@example.com>",
+    "",
+])
+def test_a_header_link_that_serve_would_refuse_is_an_error(header: str) -> None:
+    from newsletter.unsubscribe import opaque_token
+
+    secret = "s" * 40
+    other = opaque_token(secret, "morning-brief", "linus@example.com")
+    message = (f"List-Unsubscribe: {header.format(other=other)}\r\n\r\nbody\r\n").encode()
+    [finding] = check_module._one_click(message, "https://news.example.com", secret,
+                                        "morning-brief", "ada@example.com")
+    assert str(finding) == ("error: the List-Unsubscribe header has no https link that "
+                            "`newsletter serve` would accept for this reader")
+    mine = opaque_token(secret, "morning-brief", "ada@example.com")
+    good = f"List-Unsubscribe: <https://news.example.com/unsubscribe?t={mine}>\r\n\r\n".encode()
+    assert check_module._one_click(good, "https://news.example.com", secret, "morning-brief",
+                                   "ada@example.com") == []
