@@ -2,8 +2,9 @@
 
 Runs on one sample message per issue (rendered, built and signed as for real): HTML size
 against Gmail's clipping, links, images, preheader, subject, the plain-text part, the
-unsubscribe link and headers, and the DKIM signature checked with dkimpy, independently of
-the code that made it.
+unsubscribe link and headers (one-click needs an https link that `serve` accepts), and the
+DKIM signature checked with dkimpy, independently of the code that made it (a warning when
+there is no key).
 """
 
 from __future__ import annotations
