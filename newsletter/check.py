@@ -2,8 +2,9 @@
 
 Runs on one sample message per issue (rendered, built and signed as for real): HTML size
 against Gmail's clipping, links, images, preheader, subject, the plain-text part, the
-unsubscribe link and headers, and the DKIM signature checked with dkimpy, independently of
-the code that made it.
+unsubscribe link and headers (one-click needs an https link that `serve` accepts), and the
+DKIM signature checked with dkimpy, independently of the code that made it (a warning when
+there is no key).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 from dataclasses import dataclass
 from email import message_from_bytes, policy
 from typing import Literal
+from urllib.parse import parse_qs, urlsplit
 
 import lxml.html
 from cryptography.hazmat.primitives import serialization
@@ -24,7 +26,9 @@ from newsletter.fastmime import MessageTemplate
 from newsletter.message import personal_fields
 from newsletter.models import Subscriber, SubscriberList
 from newsletter.render import RenderedIssue
+from newsletter.secret import unsubscribe_secret
 from newsletter.settings import Settings
+from newsletter.unsubscribe import read_token
 
 GMAIL_CLIPS_AT = 102 * 1024
 WARN_SIZE = 80 * 1024
@@ -170,9 +174,32 @@ def check_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
     newsletter = settings.newsletter
     reader = next((s for s in lst.subscribers if s.status == "active"), None) or Subscriber(
         email=f"reader@{newsletter.sender_domain}")
-    secret = settings.unsubscribe.secret.get_secret_value() if settings.unsubscribe.secret \
-        else None
+    # A secret that cannot be read or stored is a `ConfigError` here: `--force` cannot
+    # make such links work, so `send` stops on it as `check` does.
+    secret = unsubscribe_secret(settings)
     message = MessageTemplate(rendered, newsletter, now, signer=signer,
                               secret=secret).build(reader)
     url = personal_fields(newsletter, lst.id, reader, secret).unsubscribe_url
-    return check_message(rendered, message.data, url, signer)
+    findings = _one_click(message.data, newsletter.base_url, secret, lst.id, reader.email)
+    if signer is None:
+        findings.append(Finding("warning", "no DKIM key is set: unsigned mail is often junked "
+                                "or refused (fine if your relay signs for you)",
+                                "run `newsletter dkim keygen` and set dkim.domain, "
+                                "dkim.selector and dkim.private_key"))
+    return check_message(rendered, message.data, url, signer) + findings
+
+
+def _one_click(message: bytes, base_url: str, secret: str, list_id: str,
+               email: str) -> list[Finding]:
+    """Errors that stop RFC 8058 one-click unsubscribe from working for this message."""
+    if not base_url.lower().startswith("https://"):
+        return [Finding("error", f"the unsubscribe link is not https ({base_url}): mail "
+                        "clients offer one-click unsubscribe only for https links (RFC 8058)",
+                        "set newsletter.base_url to the https address of `newsletter serve`")]
+    header = str(message_from_bytes(message, policy=policy.default)["List-Unsubscribe"] or "")
+    https = [u for u in re.findall(r"<([^>]*)>", header) if u.lower().startswith("https:")]
+    query = parse_qs(urlsplit(https[0]).query) if len(https) == 1 else {}
+    if read_token(secret, (query.get("t") or [""])[0]) != (list_id, email):
+        return [Finding("error", "the List-Unsubscribe header has no https link that "
+                        "`newsletter serve` would accept for this reader")]
+    return []

@@ -45,6 +45,7 @@ from newsletter.message import personal_fields
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList
 from newsletter.progress import SendProgress
 from newsletter.render import PersonalFields, Renderer, page_name
+from newsletter.secret import unsubscribe_secret
 from newsletter.settings import (
     CONFIG_VARIABLE,
     DEFAULT_CONFIG,
@@ -198,10 +199,9 @@ def preview(app: _App, date: dt.datetime | None, list_id: str | None,
                                        _print_quiet):
         edition = render_edition(renderer, composed, lst.locale, list_zone(lst, app.settings))
         if subscriber is not None:
-            secret = app.settings.unsubscribe.secret
             reader = readers[lst.id]
             personal = personal_fields(newsletter, lst.id, reader,
-                                       secret.get_secret_value() if secret else None)
+                                       unsubscribe_secret(app.settings))
             # Its own file: the general preview next to it stays fit to show colleagues.
             copies = [(edition.for_reader(reader), _reader_page(day, reader.email))]
         else:  # neutral copies, fit to show colleagues: the general issue and each variant
@@ -624,12 +624,13 @@ def serve(app: _App) -> None:
     """
     import uvicorn
 
-    from newsletter.server import create_app
+    from newsletter.web import create_app
 
     web = create_app(app.settings)
     s = app.settings.serve
     click.echo(f"serving on http://{s.host}:{s.port} (unsubscribe, healthz); Ctrl-C stops")
-    uvicorn.run(web, host=s.host, port=s.port, log_level="info", proxy_headers=True)
+    uvicorn.run(web, host=s.host, port=s.port, log_level="info", proxy_headers=True,
+                server_header=False)
 
 
 @cli.group()

@@ -27,6 +27,7 @@ from newsletter.lock import ProcessLock
 from newsletter.message import OutgoingMessage, message_id
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList, topic_key
 from newsletter.render import RenderedIssue, Renderer
+from newsletter.secret import unsubscribe_secret
 from newsletter.settings import ScheduleSection, Settings
 from newsletter.sources import load_articles
 from newsletter.sources.feed import load_feeds
@@ -410,9 +411,9 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
             todo = [s for s in todo if due(s)]
     if on_start is not None:
         on_start(issue, len(todo))
-    secret = settings.unsubscribe.secret
+    secret = unsubscribe_secret(settings)
     templates = {ids: MessageTemplate(variant, newsletter, now, test=test, signer=signer,
-                                      secret=secret.get_secret_value() if secret else None)
+                                      secret=secret)
                  for ids, variant in rendered.variants.items()}
     general = templates[issue.article_ids]
 

@@ -336,6 +336,12 @@ class SqliteLedger:
                            "ORDER BY created", (list_id, ALL_LISTS))
         return dict(rows)
 
+    def is_suppressed(self, list_id: str, email: str) -> bool:
+        """Whether `email` is suppressed on `list_id` or on every list: one lookup in the
+        primary key's index, however long the list."""
+        return bool(self._query("SELECT 1 FROM suppressions WHERE list_id IN (?, ?) "
+                                "AND email = ? LIMIT 1", (list_id, ALL_LISTS, email.lower())))
+
     def close(self) -> None:
         with self._lock:
             self._db.close()

@@ -76,7 +76,11 @@ def test_a_long_subject_is_a_warning(project: Project) -> None:
 def test_the_bundled_templates_pass(project: Project) -> None:
     result = project.run("check", "--date", ISSUE_DATE)
     assert result.returncode == 0
-    assert result.stdout.strip() == "morning-brief/2026-11-24: no problems found"
+    assert result.stdout.splitlines() == [
+        "morning-brief/2026-11-24: 1 problem(s)",
+        "  warning: no DKIM key is set: unsigned mail is often junked or refused (fine if your "
+        "relay signs for you) — run `newsletter dkim keygen` and set dkim.domain, "
+        "dkim.selector and dkim.private_key"]
 
 
 def test_a_dkim_signature_that_does_not_verify_is_an_error(project: Project,
@@ -103,3 +107,49 @@ def test_a_dkim_signature_that_does_not_verify_is_an_error(project: Project,
     assert [str(f) for f in findings] == [
         "error: the DKIM signature does not verify — check dkim.domain, dkim.selector and "
         "the key"]
+
+
+def test_an_unsubscribe_link_that_is_not_https_is_an_error(project: Project) -> None:
+    project.settings.write_text(project.settings.read_text().replace(
+        "base_url: https://news.example.com", "base_url: http://news.example.com"))
+    result = project.run("check", "--date", ISSUE_DATE)
+    assert result.returncode == 1
+    assert ("error: the unsubscribe link is not https (http://news.example.com): mail clients "
+            "offer one-click unsubscribe only for https links (RFC 8058) — set "
+            "newsletter.base_url to the https address of `newsletter serve`") in result.stdout
+    sent = project.run("send", "--date", ISSUE_DATE)
+    assert sent.returncode == 1 and not list(project.outbox.rglob("*.eml"))
+
+
+def test_no_dkim_key_is_a_warning_and_a_key_silences_it(project: Project) -> None:
+    warning = "warning: no DKIM key is set"
+    result = project.run("check", "--date", ISSUE_DATE)
+    assert result.returncode == 0 and warning in result.stdout
+    assert project.run("dkim", "keygen", "--selector", "s1", "--bits", "1024").returncode == 0
+    signed = project.run("check", "--date", ISSUE_DATE, env={
+        "NEWSLETTER_DKIM__DOMAIN": "example.com", "NEWSLETTER_DKIM__SELECTOR": "s1",
+        "NEWSLETTER_DKIM__PRIVATE_KEY": "config/dkim-s1.pem"})
+    assert signed.returncode == 0 and warning not in signed.stdout
+    assert signed.stdout.strip() == "morning-brief/2026-11-24: no problems found"
+
+
+@pytest.mark.parametrize("header", [
+    "<https://news.example.com/unsubscribe?t={other}>, <mailto:u@example.com>",  # not hers
+    "<https://news.example.com/unsubscribe?list=morning-brief&email=ada%40example.com>",
+    "<mailto:u@example.com>",
+    "",
+])
+def test_a_header_link_that_serve_would_refuse_is_an_error(header: str) -> None:
+    from newsletter.unsubscribe import opaque_token
+
+    secret = "s" * 40
+    other = opaque_token(secret, "morning-brief", "linus@example.com")
+    message = (f"List-Unsubscribe: {header.format(other=other)}\r\n\r\nbody\r\n").encode()
+    [finding] = check_module._one_click(message, "https://news.example.com", secret,
+                                        "morning-brief", "ada@example.com")
+    assert str(finding) == ("error: the List-Unsubscribe header has no https link that "
+                            "`newsletter serve` would accept for this reader")
+    mine = opaque_token(secret, "morning-brief", "ada@example.com")
+    good = f"List-Unsubscribe: <https://news.example.com/unsubscribe?t={mine}>\r\n\r\n".encode()
+    assert check_module._one_click(good, "https://news.example.com", secret, "morning-brief",
+                                   "ada@example.com") == []

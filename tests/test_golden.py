@@ -15,6 +15,8 @@ import pytest
 from tests.conftest import ISSUE_DATE, Project
 
 GOLDEN = Path(__file__).parent / "golden"
+# Unsubscribe tokens are deterministic for one secret; a generated one differs per project.
+SECRET = {"NEWSLETTER_UNSUBSCRIBE__SECRET": "golden-files-unsubscribe-secret-0123456789"}
 
 
 def _normalise(data: str) -> str:
@@ -32,7 +34,8 @@ def _check(name: str, actual: str) -> None:
 
 
 def test_text_preview_matches_golden(project: Project) -> None:
-    result = project.run("preview", "--date", ISSUE_DATE, "--subscriber", "zoe@example.org")
+    result = project.run("preview", "--date", ISSUE_DATE, "--subscriber", "zoe@example.org",
+                         env=SECRET)
     assert result.returncode == 0, result.stderr
     folder = project.outbox / "preview" / "morning-brief"
     text = (folder / f"{ISSUE_DATE}.zoe@example.org.txt").read_text()  # the reader's own copy
@@ -40,7 +43,7 @@ def test_text_preview_matches_golden(project: Project) -> None:
 
 
 def test_eml_matches_golden(project: Project) -> None:
-    result = project.run("send", "--date", ISSUE_DATE)
+    result = project.run("send", "--date", ISSUE_DATE, env=SECRET)
     assert result.returncode == 0, result.stderr
     eml = project.outbox / "mail" / "morning-brief" / ISSUE_DATE / "zoe@example.org.eml"
     _check("zoe@example.org.eml", _normalise(eml.read_bytes().decode("ascii")))

@@ -1,0 +1,135 @@
+"""The unsubscribe secret: configured, or generated on first use and kept beside the ledger.
+
+Every unsubscribe link is sealed with it, so it must outlive the run that made it: a new
+secret would break every link in issues already sent. Hence an empty or damaged file is an
+error, never a reason to make a new one. `NEWSLETTER_UNSUBSCRIBE__SECRET` wins when set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import stat
+from pathlib import Path
+
+from newsletter.errors import ConfigError
+from newsletter.settings import Settings
+
+SECRET_FILE = "unsubscribe.key"
+_FIELD = "unsubscribe.secret"
+_ENV = "NEWSLETTER_UNSUBSCRIBE__SECRET"
+_MIN_CHARS = 32
+_MAX_BYTES = 4096
+_WELL_FORMED = re.compile(r"[\x21-\x7e]+")  # one word of printable ASCII
+
+
+def secret_path(settings: Settings) -> Path:
+    """Where the generated secret lives: in the ledger's folder (state, not settings)."""
+    return settings.ledger.parent / SECRET_FILE
+
+
+def unsubscribe_secret(settings: Settings) -> str:
+    """The secret that seals unsubscribe links: the configured one, else the stored one,
+    else a new one, stored first. Never printed."""
+    configured = settings.unsubscribe.secret
+    if configured is not None:
+        value = configured.get_secret_value()
+        if not value.strip():
+            raise ConfigError("the unsubscribe secret is empty", field=_ENV,
+                              fix="set a long random value, or unset it to use a generated one")
+        return value
+    path = secret_path(settings)
+    archive = settings.delivery.outbox / "archive"
+    if path.resolve().is_relative_to(archive.resolve()):
+        raise ConfigError("the unsubscribe secret would be kept in the public archive folder",
+                          file=path, field="ledger",
+                          fix="put the ledger outside delivery.outbox/archive")
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        return _create(path)
+
+
+def _read(path: Path) -> str:
+    """The stored secret; FileNotFoundError when there is none yet."""
+    try:
+        # O_NONBLOCK: a FIFO put there must not hang the program.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        raise ConfigError(f"cannot read the unsubscribe secret: {err.strerror or err}",
+                          file=path, field=_FIELD,
+                          fix="check that the ledger's folder is a folder and the file is "
+                              "readable by the user running newsletter") from err
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _damaged(path, "is not a regular file")
+        data = os.read(fd, _MAX_BYTES + 1)
+    except OSError as err:
+        raise ConfigError(f"cannot read the unsubscribe secret: {err.strerror or err}",
+                          file=path, field=_FIELD, fix="check the disk and the file") from err
+    finally:
+        os.close(fd)
+    if not data.strip():
+        raise _damaged(path, "is empty")
+    try:
+        value = data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        value = ""
+    if len(data) > _MAX_BYTES or len(value) < _MIN_CHARS or not _WELL_FORMED.fullmatch(value):
+        raise _damaged(path, "is not an unsubscribe secret (one line of at least "
+                             f"{_MIN_CHARS} printable characters)")
+    return value
+
+
+def _damaged(path: Path, what: str) -> ConfigError:
+    # Never show the content: it may be the secret.
+    return ConfigError(f"the unsubscribe secret file {what}", file=path, field=_FIELD,
+                       fix="restore it from a backup (the links in issues already sent need "
+                           "it), or delete it to make a new one, which breaks those links")
+
+
+def _create(path: Path) -> str:
+    """Store a new secret; if another process stored one first, use that one."""
+    value = secrets.token_urlsafe(32)  # 256 bits
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under a private name, then linked into place: the secret file
+        # is never seen half-written, and O_EXCL and link never replace a file.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
+                     0o600)
+        try:
+            os.write(fd, f"{value}\n".encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):  # a concurrent first run won: use its
+            os.link(tmp, path)
+        _sync_folder(path.parent)
+    except OSError as err:
+        raise ConfigError(f"cannot store the unsubscribe secret: {err.strerror or err}",
+                          file=path, field=_FIELD,
+                          fix="make the ledger's folder writable and give the disk room, or "
+                              f"set {_ENV} in the environment or .env") from err
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return _read(path)
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make the new name durable (POSIX); not possible, and not needed, everywhere."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

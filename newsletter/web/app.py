@@ -1,0 +1,56 @@
+"""`newsletter serve`: RFC 8058 one-click unsubscribe, the web archive, and a health check.
+
+- `/unsubscribe?t=…` (and the links of earlier versions): see `newsletter.web.unsubscribe`.
+- `/archive/<list>/` serves the sent issues' web pages and their index, and nothing else:
+  see `newsletter.web.archive`.
+- `/healthz` answers `ok`.
+
+Every answer carries the security headers of `newsletter.web.headers`; the access log
+leaves query strings out (`newsletter.web.accesslog`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
+
+from newsletter.ledger import SqliteLedger
+from newsletter.secret import unsubscribe_secret
+from newsletter.settings import Settings
+from newsletter.subscribers import load_roster
+from newsletter.web.accesslog import drop_queries_from_access_log
+from newsletter.web.archive import archive_routes
+from newsletter.web.headers import SecurityHeaders
+from newsletter.web.unsubscribe import unsubscribe_routes
+
+
+def create_app(settings: Settings) -> ASGIApp:
+    """The web app for these settings; the secret, subscriber file and ledger are read once.
+
+    With no secret configured, the generated one is used (and made, on a first run), so the
+    links of every issue sent from this project work.
+    """
+    secret = unsubscribe_secret(settings)
+    titles = {lst.id: lst.title for lst in load_roster(settings.subscribers).lists.values()}
+    ledger = SqliteLedger(settings.ledger)
+
+    async def health(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        ledger.close()
+
+    drop_queries_from_access_log()
+    return SecurityHeaders(Starlette(routes=[
+        *unsubscribe_routes(secret, titles, ledger),
+        Route("/healthz", health, methods=["GET"]),
+        *archive_routes(settings.delivery.outbox / "archive"),
+    ], lifespan=lifespan))
