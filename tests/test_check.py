@@ -128,7 +128,7 @@ def test_no_dkim_key_is_a_warning_and_a_key_silences_it(project: Project) -> Non
     assert project.run("dkim", "keygen", "--selector", "s1", "--bits", "1024").returncode == 0
     signed = project.run("check", "--date", ISSUE_DATE, env={
         "NEWSLETTER_DKIM__DOMAIN": "example.com", "NEWSLETTER_DKIM__SELECTOR": "s1",
-        "NEWSLETTER_DKIM__PRIVATE_KEY": "config/dkim-s1.pem"})
+        "NEWSLETTER_DKIM__PRIVATE_KEY": "config/dkim/s1.pem"})
     assert signed.returncode == 0 and warning not in signed.stdout
     assert signed.stdout.strip() == "morning-brief/2026-11-24: no problems found"
 
