@@ -34,7 +34,7 @@ def test_lists_named_like_the_outboxs_folders_stay_in_their_own(project: Project
     # Every top-level name is the program's own; lists are the folders one level down.
     assert {p.name for p in outbox.iterdir()} <= {
         "mail", "test", "archive", "preview", "newsletter.sqlite3", "newsletter.sqlite3-wal",
-        "newsletter.sqlite3-shm", "newsletter.sqlite3.lock"}
+        "newsletter.sqlite3-shm", "newsletter.sqlite3.lock", "unsubscribe.key"}
     emls = sorted(p.relative_to(outbox) for p in outbox.rglob("*.eml"))
     assert all(p.parts[0] in ("mail", "test") and p.parts[1] in lists and len(p.parts) == 4
                for p in emls), emls
