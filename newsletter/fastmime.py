@@ -60,6 +60,8 @@ class MessageTemplate:
         issue = rendered.issue
         self.subject = subject_of(rendered, test=test)
         self._domain = newsletter.sender_domain
+        # Parsed once: the property parses the sender setting each time it is read.
+        self._sender = newsletter.sender_address
         boundary = "=_nl_" + hashlib.sha256(f"{issue.id}{self.subject}".encode()).hexdigest()[:24]
         self._head = "".join([
             "From: ", mailbox(newsletter.sender_name, newsletter.sender_address), "\r\n",
@@ -114,7 +116,7 @@ class MessageTemplate:
         if self.signer is not None:
             data = self.signer.sign(data)
         return OutgoingMessage(
-            list_id=issue.list_id, issue_id=issue.id, sender=self.newsletter.sender_address,
+            list_id=issue.list_id, issue_id=issue.id, sender=self._sender,
             recipient=subscriber.email, message_id=msg_id, subject=self.subject, data=data,
             test=self.test)
 
