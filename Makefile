@@ -39,4 +39,4 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 
 clean:
-	rm -rf $(VENV) outbox/*/ outbox/*.eml outbox/*.sqlite3* 
+	rm -rf $(VENV) outbox/*/ outbox/*.eml outbox/*.sqlite3* outbox/unsubscribe.key
