@@ -29,6 +29,8 @@ _WIRE = _POLICY.clone(refold_source="none")
 # C0 and C1 controls (CR, LF, TAB, NUL, NEL…) and the Unicode line and paragraph separators:
 # everything `str.splitlines` breaks at, and nothing a header may carry raw.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# A lone surrogate (a YAML or JSON escape) is no character and cannot be encoded.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ def header_text(text: str) -> str:
     """`text` fit for a header: each run of control characters or line breaks (from a
     reader's name, an article title, a list title) becomes one space, so none can end the
     header or start another."""
-    return _CONTROLS.sub(" ", text) if not text.isprintable() else text
+    if text.isprintable():
+        return text
+    return _SURROGATE.sub("\ufffd", _CONTROLS.sub(" ", text))
 
 
 def subject_of(rendered: RenderedIssue, *, test: bool = False) -> str:

@@ -48,6 +48,15 @@ _LINE_BREAKS = re.compile(r"\s*\n\s*")
 # What browsers ignore in a URL before its scheme: C0 controls, spaces, tabs, newlines.
 _URL_NOISE = re.compile(r"[\x00-\x20\x7f]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# lxml (libxml2), which premailer parses the mail with, stops reading at 256 levels of
+# elements: deeper content would cut off the rest of the mail, its unsubscribe link too.
+# The templates use a dozen; elements below this depth in an article are dropped, their
+# text kept.
+MAX_DEPTH = 64
+_VOID = frozenset({"br", "hr", "img"})
+# A tag as ammonia writes it: attribute values in double quotes, "<" escaped in text.
+_TAG = re.compile(r'<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:[^>"]|"[^"]*")*>')
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -74,9 +83,12 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
             return value if value.isdigit() else None
         return value
 
+    # A lone surrogate (a YAML or JSON escape) is no character: nothing could encode it.
+    fragment = without_surrogates(fragment)
     cleaned = nh3.clean(fragment, tags=set(TAGS), attributes=ATTRIBUTES,
                         attribute_filter=keep, url_schemes=set(URL_SCHEMES), link_rel=None,
                         strip_comments=True)
+    cleaned, flattened = _flatten(cleaned)
     cleaned = _A_WITHOUT_HREF.sub(r"\1", _IMG_WITHOUT_SRC.sub("", cleaned))
     cleaned = _EMPTY_PARAGRAPH.sub("", cleaned).strip()
     if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
@@ -90,7 +102,36 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
         found.close()
     except (AssertionError, ValueError):  # the inventory is a report; the cleaning stands
         pass
+    if flattened:
+        found.removed.setdefault(f"elements nested deeper than {MAX_DEPTH} levels")
     return Cleaned(cleaned, tuple(item for item in found.removed if item))
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD (as a decoder would)."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _flatten(cleaned: str) -> tuple[str, bool]:
+    """Ammonia's balanced output with the elements deeper than `MAX_DEPTH` dropped (their
+    text stays), and whether there were any."""
+    if cleaned.count("<") <= MAX_DEPTH:  # too few tags to nest that deep
+        return cleaned, False
+    out: list[str] = []
+    depth = last = 0
+    for tag in _TAG.finditer(cleaned):
+        closing, name = tag.group(1), tag.group(2).lower()
+        if closing:
+            depth -= 1
+        if depth >= MAX_DEPTH:
+            out.append(cleaned[last:tag.start()])
+            last = tag.end()
+        if not closing and name not in _VOID:
+            depth += 1
+    if not out:
+        return cleaned, False
+    out.append(cleaned[last:])
+    return "".join(out), True
 
 
 def absolute_url(link: str | None, base: str | None, *, mailto: bool = False) -> str | None:

@@ -11,12 +11,14 @@ ARTICLE_LIMIT = 10 * 1024 * 1024
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
 # C0 and C1 control characters and DEL: no place in a title, a name or a header.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Lone surrogates (a JSON escape) are no characters: nothing can encode them.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:
     """`text` as one line of words: control characters and runs of white space become one
     space (a title reaches the Subject header, a name the To header)."""
-    return " ".join(_CONTROLS.sub(" ", text).split())
+    return " ".join(_SURROGATES.sub("\ufffd", _CONTROLS.sub(" ", text)).split())
 
 
 def html_to_text(html: str) -> str:

@@ -1,0 +1,124 @@
+"""Hostile article and feed content cannot stop a send, crash a run or break the splice:
+markup nested deeper than the HTML parser reads, lone surrogates (from YAML or character
+references), invalid character references in a feed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from email import message_from_bytes, policy
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from newsletter.fastmime import MessageTemplate
+from newsletter.models import Subscriber
+from newsletter.render import Renderer
+from newsletter.sources.feed import parse_feed
+from newsletter.sources.sanitize import MAX_DEPTH, clean_html
+from tests.conftest import ISSUE_DATE, REPO, Project
+from tests.test_render import ADA, ISSUE, LEAD, NEWSLETTER
+
+TZ = ZoneInfo("Europe/London")
+_TAG = re.compile(r"<(/?)([a-z0-9]+)[^>]*>")
+
+
+def _depth(html: str) -> int:
+    deepest = depth = 0
+    for closing, name in _TAG.findall(html):
+        if name in ("br", "hr", "img"):
+            continue
+        depth += -1 if closing else 1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def _mail(rendered) -> str:
+    built = MessageTemplate(rendered, NEWSLETTER, dt.datetime(2026, 11, 24, tzinfo=dt.UTC))
+    msg = message_from_bytes(built.build(Subscriber(email="ada@example.com", name="Ada")).data,
+                             policy=policy.default)
+    return "".join(part.get_content() for part in msg.iter_parts())
+
+
+@pytest.mark.parametrize("markup", [
+    "<blockquote>" * 300 + "deep words" + "</blockquote>" * 300,
+    "<p>" + "<em>" * 400 + "deep words" + "</em>" * 400 + "</p>",
+    "<ul>" + "<li><ul>" * 200 + "<li>deep words</li>" + "</ul></li>" * 200 + "</ul>",
+])
+def test_deep_nesting_is_flattened_and_cannot_stop_the_render(markup: str) -> None:
+    cleaned = clean_html(markup, None)
+    assert _depth(cleaned.html) <= MAX_DEPTH
+    assert "deep words" in cleaned.html
+    assert any("nest" in item for item in cleaned.removed)
+    lead = LEAD.model_copy(update={"body_html": cleaned.html})
+    rendered = Renderer(REPO / "templates", NEWSLETTER).render(
+        ISSUE.model_copy(update={"lead": lead}))
+    html = rendered.html.fill(ADA)
+    assert "deep words" in html and "ada@example.com" in html
+    assert "unsubscribe?list=brief" in html
+
+
+def test_ordinary_nesting_is_kept_as_written() -> None:
+    markup = "<blockquote>" * 20 + "<p><em><strong>x</strong></em></p>" + "</blockquote>" * 20
+    cleaned = clean_html(markup, None)
+    assert cleaned.html == markup and cleaned.removed == ()
+
+
+def test_a_deeply_nested_markdown_article_is_sent(project: Project) -> None:
+    project.write("articles/2026-11-24-deep.md", "---\ntitle: Deep quotes\n"
+                  "published: 2026-11-24T07:00:00+00:00\nlead: true\n---\n"
+                  + "> " * 300 + "Deep words.\n")
+    result = project.run("send", "--date", ISSUE_DATE)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    mails = sorted((project.outbox / "mail").rglob("*.eml"))
+    assert mails
+    text = mails[0].read_text()
+    assert "Deep words." in text
+
+
+SURROGATES = "A\ud800B\udfffC"
+
+
+def test_lone_surrogates_in_any_field_cannot_stop_the_render_or_the_build() -> None:
+    lead = LEAD.model_copy(update={
+        "title": SURROGATES, "summary": SURROGATES, "body": SURROGATES,
+        "body_html": f"<p>{SURROGATES}</p>", "author": SURROGATES, "section": SURROGATES,
+        "image_alt": SURROGATES, "url": f"https://example.com/{SURROGATES}"})
+    issue = ISSUE.model_copy(update={"lead": lead, "list_title": SURROGATES})
+    renderer = Renderer(REPO / "templates", NEWSLETTER)
+    rendered = renderer.render(issue)
+    assert "ada@example.com" in rendered.html.fill(ADA)
+    body = _mail(rendered)
+    assert "A\ufffdB\ufffdC" in body and "ada@example.com" in body
+    assert "\ufffd" in renderer.render_web(issue)
+
+
+FEED = """\
+<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0"><channel><title>F</title><link>https://f.example.com/</link>
+<item><title>Hostile &#xD800; entry &#x110000; &#0;</title><link>https://f.example.com/a</link>
+<pubDate>Tue, 24 Nov 2026 06:30:00 GMT</pubDate>
+<description>Hello &#xDFFF; &amp;#xD800; world</description></item>
+</channel></rss>
+"""
+
+
+def test_a_feed_with_invalid_character_references_is_read() -> None:
+    load = parse_feed(FEED.encode(), "feed.xml")
+    [article] = load.articles
+    assert article.title.startswith("Hostile \ufffd entry")
+    for value in (article.title, article.summary, article.body, article.body_html):
+        value.encode("utf-8")  # no lone surrogate left
+    assert "Hello" in article.body
+
+
+def test_a_feed_with_invalid_character_references_is_sent(project: Project) -> None:
+    project.write("feed.xml", FEED)
+    settings = project.settings.read_text().replace(
+        "  paths: [articles]\n", "  paths: [articles]\n  feeds: [feed.xml]\n")
+    project.settings.write_text(settings)
+    result = project.run("compose", "--date", ISSUE_DATE, "--json")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Hostile" in result.stdout
