@@ -122,3 +122,15 @@ def test_a_feed_with_invalid_character_references_is_sent(project: Project) -> N
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert "Hostile" in result.stdout
+
+
+@pytest.mark.parametrize("title", ["'   '", '"\\x00\\x01\\t"', '"\\u2028"'])
+def test_a_title_without_text_is_one_clear_error(project: Project, title: str) -> None:
+    project.write("articles/2026-11-24-blank.md", f"---\npublished: 2026-11-24T07:00:00+00:00\n"
+                  f"title: {title}\nlead: true\n---\nBody words.\n")
+    result = project.run("send", "--date", ISSUE_DATE)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: articles/2026-11-24-blank.md:3: title: the title has no text — write the "
+        "headline after 'title:'"]
+    assert not (project.outbox / "mail").exists()
