@@ -5,6 +5,7 @@ references), invalid character references in a feed."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from email import message_from_bytes, policy
 from zoneinfo import ZoneInfo
@@ -134,3 +135,33 @@ def test_a_title_without_text_is_one_clear_error(project: Project, title: str) -
         "error: articles/2026-11-24-blank.md:3: title: the title has no text — write the "
         "headline after 'title:'"]
     assert not (project.outbox / "mail").exists()
+
+
+def test_feed_categories_and_front_matter_sections_are_one_line_of_text(
+        project: Project) -> None:
+    # A terminal escape in a category would reach `compose`'s output; a line break in a
+    # section would start a line of its own in the text part.
+    project.write("feed.xml", """\
+        <?xml version="1.0"?><rss version="2.0"><channel><title>C</title>
+        <item><title>Tide tables</title><link>https://c.example.org/1</link>
+        <category>Tide&#27;]0;owned&#7;s</category><category>x&#10;&#10;Unsub</category>
+        <pubDate>Tue, 24 Nov 2026 05:00:00 GMT</pubDate><description>Text.</description></item>
+        </channel></rss>
+        """)
+    project.write("articles/2026-11-24-esc.md", '---\ntitle: Escapes\nsection: "a\\e[31m\\nb"\n'
+                  'tags: ["t\\e]0;x\\a", "  "]\npublished: 2026-11-24T07:00:00+00:00\n---\n'
+                  "Body.\n")
+    settings = project.settings.read_text().replace(
+        "  paths: [articles]\n", "  paths: [articles]\n  feeds: [feed.xml]\n")
+    project.settings.write_text(settings)
+    result = project.run("compose", "--date", ISSUE_DATE, "--explain")
+    assert result.returncode == 0, result.stderr
+    assert "\x1b" not in result.stdout + result.stderr and "\x07" not in result.stdout
+    out = project.run("compose", "--date", ISSUE_DATE, "--json")
+    articles = [json.loads(out.stdout)["lead"], *json.loads(out.stdout)["headlines"]]
+    sections = {a["title"]: a["section"] for a in articles}
+    assert sections["Tide tables"] == "tide ]0;owned s"
+    assert sections["Escapes"] == "a [31m b"
+    tags = {a["title"]: a.get("tags") for a in articles}
+    assert tags["Tide tables"] == ["x unsub"]
+    assert tags["Escapes"] == ["t ]0;x"]

@@ -600,7 +600,8 @@ def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
         # Feed readers date such an entry by when they first saw it; so do we, and the
         # date is kept so the entry does not look new again tomorrow.
         published = first_seen(_id(key))
-    terms = [(t.get("term") or t.get("label") or "").strip().lower()
+    # One line each, like titles: a category is printed by `compose` and in the text part.
+    terms = [one_line(t.get("term") or t.get("label") or "").lower()
              for t in entry.get("tags") or []]
     tags = tuple(dict.fromkeys(t for t in terms if t))
     author = (entry.get("author_detail") or {}).get("name") or feed_author
