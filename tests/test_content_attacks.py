@@ -165,3 +165,17 @@ def test_feed_categories_and_front_matter_sections_are_one_line_of_text(
     tags = {a["title"]: a.get("tags") for a in articles}
     assert tags["Tide tables"] == ["x unsub"]
     assert tags["Escapes"] == ["t ]0;x"]
+
+
+def test_an_article_image_cannot_widen_the_mail_past_its_column() -> None:
+    cleaned = clean_html('<p><img src="https://e.example/wide.png" alt="w" width="4000" '
+                         'height="2000"><img src="https://e.example/n.png" alt="n" '
+                         'width="300" height="200"></p>', None)
+    assert 'width="536" height="268"' in cleaned.html  # Outlook sizes by the attribute
+    assert 'width="300" height="200"' in cleaned.html
+    lead = LEAD.model_copy(update={
+        "body_html": '<p><img src="https://e.example/natural.png" alt="no size"></p>'})
+    html = Renderer(REPO / "templates", NEWSLETTER).render(
+        ISSUE.model_copy(update={"lead": lead})).html.fill(ADA)
+    [img] = re.findall(r'<img src="https://e.example/natural.png"[^>]*>', html)
+    assert "max-width:100%" in img.replace(" ", "")  # the rest: by the inlined CSS

@@ -57,6 +57,11 @@ _VOID = frozenset({"br", "hr", "img"})
 # A tag as ammonia writes it: attribute values in double quotes, "<" escaped in text.
 _TAG = re.compile(r'<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:[^>"]|"[^"]*")*>')
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# The templates' text column: an article image wider than this is scaled down to it, as
+# Outlook for Windows sizes images by their width attribute alone (the CSS caps the rest).
+IMAGE_WIDTH = 536
+_IMG = re.compile(r"<img\b[^>]*>")
+_SIZE = re.compile(r'\s(width|height)="(\d+)"')
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
                         attribute_filter=keep, url_schemes=set(URL_SCHEMES), link_rel=None,
                         strip_comments=True)
     cleaned, flattened = _flatten(cleaned)
+    if "<img" in cleaned:
+        cleaned = _IMG.sub(_fit_image, cleaned)
     cleaned = _A_WITHOUT_HREF.sub(r"\1", _IMG_WITHOUT_SRC.sub("", cleaned))
     cleaned = _EMPTY_PARAGRAPH.sub("", cleaned).strip()
     if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
@@ -110,6 +117,23 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
 def without_surrogates(text: str) -> str:
     """`text` with each lone surrogate replaced by U+FFFD (as a decoder would)."""
     return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _fit_image(img: re.Match[str]) -> str:
+    """An `<img>` at most `IMAGE_WIDTH` wide, its height scaled with it."""
+    tag = img.group()
+    size = {name: int(value) for name, value in _SIZE.findall(tag)}
+    width = size.get("width", 0)
+    if width <= IMAGE_WIDTH:
+        return tag
+    height = max(1, round(size["height"] * IMAGE_WIDTH / width)) if "height" in size else None
+
+    def fit(attribute: re.Match[str]) -> str:
+        if attribute.group(1) == "width":
+            return f' width="{IMAGE_WIDTH}"'
+        return f' height="{height}"'
+
+    return _SIZE.sub(fit, tag)
 
 
 def _flatten(cleaned: str) -> tuple[str, bool]:
