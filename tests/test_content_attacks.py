@@ -16,7 +16,7 @@ from newsletter.fastmime import MessageTemplate
 from newsletter.models import Subscriber
 from newsletter.render import Renderer
 from newsletter.sources.feed import parse_feed
-from newsletter.sources.sanitize import MAX_DEPTH, clean_html
+from newsletter.sources.sanitize import MAX_DEPTH, absolute_url, clean_html
 from tests.conftest import ISSUE_DATE, REPO, Project
 from tests.test_render import ADA, ISSUE, LEAD, NEWSLETTER
 
@@ -179,3 +179,17 @@ def test_an_article_image_cannot_widen_the_mail_past_its_column() -> None:
         ISSUE.model_copy(update={"lead": lead})).html.fill(ADA)
     [img] = re.findall(r'<img src="https://e.example/natural.png"[^>]*>', html)
     assert "max-width:100%" in img.replace(" ", "")  # the rest: by the inlined CSS
+
+
+@pytest.mark.parametrize("char", ["\x85", "\u2028", "\u2029", "\x9b"])
+def test_a_link_with_a_line_separator_is_no_link(project: Project, char: str) -> None:
+    # The text part prints links on lines of their own: a separator would cut one in two.
+    assert absolute_url(f"https://e.example/a{char}b", None) is None
+    assert clean_html(f'<p><a href="https://e.example/a{char}b">text</a></p>',
+                      None).html == "<p>text</p>"
+    escape = f"\\u{ord(char):04x}"
+    project.write("articles/2026-11-24-sep.md", f'---\ntitle: Sep\nurl: "https://e.example/a'
+                  f'{escape}b"\npublished: 2026-11-24T07:00:00+00:00\n---\nBody.\n')
+    result = project.run("compose", "--date", ISSUE_DATE)
+    assert result.returncode == 2
+    assert "articles/2026-11-24-sep.md:3: url: must be an absolute http(s) URL" in result.stderr

@@ -47,7 +47,9 @@ _BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[1-6]|figure|hr|table)\b")
 _LINE_BREAKS = re.compile(r"\s*\n\s*")
 # What browsers ignore in a URL before its scheme: C0 controls, spaces, tabs, newlines.
 _URL_NOISE = re.compile(r"[\x00-\x20\x7f]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls and the Unicode line separators: the text part would break the link
+# in two where one stands (`str.splitlines`).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # lxml (libxml2), which premailer parses the mail with, stops reading at 256 levels of
 # elements: deeper content would cut off the rest of the mail, its unsubscribe link too.
 # The templates use a dozen; elements below this depth in an article are dropped, their
