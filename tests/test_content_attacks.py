@@ -17,6 +17,7 @@ from newsletter.models import Subscriber
 from newsletter.render import Renderer
 from newsletter.sources.feed import parse_feed
 from newsletter.sources.sanitize import MAX_DEPTH, absolute_url, clean_html
+from newsletter.sources.textpage import read_textpage
 from tests.conftest import ISSUE_DATE, REPO, Project
 from tests.test_render import ADA, ISSUE, LEAD, NEWSLETTER
 
@@ -193,3 +194,24 @@ def test_a_link_with_a_line_separator_is_no_link(project: Project, char: str) ->
     result = project.run("compose", "--date", ISSUE_DATE)
     assert result.returncode == 2
     assert "articles/2026-11-24-sep.md:3: url: must be an absolute http(s) URL" in result.stderr
+
+
+def test_a_text_page_with_thousands_of_labels_is_read_in_linear_time(tmp_path) -> None:
+    # Every summary starts with a label of its own, twice: section labels were learned by
+    # comparing each with every other (10 s for 350 KB; hours for a page at the 10 MB cap).
+    lines = ["Harbour bridge reopens after repairs",
+             "The swing bridge reopened at dawn, ahead of schedule and under budget."]
+    for i in range(5000):
+        label = f"Q{i:05d}x Zz{i:05d}q"
+        for k in range(2):
+            lines += ["-", f"Headline {i} {k}", f"{label} Something happened today {i}",
+                      f"https://e.example/{i}/{k}"]
+    page = tmp_path / "page.txt"
+    page.write_text("\n".join(lines))
+    import time
+    started = time.process_time()
+    articles = read_textpage(page, TZ)
+    assert time.process_time() - started < 3.0  # well under 1 s; 15 s before
+    assert len(articles) == 10001
+    assert articles[1].section == "Q00000X Zz00000Q"
+    assert articles[1].summary == "Something happened today 0"
