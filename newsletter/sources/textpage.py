@@ -106,7 +106,7 @@ def _split_blocks(lines: list[str]) -> list[list[str]]:
 
 def _story(lines: list[str]) -> tuple[list[str], str | None]:
     """The story paragraphs (up to the first boilerplate line, without repeats) and byline."""
-    body: list[str] = []
+    body: dict[str, None] = {}  # in order, each once (a set beside a list: no n² scan)
     author = None
     in_story = True
     for line in lines:
@@ -115,11 +115,10 @@ def _story(lines: list[str]) -> tuple[list[str], str | None]:
             author = author or bio.group("name")
             in_story = False
         elif in_story and _PROSE.match(line) and not _PROMO.search(line):
-            if line not in body:
-                body.append(line)
+            body.setdefault(line)
         else:
             in_story = False
-    return body, author
+    return list(body), author
 
 
 def _related(blocks: list[list[str]]) -> list[tuple[str, str, str | None, str | None]]:
