@@ -17,7 +17,8 @@ from newsletter.fastmime import MessageTemplate
 from newsletter.models import Subscriber
 from newsletter.render import Renderer
 from newsletter.sources.feed import parse_feed
-from newsletter.sources.sanitize import MAX_DEPTH, absolute_url, clean_html
+from newsletter.sources.sanitize import MAX_DEPTH, MAX_HTML, absolute_url, clean_html
+from newsletter.sources.text import one_line
 from newsletter.sources.textpage import read_textpage
 from tests.conftest import ISSUE_DATE, REPO, Project
 from tests.test_render import ADA, ISSUE, LEAD, NEWSLETTER
@@ -228,3 +229,22 @@ def test_a_long_story_is_read_in_linear_time(tmp_path) -> None:
     assert time.process_time() - started < 3.0  # under 1 s; 10 s before
     paragraphs = story.body.split("\n\n")
     assert len(paragraphs) == 40000 and paragraphs[7].endswith("number 7 of the story here.")
+
+
+def test_no_content_string_is_longer_than_the_html_parser_reads() -> None:
+    # lxml stops at a text node or attribute value of 10,000,000 characters, and both fit in
+    # an article file or feed (10 MiB): the rest of the mail, unsubscribe link included,
+    # was cut off, and every send stopped.
+    huge = "ab " * 3_400_000
+    cleaned = clean_html(f"<p>{huge}</p>", None)
+    assert len(cleaned.html) <= MAX_HTML + 10
+    assert any("cut" in item for item in cleaned.removed)
+    assert len(one_line(huge)) <= 10_000
+    assert absolute_url("https://e.example/" + "a" * 10_000, None) is None
+    lead = LEAD.model_copy(update={
+        "body_html": cleaned.html, "title": one_line(huge), "image_alt": one_line(huge),
+        "summary": one_line(huge), "author": one_line(huge)})
+    rendered = Renderer(REPO / "templates", NEWSLETTER).render(
+        ISSUE.model_copy(update={"lead": lead}))
+    html = rendered.html.fill(ADA)
+    assert "ada@example.com" in html and "unsubscribe?list=brief" in html

@@ -55,6 +55,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # The templates use a dozen; elements below this depth in an article are dropped, their
 # text kept.
 MAX_DEPTH = 64
+# lxml also drops the rest of the document at a text node or attribute value of 10,000,000
+# characters (libxml2's XML_MAX_TEXT_LENGTH), and both fit in a 10 MiB article or feed.
+# Gmail clips a mail at 102 KB anyway: an article's HTML past this is cut (the sanitiser
+# closes what the cut leaves open), a longer URL is none (RFC 9110 asks for 8,000 octets).
+MAX_HTML = 1_000_000
+MAX_URL = 8_000
 _VOID = frozenset({"br", "hr", "img"})
 # A tag as ammonia writes it: attribute values in double quotes, "<" escaped in text.
 _TAG = re.compile(r'<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:[^>"]|"[^"]*")*>')
@@ -92,6 +98,9 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
 
     # A lone surrogate (a YAML or JSON escape) is no character: nothing could encode it.
     fragment = without_surrogates(fragment)
+    cut = len(fragment) > MAX_HTML
+    if cut:
+        fragment = fragment[:MAX_HTML]
     cleaned = nh3.clean(fragment, tags=set(TAGS), attributes=ATTRIBUTES,
                         attribute_filter=keep, url_schemes=set(URL_SCHEMES), link_rel=None,
                         strip_comments=True)
@@ -111,6 +120,8 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
         found.close()
     except (AssertionError, ValueError):  # the inventory is a report; the cleaning stands
         pass
+    if cut:
+        found.removed.setdefault(f"everything after its first {MAX_HTML:,} characters (cut)")
     if flattened:
         found.removed.setdefault(f"elements nested deeper than {MAX_DEPTH} levels")
     return Cleaned(cleaned, tuple(item for item in found.removed if item))
@@ -163,7 +174,7 @@ def _flatten(cleaned: str) -> tuple[str, bool]:
 def absolute_url(link: str | None, base: str | None, *, mailto: bool = False) -> str | None:
     """`link` made absolute against `base` if it is http(s) (or, with `mailto`, mailto:);
     otherwise None."""
-    if not link:
+    if not link or len(link) > MAX_URL:
         return None
     try:
         url = urljoin(base, link.strip()) if base else link.strip()
