@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -107,13 +108,15 @@ def build_message(
     msg_id = message_id(issue.id, subscriber.email, domain, test=test)
 
     msg = EmailMessage(policy=_POLICY)
-    msg["From"] = Address(header_text(newsletter.sender_name),
-                          addr_spec=newsletter.sender_address)
-    msg["To"] = Address(header_text(subscriber.name or ""), addr_spec=subscriber.email)
-    msg["Subject"] = subject
+    _set_mailbox(msg, "From", newsletter.sender_name, newsletter.sender_address)
+    _set_mailbox(msg, "To", subscriber.name or "", subscriber.email)
+    if "=?" in subject:
+        msg.set_raw("Subject", _encoded(subject))
+    else:
+        msg["Subject"] = subject
     msg["Date"] = format_datetime(now.astimezone(dt.UTC))
     msg["Message-ID"] = msg_id
-    msg["List-Id"] = formataddr((header_text(issue.list_title), f"{issue.list_id}.{domain}"))
+    _set_mailbox(msg, "List-Id", issue.list_title, f"{issue.list_id}.{domain}")
     # Set raw and pre-folded: the policy would turn a URL longer than 78 characters into
     # RFC 2047 encoded-words, which mail clients do not decode in this header.
     msg.set_raw("List-Unsubscribe", list_unsubscribe(newsletter, issue.list_id,
@@ -133,3 +136,20 @@ def build_message(
         data=signer.sign(data) if signer else data,
         test=test,
     )
+
+
+def _set_mailbox(msg: EmailMessage, header: str, name: str, address: str) -> None:
+    """`Name <address>`; a name holding an encoded-word look-alike ("=?utf-8?b?…?=") is
+    encoded itself, as the stdlib would write it raw and readers would decode it."""
+    name = header_text(name)
+    if "=?" in name:
+        msg.set_raw(header, f"{_encoded(name)} <{address}>")
+    elif header == "List-Id":
+        msg[header] = formataddr((name, address))
+    else:
+        msg[header] = Address(name, addr_spec=address)
+
+
+def _encoded(text: str) -> str:
+    """`text` as RFC 2047 encoded-words, folded (lines of at most 76 characters)."""
+    return Header(text, "utf-8", header_name="Subject").encode(linesep="\r\n")

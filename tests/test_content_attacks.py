@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from newsletter.fastmime import MessageTemplate
+from newsletter.message import build_message
 from newsletter.models import Subscriber
 from newsletter.render import Renderer
 from newsletter.sources.feed import parse_feed
@@ -248,3 +249,22 @@ def test_no_content_string_is_longer_than_the_html_parser_reads() -> None:
         ISSUE.model_copy(update={"lead": lead}))
     html = rendered.html.fill(ADA)
     assert "ada@example.com" in html and "unsubscribe?list=brief" in html
+
+
+@pytest.mark.parametrize("builder", ["fastmime", "reference"])
+def test_an_encoded_word_look_alike_in_a_header_is_shown_as_written(builder: str) -> None:
+    forged = "=?utf-8?b?SGk=?= fake =?x?q?y?="
+    lead = LEAD.model_copy(update={"title": forged})
+    issue = ISSUE.model_copy(update={"lead": lead, "list_title": f"List {forged}"})
+    rendered = Renderer(REPO / "templates", NEWSLETTER).render(issue)
+    reader = Subscriber(email="ada@example.com", name=forged)
+    now = dt.datetime(2026, 11, 24, tzinfo=dt.UTC)
+    if builder == "fastmime":
+        data = MessageTemplate(rendered, NEWSLETTER, now).build(reader).data
+    else:
+        data = build_message(rendered, reader, NEWSLETTER, now).data
+    msg = message_from_bytes(data, policy=policy.default)
+    assert str(msg["Subject"]) == f"List {forged}: {forged}"
+    assert msg["To"].addresses[0].display_name == forged
+    assert f"List {forged} <brief.example.com>" in str(msg["List-Id"]).replace('"', "")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
