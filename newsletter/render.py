@@ -176,11 +176,20 @@ class Renderer:
         verified: only sentinels of this render's own nonce, exactly as printed."""
         for _ in range(_RENDER_TRIES):
             slots = _Slots()
-            out = finish(_encodable(
-                self._render(kit, name, {**context, "subscriber": _Personal(slots)})))
-            template = _split(out, slots, escape_html=escape_html)
+            raw = _encodable(self._render(kit, name, {**context, "subscriber": _Personal(slots)}))
+            template = _split(finish(raw), slots, escape_html=escape_html)
             if template is not None:
                 return template
+        if _split(raw, slots, escape_html=escape_html) is not None:
+            # The template printed every field and the CSS inliner lost one: a field inside
+            # <style>, or content past what lxml reads (the sources' limits stop that).
+            lead = context["issue"]["lead"]
+            raise TemplateError(
+                "inlining the CSS lost a personal field (subscriber.…) that the template "
+                "printed", file=self.templates / name,
+                fix="print subscriber fields in the body, not in <style>; if they are, "
+                    "an article's markup is past what lxml reads (nesting, a huge "
+                    f"paragraph): leave out the lead, {lead.title[:80]!r}, or the others")
         raise TemplateError(
             "a personal field (subscriber.…) did not come out of the template as it was "
             "printed", file=self.templates / name,

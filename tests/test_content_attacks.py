@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from newsletter.errors import TemplateError
 from newsletter.fastmime import MessageTemplate
 from newsletter.message import build_message
 from newsletter.models import Subscriber
@@ -268,3 +269,13 @@ def test_an_encoded_word_look_alike_in_a_header_is_shown_as_written(builder: str
     assert msg["To"].addresses[0].display_name == forged
     assert f"List {forged} <brief.example.com>" in str(msg["List-Id"]).replace('"', "")
     assert max(len(line) for line in data.split(b"\r\n")) <= 998
+
+
+def test_content_the_inliner_cannot_read_is_not_blamed_on_the_template() -> None:
+    # Past the sources' limits (an Article built by other code): the error names content.
+    lead = LEAD.model_copy(update={
+        "body_html": "<blockquote>" * 300 + "x" + "</blockquote>" * 300})
+    with pytest.raises(TemplateError) as caught:
+        Renderer(REPO / "templates", NEWSLETTER).render(ISSUE.model_copy(update={"lead": lead}))
+    assert "inlining the CSS lost a personal field" in str(caught.value)
+    assert "Bridge reopens" in str(caught.value)
