@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import re
 from dataclasses import dataclass
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -29,6 +30,8 @@ _WIRE = _POLICY.clone(refold_source="none")
 # C0 and C1 controls (CR, LF, TAB, NUL, NEL…) and the Unicode line and paragraph separators:
 # everything `str.splitlines` breaks at, and nothing a header may carry raw.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+# A lone surrogate (a YAML or JSON escape) is no character and cannot be encoded.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,9 @@ def header_text(text: str) -> str:
     """`text` fit for a header: each run of control characters or line breaks (from a
     reader's name, an article title, a list title) becomes one space, so none can end the
     header or start another."""
-    return _CONTROLS.sub(" ", text) if not text.isprintable() else text
+    if text.isprintable():
+        return text
+    return _SURROGATE.sub("\ufffd", _CONTROLS.sub(" ", text))
 
 
 def subject_of(rendered: RenderedIssue, *, test: bool = False) -> str:
@@ -103,13 +108,15 @@ def build_message(
     msg_id = message_id(issue.id, subscriber.email, domain, test=test)
 
     msg = EmailMessage(policy=_POLICY)
-    msg["From"] = Address(header_text(newsletter.sender_name),
-                          addr_spec=newsletter.sender_address)
-    msg["To"] = Address(header_text(subscriber.name or ""), addr_spec=subscriber.email)
-    msg["Subject"] = subject
+    _set_mailbox(msg, "From", newsletter.sender_name, newsletter.sender_address)
+    _set_mailbox(msg, "To", subscriber.name or "", subscriber.email)
+    if "=?" in subject:
+        msg.set_raw("Subject", _encoded(subject))
+    else:
+        msg["Subject"] = subject
     msg["Date"] = format_datetime(now.astimezone(dt.UTC))
     msg["Message-ID"] = msg_id
-    msg["List-Id"] = formataddr((header_text(issue.list_title), f"{issue.list_id}.{domain}"))
+    _set_mailbox(msg, "List-Id", issue.list_title, f"{issue.list_id}.{domain}")
     # Set raw and pre-folded: the policy would turn a URL longer than 78 characters into
     # RFC 2047 encoded-words, which mail clients do not decode in this header.
     msg.set_raw("List-Unsubscribe", list_unsubscribe(newsletter, issue.list_id,
@@ -129,3 +136,20 @@ def build_message(
         data=signer.sign(data) if signer else data,
         test=test,
     )
+
+
+def _set_mailbox(msg: EmailMessage, header: str, name: str, address: str) -> None:
+    """`Name <address>`; a name holding an encoded-word look-alike ("=?utf-8?b?…?=") is
+    encoded itself, as the stdlib would write it raw and readers would decode it."""
+    name = header_text(name)
+    if "=?" in name:
+        msg.set_raw(header, f"{_encoded(name)} <{address}>")
+    elif header == "List-Id":
+        msg[header] = formataddr((name, address))
+    else:
+        msg[header] = Address(name, addr_spec=address)
+
+
+def _encoded(text: str) -> str:
+    """`text` as RFC 2047 encoded-words, folded (lines of at most 76 characters)."""
+    return Header(text, "utf-8", header_name="Subject").encode(linesep="\r\n")

@@ -53,6 +53,9 @@ PREHEADER_LENGTH = 140
 _NONCE_BYTES = 10
 _RENDER_TRIES = 2  # a second nonce, should content ever hold the first (odds 2**-80)
 _PLACEHOLDER = re.compile(r"%\((\w+)\)")
+# A lone surrogate (a YAML or JSON escape in content) cannot be encoded: lxml drops the
+# rest of the document at one, and the message could not be written.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,8 @@ class Renderer:
         """Render both parts of `issue` in `locale` (None: the default) and inline the HTML's
         CSS; the date filters show times in `zone` (the list's)."""
         kit = self._localise(locale)
-        subject = f"{issue.list_title}: {issue.lead.title}"
-        preheader = _preheader(issue)
+        subject = _encodable(f"{issue.list_title}: {issue.lead.title}")
+        preheader = _encodable(_preheader(issue))
         context = self._context(kit, issue, subject, preheader, archive=False, zone=zone)
         return RenderedIssue(
             issue=issue,
@@ -173,10 +176,20 @@ class Renderer:
         verified: only sentinels of this render's own nonce, exactly as printed."""
         for _ in range(_RENDER_TRIES):
             slots = _Slots()
-            out = finish(self._render(kit, name, {**context, "subscriber": _Personal(slots)}))
-            template = _split(out, slots, escape_html=escape_html)
+            raw = _encodable(self._render(kit, name, {**context, "subscriber": _Personal(slots)}))
+            template = _split(finish(raw), slots, escape_html=escape_html)
             if template is not None:
                 return template
+        if _split(raw, slots, escape_html=escape_html) is not None:
+            # The template printed every field and the CSS inliner lost one: a field inside
+            # <style>, or content past what lxml reads (the sources' limits stop that).
+            lead = context["issue"]["lead"]
+            raise TemplateError(
+                "inlining the CSS lost a personal field (subscriber.…) that the template "
+                "printed", file=self.templates / name,
+                fix="print subscriber fields in the body, not in <style>; if they are, "
+                    "an article's markup is past what lxml reads (nesting, a huge "
+                    f"paragraph): leave out the lead, {lead.title[:80]!r}, or the others")
         raise TemplateError(
             "a personal field (subscriber.…) did not come out of the template as it was "
             "printed", file=self.templates / name,
@@ -502,6 +515,11 @@ def _split(rendered: str, slots: _Slots, *, escape_html: bool) -> PersonalTempla
             return None
         literals.append(literal)
     return PersonalTemplate(tuple(literals), tuple(slots.printed), escape_html)
+
+
+def _encodable(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD, as a decoder would."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
 def _tidy_text(text: str) -> str:

@@ -71,8 +71,9 @@ def test_rss2_content_is_sanitised_for_email() -> None:
                    "style=", "tracker.example.net", "color: red"):
         assert banned not in html
     assert '<a href="https://gazette.example.com/tags/turning-gear">turning gear</a>' in html
-    assert ('<img alt="The bridge at dawn" height="400" '
-            'src="https://gazette.example.com/images/bridge-dawn.jpg" width="600">') in html
+    # 600 x 400 in the feed: scaled to the mail's 536-pixel text column.
+    assert ('<img alt="The bridge at dawn" height="357" '
+            'src="https://gazette.example.com/images/bridge-dawn.jpg" width="536">') in html
     assert "<strong>forty times</strong>" in html and "<blockquote>" in html
     assert bridge.body.split("\n\n") == [
         "The swing bridge over the inner harbour opened to traffic again at dawn, after six "

@@ -72,6 +72,9 @@ _MARKUP = re.compile(
 # feedparser flags these as bozo, but the document itself was read correctly.
 _XML_DECLARATION = re.compile(rb"(?:\xef\xbb\xbf)?<\?xml")
 _BENIGN = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)
+# A character reference to what is no character (a surrogate, beyond U+10FFFF): the
+# XML parser refuses the document for it, and feedparser's lenient one raises on it.
+_REFERENCE = re.compile(rb"&#(?:[xX]([0-9a-fA-F]{1,16})|([0-9]{1,20}));")
 
 
 @dataclass
@@ -508,7 +511,13 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
         headers["content-location"] = base_url
     # Our own sanitiser runs later; feedparser's would turn a <script> that writes markup
     # into that markup.
-    doc = feedparser.parse(data, response_headers=headers, sanitize_html=False)
+    try:
+        doc = feedparser.parse(_REFERENCE.sub(_character, data), response_headers=headers,
+                               sanitize_html=False)
+    except (ValueError, TypeError, LookupError, AttributeError, OverflowError,
+            RecursionError) as err:  # feedparser's own bugs: one bad feed, not a crash
+        return _Parsed(failure=f"not a readable RSS or Atom feed ({type(err).__name__}: "
+                               f"{err})")
     if not doc.get("version") and not doc.entries:
         reason = (_bozo_reason(doc, data) if doc.get("bozo")
                   else "no <rss>, <rdf:RDF> or <feed> element")
@@ -537,6 +546,15 @@ def _parse(data: bytes, source: str, base_url: str | None, content_type: str | N
         seen.add(article.id)
         result.articles.append(article)
     return result
+
+
+def _character(reference: re.Match[bytes]) -> bytes:
+    """A character reference as it is, or U+FFFD's if it names no character."""
+    hexadecimal, decimal = reference.groups()
+    code = int(hexadecimal, 16) if hexadecimal else int(decimal)
+    if 0xD800 <= code <= 0xDFFF or code > 0x10FFFF:
+        return b"&#xFFFD;"
+    return reference.group()
 
 
 def _bozo_reason(doc: Any, data: bytes) -> str:
@@ -582,7 +600,8 @@ def _article(entry: Any, source: str, base: str | None, feed_author: str | None,
         # Feed readers date such an entry by when they first saw it; so do we, and the
         # date is kept so the entry does not look new again tomorrow.
         published = first_seen(_id(key))
-    terms = [(t.get("term") or t.get("label") or "").strip().lower()
+    # One line each, like titles: a category is printed by `compose` and in the text part.
+    terms = [one_line(t.get("term") or t.get("label") or "").lower()
              for t in entry.get("tags") or []]
     tags = tuple(dict.fromkeys(t for t in terms if t))
     author = (entry.get("author_detail") or {}).get("name") or feed_author

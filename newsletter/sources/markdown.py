@@ -93,6 +93,10 @@ def read_markdown(path: Path, tz: ZoneInfo,
         ]) from err
     if meta.draft:
         return []
+    title = one_line(meta.title)
+    if not title:  # only spaces or control characters: no headline, and a Subject of none
+        raise ContentError("the title has no text", file=path, line=doc.line_of(("title",)) or 2,
+                           field="title", fix="write the headline after 'title:'")
     body_md = text[end.end():].strip("\n")
     raw_html = markdown.markdown(body_md, extensions=["extra", "sane_lists"]) if body_md else ""
     # Relative links and images are the article's own page's: resolved against its url.
@@ -102,15 +106,15 @@ def read_markdown(path: Path, tz: ZoneInfo,
     body = html_to_text(cleaned.html)
     return [Article(
         id=path.as_posix(),
-        title=one_line(meta.title),
+        title=title,
         url=meta.url,
         summary=one_line(meta.summary) if meta.summary else summarize(body),
         body=body,
         body_html=cleaned.html,
         author=one_line(meta.author or "") or None,
         published=_aware(meta.published, tz),
-        section=meta.section.strip().lower() if meta.section else None,
-        tags=tuple(sorted({t.strip().lower() for t in meta.tags if t.strip()})),
+        section=one_line(meta.section).lower() or None if meta.section else None,
+        tags=tuple(sorted({one_line(t).lower() for t in meta.tags} - {""})),
         image=meta.image,
         image_alt=one_line(meta.image_alt),
         lead=meta.lead,

@@ -47,7 +47,29 @@ _BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[1-6]|figure|hr|table)\b")
 _LINE_BREAKS = re.compile(r"\s*\n\s*")
 # What browsers ignore in a URL before its scheme: C0 controls, spaces, tabs, newlines.
 _URL_NOISE = re.compile(r"[\x00-\x20\x7f]+")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# C0 and C1 controls and the Unicode line separators: the text part would break the link
+# in two where one stands (`str.splitlines`).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# lxml (libxml2), which premailer parses the mail with, stops reading at 256 levels of
+# elements: deeper content would cut off the rest of the mail, its unsubscribe link too.
+# The templates use a dozen; elements below this depth in an article are dropped, their
+# text kept.
+MAX_DEPTH = 64
+# lxml also drops the rest of the document at a text node or attribute value of 10,000,000
+# characters (libxml2's XML_MAX_TEXT_LENGTH), and both fit in a 10 MiB article or feed.
+# Gmail clips a mail at 102 KB anyway: an article's HTML past this is cut (the sanitiser
+# closes what the cut leaves open), a longer URL is none (RFC 9110 asks for 8,000 octets).
+MAX_HTML = 1_000_000
+MAX_URL = 8_000
+_VOID = frozenset({"br", "hr", "img"})
+# A tag as ammonia writes it: attribute values in double quotes, "<" escaped in text.
+_TAG = re.compile(r'<(/?)([a-zA-Z][a-zA-Z0-9]*)(?:[^>"]|"[^"]*")*>')
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# The templates' text column: an article image wider than this is scaled down to it, as
+# Outlook for Windows sizes images by their width attribute alone (the CSS caps the rest).
+IMAGE_WIDTH = 536
+_IMG = re.compile(r"<img\b[^>]*>")
+_SIZE = re.compile(r'\s(width|height)="(\d+)"')
 
 
 @dataclass(frozen=True)
@@ -74,9 +96,17 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
             return value if value.isdigit() else None
         return value
 
+    # A lone surrogate (a YAML or JSON escape) is no character: nothing could encode it.
+    fragment = without_surrogates(fragment)
+    cut = len(fragment) > MAX_HTML
+    if cut:
+        fragment = fragment[:MAX_HTML]
     cleaned = nh3.clean(fragment, tags=set(TAGS), attributes=ATTRIBUTES,
                         attribute_filter=keep, url_schemes=set(URL_SCHEMES), link_rel=None,
                         strip_comments=True)
+    cleaned, flattened = _flatten(cleaned)
+    if "<img" in cleaned:
+        cleaned = _IMG.sub(_fit_image, cleaned)
     cleaned = _A_WITHOUT_HREF.sub(r"\1", _IMG_WITHOUT_SRC.sub("", cleaned))
     cleaned = _EMPTY_PARAGRAPH.sub("", cleaned).strip()
     if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
@@ -90,13 +120,61 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
         found.close()
     except (AssertionError, ValueError):  # the inventory is a report; the cleaning stands
         pass
+    if cut:
+        found.removed.setdefault(f"everything after its first {MAX_HTML:,} characters (cut)")
+    if flattened:
+        found.removed.setdefault(f"elements nested deeper than {MAX_DEPTH} levels")
     return Cleaned(cleaned, tuple(item for item in found.removed if item))
+
+
+def without_surrogates(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD (as a decoder would)."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _fit_image(img: re.Match[str]) -> str:
+    """An `<img>` at most `IMAGE_WIDTH` wide, its height scaled with it."""
+    tag = img.group()
+    size = {name: int(value) for name, value in _SIZE.findall(tag)}
+    width = size.get("width", 0)
+    if width <= IMAGE_WIDTH:
+        return tag
+    height = max(1, round(size["height"] * IMAGE_WIDTH / width)) if "height" in size else None
+
+    def fit(attribute: re.Match[str]) -> str:
+        if attribute.group(1) == "width":
+            return f' width="{IMAGE_WIDTH}"'
+        return f' height="{height}"'
+
+    return _SIZE.sub(fit, tag)
+
+
+def _flatten(cleaned: str) -> tuple[str, bool]:
+    """Ammonia's balanced output with the elements deeper than `MAX_DEPTH` dropped (their
+    text stays), and whether there were any."""
+    if cleaned.count("<") <= MAX_DEPTH:  # too few tags to nest that deep
+        return cleaned, False
+    out: list[str] = []
+    depth = last = 0
+    for tag in _TAG.finditer(cleaned):
+        closing, name = tag.group(1), tag.group(2).lower()
+        if closing:
+            depth -= 1
+        if depth >= MAX_DEPTH:
+            out.append(cleaned[last:tag.start()])
+            last = tag.end()
+        if not closing and name not in _VOID:
+            depth += 1
+    if not out:
+        return cleaned, False
+    out.append(cleaned[last:])
+    return "".join(out), True
 
 
 def absolute_url(link: str | None, base: str | None, *, mailto: bool = False) -> str | None:
     """`link` made absolute against `base` if it is http(s) (or, with `mailto`, mailto:);
     otherwise None."""
-    if not link:
+    if not link or len(link) > MAX_URL:
         return None
     try:
         url = urljoin(base, link.strip()) if base else link.strip()

@@ -11,12 +11,18 @@ ARTICLE_LIMIT = 10 * 1024 * 1024
 _SENTENCE_END = re.compile(r"(?<=[.!?…])\s")
 # C0 and C1 control characters and DEL: no place in a title, a name or a header.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Lone surrogates (a JSON escape) are no characters: nothing can encode them.
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# A title, name or line longer than this is no line (and lxml, which inlines the mail's CSS,
+# stops reading at an attribute of 10,000,000 characters): the rest is cut.
+LINE_LIMIT = 10_000
 
 
 def one_line(text: str) -> str:
     """`text` as one line of words: control characters and runs of white space become one
     space (a title reaches the Subject header, a name the To header)."""
-    return " ".join(_CONTROLS.sub(" ", text).split())
+    words = _SURROGATES.sub("\ufffd", _CONTROLS.sub(" ", text)).split()
+    return " ".join(words)[:LINE_LIMIT].rstrip()
 
 
 def html_to_text(html: str) -> str:

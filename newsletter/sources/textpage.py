@@ -106,7 +106,7 @@ def _split_blocks(lines: list[str]) -> list[list[str]]:
 
 def _story(lines: list[str]) -> tuple[list[str], str | None]:
     """The story paragraphs (up to the first boilerplate line, without repeats) and byline."""
-    body: list[str] = []
+    body: dict[str, None] = {}  # in order, each once (a set beside a list: no n² scan)
     author = None
     in_story = True
     for line in lines:
@@ -115,11 +115,10 @@ def _story(lines: list[str]) -> tuple[list[str], str | None]:
             author = author or bio.group("name")
             in_story = False
         elif in_story and _PROSE.match(line) and not _PROMO.search(line):
-            if line not in body:
-                body.append(line)
+            body.setdefault(line)
         else:
             in_story = False
-    return body, author
+    return list(body), author
 
 
 def _related(blocks: list[list[str]]) -> list[tuple[str, str, str | None, str | None]]:
@@ -131,17 +130,28 @@ def _related(blocks: list[list[str]]) -> list[tuple[str, str, str | None, str | 
         content = [line for line in content if line != url]
         if content:
             entries.append((content[0], " ".join(content[1:]), url))
-    labels = _labels([summary for _, summary, _ in entries])
+    labels = set(_labels([summary for _, summary, _ in entries]))
+    most_words = max(len(label.split()) for label in labels)
     result = []
     for title, summary, url in entries:
         section = None
-        for label in labels:
-            if _starts_with_label(summary, label):
-                section = label.title().replace("'S", "'s")
-                summary = summary[len(label):].strip()
-                break
+        label = _label_of(summary, labels, most_words)
+        if label is not None:
+            section = label.title().replace("'S", "'s")
+            summary = summary[len(label):].strip()
         result.append((title, summary, section, url))
     return result
+
+
+def _label_of(summary: str, labels: set[str], most_words: int) -> str | None:
+    """The longest of `labels` that `summary` starts with, if any: only the summary's own
+    first words are looked up, so a page with thousands of labels costs no more."""
+    words = summary.split()
+    for size in range(min(most_words, len(words) - 1), 0, -1):
+        candidate = " ".join(words[:size]).lower()
+        if candidate in labels and _starts_with_label(summary, candidate):
+            return candidate
+    return None
 
 
 def _labels(summaries: list[str]) -> list[str]:
@@ -155,15 +165,18 @@ def _labels(summaries: list[str]) -> list[str]:
             if (len(words) > size and _starts_with_label(summary, candidate.lower())
                     and words[size - 1].lower() not in _FUNCTION_WORDS):
                 counts[candidate.lower()] += 1
-    learned = [label for label, n in counts.items() if n >= 2]
-    # Keep only the best-supported length for labels that extend one another.
-    learned = [
-        label for label in learned
-        if not any(other != label and (other.startswith(label + " ") or
-                                       label.startswith(other + " "))
-                   and counts[other] > counts[label] for other in learned)
-    ]
-    return sorted(set(KNOWN_LABELS) | set(learned), key=lambda s: (-len(s), s))
+    learned = {label: n for label, n in counts.items() if n >= 2}
+    # Keep only the best-supported length for labels that extend one another: a two-word
+    # label and the three-word ones that start with it.
+    longer: dict[str, int] = {}  # two-word label → the best count of one extending it
+    for label, n in learned.items():
+        head = label.rsplit(" ", 1)[0] if label.count(" ") == 2 else None
+        if head is not None:
+            longer[head] = max(longer.get(head, 0), n)
+    kept = [label for label, n in learned.items()
+            if longer.get(label, 0) <= n
+            and (label.count(" ") < 2 or learned.get(label.rsplit(" ", 1)[0], 0) <= n)]
+    return sorted(set(KNOWN_LABELS) | set(kept), key=lambda s: (-len(s), s))
 
 
 def _starts_with_label(summary: str, label: str) -> bool:
