@@ -55,18 +55,27 @@ def unsubscribe_secret(settings: Settings) -> str:
 def _read(path: Path) -> str:
     """The stored secret; FileNotFoundError when there is none yet."""
     try:
-        # O_NONBLOCK: a FIFO put there must not hang the program.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO put there must not hang the program. O_NOFOLLOW: a symlink
+        # planted there must not make some other file (one an attacker can read) the secret.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         raise
     except OSError as err:
+        if os.path.islink(path):
+            raise ConfigError("the unsubscribe secret file is a symbolic link", file=path,
+                              field=_FIELD,
+                              fix=f"put the file itself there, or set {_ENV} in the "
+                                  "environment or .env") from err
         raise ConfigError(f"cannot read the unsubscribe secret: {err.strerror or err}",
                           file=path, field=_FIELD,
                           fix="check that the ledger's folder is a folder and the file is "
                               "readable by the user running newsletter") from err
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise _damaged(path, "is not a regular file")
+        _keep_private(fd, path, info.st_mode)
         data = os.read(fd, _MAX_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"cannot read the unsubscribe secret: {err.strerror or err}",
@@ -83,6 +92,20 @@ def _read(path: Path) -> str:
         raise _damaged(path, "is not an unsubscribe secret (one line of at least "
                              f"{_MIN_CHARS} printable characters)")
     return value
+
+
+def _keep_private(fd: int, path: Path, mode: int) -> None:
+    """Take away others' (and the group's) access to the secret: whoever reads it can
+    unsubscribe anyone. A file readable by all that we cannot tighten is an error."""
+    if not mode & 0o077:
+        return
+    try:
+        os.fchmod(fd, stat.S_IMODE(mode) & ~0o077)
+    except OSError as err:
+        if mode & 0o004:
+            raise ConfigError("the unsubscribe secret file is readable by every user",
+                              file=path, field=_FIELD,
+                              fix=f"chmod 600 {path} as its owner") from err
 
 
 def _damaged(path: Path, what: str) -> ConfigError:
