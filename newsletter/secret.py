@@ -33,6 +33,12 @@ def secret_path(settings: Settings) -> Path:
 def unsubscribe_secret(settings: Settings) -> str:
     """The secret that seals unsubscribe links: the configured one, else the stored one,
     else a new one, stored first. Never printed."""
+    found = existing_secret(settings)
+    return found if found is not None else _create(secret_path(settings))
+
+
+def existing_secret(settings: Settings) -> str | None:
+    """The configured or stored secret; None when none was made yet (nothing is written)."""
     configured = settings.unsubscribe.secret
     if configured is not None:
         value = configured.get_secret_value()
@@ -49,7 +55,7 @@ def unsubscribe_secret(settings: Settings) -> str:
     try:
         return _read(path)
     except FileNotFoundError:
-        return _create(path)
+        return None
 
 
 def _read(path: Path) -> str:
