@@ -21,6 +21,7 @@ SECRET_FILE = "unsubscribe.key"
 _FIELD = "unsubscribe.secret"
 _ENV = "NEWSLETTER_UNSUBSCRIBE__SECRET"
 _MIN_CHARS = 32
+_MIN_CONFIGURED = 16
 _MAX_BYTES = 4096
 _WELL_FORMED = re.compile(r"[\x21-\x7e]+")  # one word of printable ASCII
 
@@ -45,6 +46,14 @@ def existing_secret(settings: Settings) -> str | None:
         if not value.strip():
             raise ConfigError("the unsubscribe secret is empty", field=_ENV,
                               fix="set a long random value, or unset it to use a generated one")
+        if len(value) < _MIN_CONFIGURED:
+            # One link a reader got is enough to test guesses offline; a short secret
+            # falls, and with it every reader's link.
+            raise ConfigError(f"the unsubscribe secret is too short ({len(value)} characters; "
+                              f"at least {_MIN_CONFIGURED})", field=_ENV,
+                              fix="set a long random value (python -c 'import secrets; "
+                                  "print(secrets.token_urlsafe(32))'), or unset it to use a "
+                                  "generated one")
         return value
     path = secret_path(settings)
     archive = settings.delivery.outbox / "archive"

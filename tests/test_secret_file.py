@@ -60,3 +60,16 @@ def test_a_secret_file_others_can_read_is_made_private(project: Project, mode: i
 def test_a_new_secret_file_is_private(project: Project) -> None:
     assert project.run("check", "--date", ISSUE_DATE).returncode in (0, 1)
     assert stat.S_IMODE((project.outbox / "unsubscribe.key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("value", ["changeme", "x", "0123456789abcde"])
+def test_a_configured_secret_too_short_to_resist_guessing_is_an_error(project: Project,
+                                                                      value: str) -> None:
+    env = {"NEWSLETTER_UNSUBSCRIBE__SECRET": value}
+    for command in (("check", "--date", ISSUE_DATE), ("serve",),
+                    ("send", "--date", ISSUE_DATE)):
+        line = error_line(project.run(*command, env=env))
+        assert line.startswith("error: NEWSLETTER_UNSUBSCRIBE__SECRET: the unsubscribe secret "
+                               f"is too short ({len(value)} characters; at least 16) — ")
+        assert len(value) < 8 or value not in line  # never shown
+    assert not list(project.outbox.rglob("*.eml"))
