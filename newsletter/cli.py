@@ -45,7 +45,7 @@ from newsletter.message import personal_fields
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList
 from newsletter.progress import SendProgress
 from newsletter.render import PersonalFields, Renderer, page_name
-from newsletter.secret import unsubscribe_secret
+from newsletter.secret import existing_secret, unsubscribe_secret
 from newsletter.settings import (
     CONFIG_VARIABLE,
     DEFAULT_CONFIG,
@@ -55,6 +55,7 @@ from newsletter.settings import (
     load_settings,
 )
 from newsletter.subscribers import load_roster
+from newsletter.unsubscribe import read_request, read_token
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_FAILED_DELIVERIES = 1
@@ -596,13 +597,18 @@ def status(app: _App, date: dt.datetime | None, list_id: str | None) -> None:
 
 
 @cli.command()
-@click.argument("email")
+@click.argument("email", metavar="EMAIL|TOKEN")
 @click.option("--list", "list_id", metavar="LIST", help="Only this list (default: every list).")
 @pass_app
 @_user_errors
 def unsubscribe(app: _App, email: str, list_id: str | None) -> None:
-    """Stop sending to EMAIL, even while the subscriber file still lists it."""
-    address = _address(email, "EMAIL")
+    """Stop sending to EMAIL, even while the subscriber file still lists it.
+
+    Instead of an address, give what a reader's unsubscribe mail carries: its subject
+    ("unsubscribe TOKEN", quoted) or the token alone; that reader is unsubscribed from
+    the list the token names.
+    """
+    address, list_id = _unsubscribe_target(app, email, list_id)
     if list_id is not None:
         load_roster(app.settings.subscribers).select(list_id)  # the list must exist
     ledger = app.ledger()
@@ -612,6 +618,35 @@ def unsubscribe(app: _App, email: str, list_id: str | None) -> None:
     where = f"list {list_id!r}" if list_id else "any list"
     click.echo(f"{address} will get no more issues of {where}" if added
                else f"{address} was already unsubscribed from {where}")
+
+
+def _unsubscribe_target(app: _App, value: str, list_id: str | None) -> tuple[str, str | None]:
+    """The address and list that `newsletter unsubscribe VALUE [--list L]` means."""
+    request = read_request(value)
+    shown = value if len(value) <= 80 else f"{value[:77]}..."
+    if request is None:
+        raise ConfigError(f"{shown!r} is neither an address nor an unsubscribe token",
+                          field="EMAIL|TOKEN",
+                          fix="give the reader's address, or the subject of their "
+                              "unsubscribe mail in quotes")
+    named = request.list_id
+    if request.token is not None:
+        secret = existing_secret(app.settings)
+        found = read_token(secret, request.token) if secret is not None else None
+        if found is None:
+            raise ConfigError(f"{shown!r} is not an unsubscribe token of this project",
+                              field="EMAIL|TOKEN",
+                              fix="copy the whole token from the mail's subject; a token "
+                                  "made with another secret cannot be read, so unsubscribe "
+                                  "the mail's sender by address")
+        named, email = found
+    else:
+        assert request.email is not None
+        email = request.email
+    if named is not None and list_id is not None and named != list_id:
+        raise ConfigError(f"the request is for list {named!r}, not {list_id!r}",
+                          field="--list", fix=f"leave out --list, or give --list {named}")
+    return _address(email, "EMAIL"), named or list_id
 
 
 @cli.command()

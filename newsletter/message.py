@@ -21,7 +21,7 @@ from newsletter.dkim import DkimSigner
 from newsletter.models import Subscriber
 from newsletter.render import PersonalFields, RenderedIssue
 from newsletter.settings import NewsletterSection
-from newsletter.unsubscribe import unsubscribe_url
+from newsletter.unsubscribe import mailto_subject, unsubscribe_url
 
 # CRLF line ends. The body's quoted-printable lines follow max_line_length: RFC 2045 allows 76.
 _POLICY = SMTP.clone(max_line_length=76)
@@ -57,9 +57,13 @@ def message_id(issue_id: str, email: str, domain: str, *, test: bool = False) ->
 
 def list_unsubscribe(newsletter: NewsletterSection, list_id: str, email: str,
                      url: str) -> str:
-    """The List-Unsubscribe value, folded after the https URI: `<https…>,CRLF <mailto…>`."""
+    """The List-Unsubscribe value, folded after the https URI: `<https…>,CRLF <mailto…>`.
+
+    The mailto's subject is `unsubscribe TOKEN`, the link's token: not the address (`email`
+    is not used), which would travel in every forwarded header and every reply.
+    """
     mailto = (f"mailto:{newsletter.unsubscribe_mailto}?subject="
-              f"{quote(f'unsubscribe {list_id} {email}')}")
+              f"{quote(mailto_subject(list_id, url))}")
     return f"<{url}>,\r\n <{mailto}>"
 
 

@@ -21,6 +21,7 @@ SECRET_FILE = "unsubscribe.key"
 _FIELD = "unsubscribe.secret"
 _ENV = "NEWSLETTER_UNSUBSCRIBE__SECRET"
 _MIN_CHARS = 32
+_MIN_CONFIGURED = 16
 _MAX_BYTES = 4096
 _WELL_FORMED = re.compile(r"[\x21-\x7e]+")  # one word of printable ASCII
 
@@ -33,12 +34,26 @@ def secret_path(settings: Settings) -> Path:
 def unsubscribe_secret(settings: Settings) -> str:
     """The secret that seals unsubscribe links: the configured one, else the stored one,
     else a new one, stored first. Never printed."""
+    found = existing_secret(settings)
+    return found if found is not None else _create(secret_path(settings))
+
+
+def existing_secret(settings: Settings) -> str | None:
+    """The configured or stored secret; None when none was made yet (nothing is written)."""
     configured = settings.unsubscribe.secret
     if configured is not None:
         value = configured.get_secret_value()
         if not value.strip():
             raise ConfigError("the unsubscribe secret is empty", field=_ENV,
                               fix="set a long random value, or unset it to use a generated one")
+        if len(value) < _MIN_CONFIGURED:
+            # One link a reader got is enough to test guesses offline; a short secret
+            # falls, and with it every reader's link.
+            raise ConfigError(f"the unsubscribe secret is too short ({len(value)} characters; "
+                              f"at least {_MIN_CONFIGURED})", field=_ENV,
+                              fix="set a long random value (python -c 'import secrets; "
+                                  "print(secrets.token_urlsafe(32))'), or unset it to use a "
+                                  "generated one")
         return value
     path = secret_path(settings)
     archive = settings.delivery.outbox / "archive"
@@ -49,24 +64,33 @@ def unsubscribe_secret(settings: Settings) -> str:
     try:
         return _read(path)
     except FileNotFoundError:
-        return _create(path)
+        return None
 
 
 def _read(path: Path) -> str:
     """The stored secret; FileNotFoundError when there is none yet."""
     try:
-        # O_NONBLOCK: a FIFO put there must not hang the program.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        # O_NONBLOCK: a FIFO put there must not hang the program. O_NOFOLLOW: a symlink
+        # planted there must not make some other file (one an attacker can read) the secret.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         raise
     except OSError as err:
+        if os.path.islink(path):
+            raise ConfigError("the unsubscribe secret file is a symbolic link", file=path,
+                              field=_FIELD,
+                              fix=f"put the file itself there, or set {_ENV} in the "
+                                  "environment or .env") from err
         raise ConfigError(f"cannot read the unsubscribe secret: {err.strerror or err}",
                           file=path, field=_FIELD,
                           fix="check that the ledger's folder is a folder and the file is "
                               "readable by the user running newsletter") from err
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise _damaged(path, "is not a regular file")
+        _keep_private(fd, path, info.st_mode)
         data = os.read(fd, _MAX_BYTES + 1)
     except OSError as err:
         raise ConfigError(f"cannot read the unsubscribe secret: {err.strerror or err}",
@@ -83,6 +107,20 @@ def _read(path: Path) -> str:
         raise _damaged(path, "is not an unsubscribe secret (one line of at least "
                              f"{_MIN_CHARS} printable characters)")
     return value
+
+
+def _keep_private(fd: int, path: Path, mode: int) -> None:
+    """Take away others' (and the group's) access to the secret: whoever reads it can
+    unsubscribe anyone. A file readable by all that we cannot tighten is an error."""
+    if not mode & 0o077:
+        return
+    try:
+        os.fchmod(fd, stat.S_IMODE(mode) & ~0o077)
+    except OSError as err:
+        if mode & 0o004:
+            raise ConfigError("the unsubscribe secret file is readable by every user",
+                              file=path, field=_FIELD,
+                              fix=f"chmod 600 {path} as its owner") from err
 
 
 def _damaged(path: Path, what: str) -> ConfigError:

@@ -7,6 +7,10 @@ link shows no address to forwarded copies, link scanners or spam filters.
 
 Links of earlier versions, `?list=…&email=…&token=HMAC`, stay valid while the secret is
 unchanged: `valid` checks them.
+
+The List-Unsubscribe mailto carries the same token in its subject (`unsubscribe TOKEN`),
+so a forwarded header shows no address either; `read_request` takes that subject (or the
+token, the link, the mailto URI) back apart for `newsletter unsubscribe`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import functools
 import hashlib
 import hmac
 import re
-from urllib.parse import urlencode
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -85,3 +90,52 @@ def unsubscribe_url(base_url: str, list_id: str, email: str, secret: str | None)
     if secret:
         return f"{base_url}/unsubscribe?t={opaque_token(secret, list_id, email)}"
     return f"{base_url}/unsubscribe?{urlencode({'list': list_id, 'email': email})}"
+
+
+def link_token(url: str) -> str | None:
+    """The opaque token of an unsubscribe link made by `unsubscribe_url`, if it has one."""
+    values = parse_qs(urlsplit(url).query).get("t")
+    return values[-1] if values else None
+
+
+def mailto_subject(list_id: str, url: str) -> str:
+    """The subject of the List-Unsubscribe mailto: the link's token, never the address.
+
+    Without a token (links made without a secret, in unit tests only) it names the list.
+    """
+    return f"unsubscribe {link_token(url) or list_id}"
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a publisher pasted into `newsletter unsubscribe`: an address (with the list
+    when an earlier version's mailto subject named it) or a token still to be checked."""
+
+    email: str | None = None
+    list_id: str | None = None
+    token: str | None = None
+
+
+def read_request(text: str) -> Request | None:
+    """Take apart an address, a token, `unsubscribe TOKEN` (the mailto subject, also after
+    `Re:`), the mailto URI, the https link, or an earlier version's subject
+    `unsubscribe LIST EMAIL`. None when it is none of these."""
+    text = text.strip()
+    if text[:7].lower() == "mailto:":
+        values = parse_qs(urlsplit(text).query).get("subject")
+        text = values[-1] if values else ""
+    elif text[:8].lower() in ("https://", "http://") or text.startswith("/unsubscribe?"):
+        found = link_token(text)
+        return Request(token=found) if found else None
+    words = text.split()
+    while words and words[0].lower() in ("re:", "aw:", "fwd:", "fw:"):
+        words.pop(0)
+    if words and words[0].lower() == "unsubscribe":
+        words.pop(0)
+    if len(words) == 2 and "@" in words[1] and "@" not in words[0]:
+        return Request(email=words[1], list_id=words[0])
+    if len(words) != 1:
+        return None
+    if "@" in words[0]:
+        return Request(email=words[0])
+    return Request(token=words[0]) if _TOKEN_CHARS.fullmatch(words[0]) else None

@@ -69,7 +69,7 @@ def test_headers_and_parts(rendered) -> None:
     assert msg["List-Id"] == "The Brief <brief.example.com>"
     assert msg["List-Unsubscribe"] == (
         "<https://example.com/unsubscribe?list=brief&email=ada%40example.com>, "
-        "<mailto:unsubscribe@example.com?subject=unsubscribe%20brief%20ada%40example.com>")
+        "<mailto:unsubscribe@example.com?subject=unsubscribe%20brief>")
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert (out.sender, out.recipient) == ("brief@example.com", "ada@example.com")
 

@@ -110,6 +110,17 @@ def test_the_slash_redirect_ignores_the_host_header(project: Project, served: st
     assert "evil" not in forwarded.headers["Location"]
 
 
+@pytest.mark.parametrize("path", ["/unsubscribe/", "/healthz/", "/unsubscribe//"])
+@pytest.mark.parametrize("method", ["GET", "POST", "HEAD"])
+def test_a_trailing_slash_never_redirects_a_token_to_the_host_header(
+        project: Project, served: str, path: str, method: str) -> None:
+    url = f"{served}{path}{link()[len('/unsubscribe'):]}"
+    answer = call(url, method, headers={"Host": "evil.example"})
+    assert answer.status == 404
+    assert "Location" not in answer.headers
+    assert SqliteLedger(project.outbox / "newsletter.sqlite3").suppressed("morning-brief") == {}
+
+
 def test_serve_publishes_archive_pages_and_nothing_else(project: Project, served: str,
                                                         tmp_path_factory) -> None:
     archive = project.outbox / "archive" / "morning-brief"

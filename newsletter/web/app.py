@@ -49,8 +49,13 @@ def create_app(settings: Settings) -> ASGIApp:
         ledger.close()
 
     drop_queries_from_access_log()
-    return SecurityHeaders(Starlette(routes=[
+    app = Starlette(routes=[
         *unsubscribe_routes(secret, titles, ledger),
         Route("/healthz", health, methods=["GET"]),
         *archive_routes(settings.delivery.outbox / "archive"),
-    ], lifespan=lifespan))
+    ], lifespan=lifespan)
+    # Starlette would answer `/unsubscribe/?t=…` with an absolute redirect built from the
+    # Host header: a reader's token handed to whatever host a request names. No URL we
+    # publish ends in a slash (the archive redirects its folders itself, relatively).
+    app.router.redirect_slashes = False
+    return SecurityHeaders(app)

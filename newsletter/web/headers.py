@@ -26,8 +26,17 @@ _ALWAYS = {
 }
 
 
+class _ConnectionGone(Exception):
+    """The server could not take our answer: it already answered the client itself (a 400
+    for a malformed body that arrived while we were working) or the client left."""
+
+
 class SecurityHeaders:
-    """ASGI middleware: nosniff, no framing, no referrer, and a CSP unless one is set."""
+    """ASGI middleware: nosniff, no framing, no referrer, and a CSP unless one is set.
+
+    Outermost, it also ends a request quietly when the server refuses the answer: the
+    client already has one, and a traceback in the log would be a client's doing.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -44,6 +53,12 @@ class SecurityHeaders:
                     headers[name] = value
                 if "content-security-policy" not in headers:
                     headers["Content-Security-Policy"] = PAGE_CSP
-            await send(message)
+            try:
+                await send(message)
+            except Exception as err:  # the server's own error, whatever its HTTP library
+                raise _ConnectionGone from err
 
-        await self.app(scope, receive, with_headers)
+        try:
+            await self.app(scope, receive, with_headers)
+        except _ConnectionGone:
+            return
