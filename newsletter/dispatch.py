@@ -88,7 +88,7 @@ def dispatch(
     stop = stop or threading.Event()
     sleep = sleep or stop.wait
     run = _Run(options, stop)
-    throttle = Throttle(options.rate_limit)
+    throttle = Throttle(options.rate_limit, sleep=stop.wait)  # a signal ends the wait
     todo = list(recipients)
     for round_ in range(options.retries):
         if round_:
@@ -134,6 +134,7 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             ledger: Ledger | None, issue_id: str,
             on_result: Callable[[DeliveryResult], None] | None) -> None:
     backend: DeliveryBackend | None = None
+    own = Throttle(0)  # the connection's own rate limit, once it is open
     batch: list[tuple[str, DeliveryStatus, str]] = []
     batched: list[Subscriber] = []  # whose results are in `batch`
     try:
@@ -152,7 +153,13 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
                 except DeliveryError as err:
                     _fail(run, err, subscriber)
                     break
+                own = Throttle(backend.rate_per_connection, sleep=run.stop.wait)
             throttle.wait()
+            own.wait()
+            if run.stop.is_set():  # stopped while waiting for the rate limit: not sent
+                work.put(subscriber)
+                run.halt.set()
+                break
             message = build(subscriber)
             try:
                 result = backend.send(message)

@@ -173,6 +173,19 @@ class LinksSection(_Section):
                 for key, value in values.items() if value}
 
 
+# The slowest rate a limit may ask for: one message every 1000 s. Below it a send would
+# take weeks, and 1/rate overflows a sleep (1e-300 messages a second).
+MIN_RATE = 0.001
+
+
+def check_rate(value: float) -> float:
+    """A rate limit in messages a second: 0 (none) or at least `MIN_RATE`."""
+    if 0 < value < MIN_RATE:
+        raise ValueError(f"must be 0 (no limit) or at least {MIN_RATE:g} messages a second "
+                         f"(one every {1 / MIN_RATE:g} s)")
+    return value
+
+
 class DeliverySection(_Section):
     backend: Literal["file", "smtp", "console"] = "file"
     outbox: Path = Path("outbox")
@@ -184,6 +197,11 @@ class DeliverySection(_Section):
     pause_after_failures: int = Field(20, ge=1)
     # Messages per second over all connections; 0 means as fast as the server takes them.
     rate_limit: float = Field(0, ge=0)
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        return check_rate(value)
 
 
 class SmtpSection(_Section):
@@ -201,6 +219,11 @@ class SmtpSection(_Section):
     messages_per_connection: int = Field(100, ge=1)
     # Reconnects in a row after dropped connections before the run gives up.
     reconnects: int = Field(3, ge=0, le=20)
+
+    @field_validator("rate_limit_per_connection")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        return check_rate(value)
 
 
 class DkimSection(_Section):

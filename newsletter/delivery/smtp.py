@@ -15,7 +15,6 @@ from newsletter.delivery.base import (
     MessageRefused,
     failure_status,
 )
-from newsletter.delivery.throttle import Throttle
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings, SmtpSection
@@ -35,12 +34,11 @@ class SmtpBackend(DeliveryBackend):
 
     name = "smtp"
 
-    def __init__(self, smtp: SmtpSection, local_hostname: str,
-                 throttle: Throttle | None = None) -> None:
+    def __init__(self, smtp: SmtpSection, local_hostname: str) -> None:
         self.smtp = smtp
         # Given explicitly: otherwise smtplib asks DNS for this machine's name on every connect.
         self.local_hostname = local_hostname
-        self.throttle = throttle or Throttle(smtp.rate_limit_per_connection)
+        self.rate_per_connection = smtp.rate_limit_per_connection  # kept by the send loop
         self._conn: smtplib.SMTP | None = None
         self._sent_on_connection = 0
         if smtp.username and smtp.password is None:
@@ -69,7 +67,6 @@ class SmtpBackend(DeliveryBackend):
             self._conn = None
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
-        self.throttle.wait()
         if self._conn is not None and self._sent_on_connection >= self.smtp.messages_per_connection:
             self.close()
         drops = 0

@@ -1,0 +1,142 @@
+"""Round two of issue #10: a misbehaving machine and mail server, and a new user's mistakes,
+through the real CLI. Each outcome is one line naming the cause and the fix, a non-zero
+exit, no traceback, and the same command completing once the cause is gone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.conftest import ISSUE_DATE, Project, clean_env
+from tests.smtp_server import Sink, free_port, start_server
+
+ACTIVE = ["ada@example.com", "linus@example.com", "zoe@example.org"]
+
+
+def _run(project: Project, *args: str, env: dict[str, str] | None = None,
+         timeout: float = 30) -> subprocess.CompletedProcess:
+    """The real CLI; a hang fails the test (TimeoutExpired) instead of blocking the suite."""
+    return subprocess.run([sys.executable, "-m", "newsletter", *args], cwd=project.root,
+                          env={**clean_env(), **(env or {})}, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _one_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    [line] = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
+    return line
+
+
+def _statuses(project: Project, date: str = ISSUE_DATE) -> dict[str, str]:
+    db = sqlite3.connect(project.outbox / "newsletter.sqlite3")
+    try:
+        return dict(db.execute("SELECT email, status FROM deliveries WHERE issue_id = ?",
+                               (f"morning-brief/{date}",)))
+    finally:
+        db.close()
+
+
+# --- files that are not regular files -------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_dotenv_that_is_not_a_regular_file_is_refused_not_waited_on(
+        project: Project, kind: str) -> None:
+    env_file = project.root / ".env"
+    if kind == "fifo":
+        os.mkfifo(env_file)
+    else:
+        env_file.symlink_to("/dev/zero")
+    line = _one_error(_run(project, "status"))
+    assert line.startswith("error: .env: ") and "not a regular file" in line
+    env_file.unlink()
+    assert _run(project, "status").returncode == 0
+
+
+def test_a_virtualenv_called_dotenv_is_not_a_settings_file(project: Project) -> None:
+    (project.root / ".env" / "bin").mkdir(parents=True)
+    assert _run(project, "status").returncode == 0
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_dkim_key_that_is_not_a_key_sized_regular_file_is_refused(
+        project: Project, kind: str) -> None:
+    key = project.root / "config" / "dkim.pem"
+    if kind == "fifo":
+        os.mkfifo(key)
+    elif kind == "device":
+        key.symlink_to("/dev/zero")
+    else:
+        key.write_bytes(b"-----BEGIN PRIVATE KEY-----\n" + b"A" * 1_000_000)
+    env = {"NEWSLETTER_DKIM__DOMAIN": "example.com", "NEWSLETTER_DKIM__SELECTOR": "brief",
+           "NEWSLETTER_DKIM__PRIVATE_KEY": str(key)}
+    line = _one_error(_run(project, "send", "--date", ISSUE_DATE, env=env))
+    assert "config/dkim.pem" in line and "dkim.private_key" in line
+    assert "AAAA" not in line
+    assert not (project.outbox / "mail").exists()
+
+
+# --- rate limits ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("variable", ["NEWSLETTER_DELIVERY__RATE_LIMIT",
+                                      "NEWSLETTER_SMTP__RATE_LIMIT_PER_CONNECTION"])
+@pytest.mark.parametrize("value", ["1e-300", "0.00001"])
+def test_a_rate_limit_of_almost_nothing_is_a_setting_error(
+        project: Project, variable: str, value: str) -> None:
+    line = _one_error(_run(project, "send", "--date", ISSUE_DATE, env={variable: value}))
+    assert variable in line and "at least 0.001" in line
+    assert _run(project, "send", "--date", ISSUE_DATE).returncode == 0
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Poll `condition` (another process's ledger) until it holds, at most 30 s."""
+    pause = threading.Event()
+    for _ in range(600):
+        if condition():
+            return
+        pause.wait(0.05)
+    raise AssertionError("condition never held")
+
+
+@pytest.fixture
+def first_message() -> Iterator[tuple[Sink, int, threading.Event]]:
+    arrived = threading.Event()
+    sink = Sink(on_message=lambda s: arrived.set())
+    port = free_port()
+    controller = start_server(sink, port=port)
+    yield sink, port, arrived
+    controller.stop()
+
+
+@pytest.mark.parametrize("variable", ["NEWSLETTER_DELIVERY__RATE_LIMIT",
+                                      "NEWSLETTER_SMTP__RATE_LIMIT_PER_CONNECTION"])
+def test_a_signal_ends_a_rate_limit_wait_and_the_same_command_completes(
+        project: Project, first_message: tuple[Sink, int, threading.Event],
+        variable: str) -> None:
+    sink, port, arrived = first_message
+    env = {**clean_env(), "NEWSLETTER_DELIVERY__BACKEND": "smtp",
+           "NEWSLETTER_SMTP__PORT": str(port)}
+    command = [sys.executable, "-m", "newsletter", "send", "--date", ISSUE_DATE]
+    slow = subprocess.Popen(command, cwd=project.root, env={**env, variable: "0.001"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert arrived.wait(30)  # the next message is 1000 s away
+        _until(lambda: "sent" in _statuses(project).values())  # now waiting for the limit
+        slow.send_signal(signal.SIGTERM)
+        _, err = slow.communicate(timeout=20)
+    finally:
+        slow.kill()
+    assert slow.returncode == 1 and "Traceback" not in err, err
+    assert sorted(_statuses(project).values()) == ["pending", "pending", "sent", "skipped"]
+    again = subprocess.run(command, cwd=project.root, env=env, capture_output=True,
+                           text=True, timeout=30)
+    assert again.returncode == 0, again.stderr
+    assert Counter(r.recipients[0] for r in sink.received) == Counter(ACTIVE)
