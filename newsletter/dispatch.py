@@ -61,6 +61,7 @@ class _Run:
         self.lock = threading.Lock()
         self.outcome = DispatchOutcome()
         self.failures_in_a_row = 0
+        self.streak: dict[str, Subscriber] = {}  # who failed in the current run of failures
         self.attempts: dict[str, int] = {}  # of those failing so far
         self.retry: list[Subscriber] = []  # 4xx: try again next round
         self.unconfirmed: list[Subscriber] = []  # never sent, or no reply before a fault
@@ -117,6 +118,8 @@ def dispatch(
             raise
         if run.crash is not None:
             raise run.crash
+        if run.outcome.paused:
+            _absolve(run, ledger, issue_id)
         left = list(work.queue)
         if run.halt.is_set():
             run.outcome.not_attempted = left + run.unconfirmed
@@ -226,14 +229,41 @@ def _tally(run: _Run, subscriber: Subscriber, result: DeliveryResult) -> None:
         if result.ok:
             run.outcome.sent += 1
             run.outcome.failed.pop(subscriber.email, None)
-            run.failures_in_a_row = 0
+            if not run.outcome.paused:  # a late success on another connection: still paused
+                run.failures_in_a_row = 0
+                run.streak.clear()
             return
+        run.streak[subscriber.email] = subscriber
         run.attempts[subscriber.email] = attempts
         run.outcome.failed[subscriber.email] = result
         run.failures_in_a_row += 1
         if result.status == "failed-temporary" and attempts < run.options.retries:
             run.retry.append(subscriber)
         if run.failures_in_a_row >= run.options.pause_after_failures and not run.outcome.paused:
-            run.outcome.paused = (f"{run.failures_in_a_row} failures in a row (last: "
-                                  f"{result.recipient}: {result.reply})")
+            run.outcome.paused = (
+                f"{run.failures_in_a_row} failures in a row (last: {result.recipient}: "
+                f"{result.reply}); the server may be refusing everyone, so none of them was "
+                "marked failed or suppressed: if its reply names the cause, fix it; if these "
+                "addresses really are bad, raise delivery.pause_after_failures")
             run.halt.set()
+
+
+def _absolve(run: _Run, ledger: Ledger | None, issue_id: str) -> None:
+    """A pause: the run of failures that caused it is no evidence against those readers
+    (a relay refusing every recipient looks the same), so they are pending again, not
+    failed, and nobody is suppressed for it."""
+    readers = list(run.streak.values())
+    if not readers:
+        return
+    for subscriber in readers:
+        run.outcome.failed.pop(subscriber.email, None)
+        run.attempts.pop(subscriber.email, None)
+        if subscriber in run.retry:
+            run.retry.remove(subscriber)
+    run.unconfirmed.extend(s for s in readers if s not in run.unconfirmed)
+    run.streak.clear()
+    if ledger is not None:
+        try:
+            ledger.reset(issue_id, [s.email for s in readers])
+        except DeliveryError as err:
+            run.outcome.error = run.outcome.error or err

@@ -140,3 +140,52 @@ def test_a_signal_ends_a_rate_limit_wait_and_the_same_command_completes(
                            text=True, timeout=30)
     assert again.returncode == 0, again.stderr
     assert Counter(r.recipients[0] for r in sink.received) == Counter(ACTIVE)
+
+
+# --- a server that refuses every reader ------------------------------------------------
+
+def _use_readers(project: Project, count: int) -> list[str]:
+    emails = [f"reader{i:02d}@example.com" for i in range(count)]
+    project.subscribers.write_text(
+        "lists:\n  morning-brief:\n    title: The Morning Brief\n    subscribers:\n"
+        + "".join(f"      - {e}\n" for e in emails))
+    return emails
+
+
+@pytest.mark.parametrize("connections", ["1", "3"])
+@pytest.mark.parametrize("reply", ["554 5.7.1 <{}>: Relay access denied",
+                                   "550 5.1.1 <{}>: User unknown in local recipient table"])
+def test_a_server_refusing_every_recipient_pauses_without_suppressing_anyone(
+        project: Project, reply: str, connections: str) -> None:
+    """A relay refusing every RCPT (no login, a domain it takes for its own) looks like
+    25 bad addresses: the pause must not turn it into 20 suppressed readers per run."""
+    emails = _use_readers(project, 25)
+
+    class RefuseAll(Sink):
+        refusing = True
+
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if self.refusing:
+                return reply.format(address)
+            return await super().handle_RCPT(server, session, envelope, address,
+                                             rcpt_options)
+
+    sink = RefuseAll()
+    port = free_port()
+    controller = start_server(sink, port=port)
+    env = {"NEWSLETTER_DELIVERY__BACKEND": "smtp", "NEWSLETTER_SMTP__PORT": str(port),
+           "NEWSLETTER_SMTP__CONNECTIONS": connections}
+    try:
+        refused = _run(project, "send", "--date", ISSUE_DATE, env=env)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert "failures in a row" in refused.stdout and "suppressed" in refused.stdout
+        assert set(_statuses(project).values()) == {"pending"}
+        db = sqlite3.connect(project.outbox / "newsletter.sqlite3")
+        assert db.execute("SELECT count(*) FROM suppressions").fetchone() == (0,)
+        db.close()
+        sink.refusing = False  # the cause is gone (the login set, the domain fixed)
+        again = _run(project, "send", "--date", ISSUE_DATE, env=env)
+    finally:
+        controller.stop()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert Counter(r.recipients[0] for r in sink.received) == Counter(emails)
