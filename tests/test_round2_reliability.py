@@ -5,6 +5,7 @@ exit, no traceback, and the same command completing once the cause is gone."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.conftest import ISSUE_DATE, Project, clean_env
+from tests.conftest import ISSUE_DATE, REPO, Project, clean_env
 from tests.smtp_server import Sink, free_port, start_server
 
 ACTIVE = ["ada@example.com", "linus@example.com", "zoe@example.org"]
@@ -189,3 +190,32 @@ def test_a_server_refusing_every_recipient_pauses_without_suppressing_anyone(
         controller.stop()
     assert again.returncode == 0, again.stdout + again.stderr
     assert Counter(r.recipients[0] for r in sink.received) == Counter(emails)
+
+
+# --- the feed cache in the ledger's file -----------------------------------------------
+
+def _need_root() -> None:
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the read-only ledger tests as root (chattr)")
+        pytest.skip("needs root for chattr +i")
+
+
+@pytest.mark.parametrize("command", ["compose", "send"])
+def test_a_read_only_ledger_under_the_feed_cache_is_one_line(
+        project: Project, command: str) -> None:
+    """Undated feed entries are dated when first seen, a write into the ledger's file: it
+    fails there as one line naming the file, not a raw sqlite3 traceback."""
+    _need_root()
+    shutil.copy(REPO / "tests" / "feeds" / "undated.xml", project.root / "feed.xml")
+    project.settings.write_text(project.settings.read_text().replace(
+        "  max_age_days: 2\n", "  max_age_days: 2\n  feeds: [feed.xml]\n"))
+    assert _run(project, "send", "--date", "2026-11-23").returncode == 0
+    ledger = project.outbox / "newsletter.sqlite3"
+    subprocess.run(["chattr", "+i", str(ledger)], check=True)
+    try:
+        line = _one_error(_run(project, command, "--date", ISSUE_DATE))
+    finally:
+        subprocess.run(["chattr", "-i", str(ledger)], check=True)
+    assert "outbox/newsletter.sqlite3" in line and "feed cache" in line and "read-only" in line
+    assert _run(project, command, "--date", ISSUE_DATE).returncode == 0
