@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -129,7 +130,9 @@ class _App:
 
     def ledger(self, create: bool = True) -> SqliteLedger | None:
         """The delivery ledger; None if it does not exist and `create` is False."""
-        if self._ledger is None and (create or self.settings.ledger.exists()):
+        # lexists: a link to a ledger that is not there (a mount gone) is refused when
+        # opened, never taken for "no ledger yet" (which would compose sent articles again).
+        if self._ledger is None and (create or os.path.lexists(self.settings.ledger)):
             self._ledger = SqliteLedger(self.settings.ledger)
         return self._ledger
 

@@ -64,13 +64,23 @@ def control_character(text: str) -> str | None:
     return None
 
 
+def _is_path(annotation: Any) -> bool:
+    """Whether a field holds a path: Path, Path | None or list[Path]."""
+    return annotation is Path or Path in get_args(annotation)
+
+
 def _one_line(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
-    """Refuse a control character in a text setting (or a list of them); secrets may span
-    lines (a PEM key) and are never shown, so they are left alone."""
+    """Refuse a control character in a text setting (or a list of them), and an empty path
+    (it would mean the current folder); secrets may span lines (a PEM key) and are never
+    shown, so they are left alone."""
     field = model.model_fields.get(info.field_name or "")
     annotation = field.annotation if field else None
     if annotation is SecretStr or SecretStr in get_args(annotation):
         return value
+    if _is_path(annotation):
+        for text in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(text, str) and not text.strip():
+                raise ValueError("is empty; give a file or folder path")
     for text in value if isinstance(value, list | tuple) else (value,):
         if isinstance(text, str) and (char := control_character(text)) is not None:
             raise ValueError(f"contains a control character ({char}); settings that reach "

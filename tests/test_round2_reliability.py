@@ -219,3 +219,39 @@ def test_a_read_only_ledger_under_the_feed_cache_is_one_line(
         subprocess.run(["chattr", "-i", str(ledger)], check=True)
     assert "outbox/newsletter.sqlite3" in line and "feed cache" in line and "read-only" in line
     assert _run(project, command, "--date", ISSUE_DATE).returncode == 0
+
+
+# --- where the ledger is ---------------------------------------------------------------
+
+def test_status_with_a_ledger_link_to_nowhere_says_so(project: Project) -> None:
+    """A ledger on a mount that is gone: `status` must not say nothing was recorded, nor
+    `compose` choose articles already sent."""
+    (project.root / "gone").symlink_to("/nonexistent/mount/newsletter.sqlite3")
+    line = _one_error(_run(project, "status", env={"NEWSLETTER_LEDGER": "gone"}))
+    assert "gone: ledger: is a symbolic link to /nonexistent/mount" in line
+
+
+@pytest.mark.parametrize("command", ["compose", "send"])
+def test_a_ledger_link_to_nowhere_stops_compose_and_send(project: Project,
+                                                         command: str) -> None:
+    (project.root / "gone").symlink_to("/nonexistent/mount/newsletter.sqlite3")
+    line = _one_error(_run(project, command, "--date", ISSUE_DATE,
+                           env={"NEWSLETTER_LEDGER": "gone"}))
+    assert "gone: ledger: is a symbolic link to /nonexistent/mount" in line
+    assert not (project.outbox / "mail").exists()
+
+
+def test_a_ledger_path_that_is_a_folder_says_so(project: Project) -> None:
+    (project.root / "ledgers").mkdir()
+    line = _one_error(_run(project, "send", "--date", ISSUE_DATE,
+                           env={"NEWSLETTER_LEDGER": "ledgers"}))
+    assert "ledgers: ledger: is a folder" in line and "ledgers/newsletter.sqlite3" in line
+
+
+@pytest.mark.parametrize("variable", ["NEWSLETTER_LEDGER", "NEWSLETTER_SUBSCRIBERS",
+                                      "NEWSLETTER_TEMPLATES", "NEWSLETTER_DELIVERY__OUTBOX",
+                                      "NEWSLETTER_SCHEDULE__JOBS", "NEWSLETTER_SMTP__CA_FILE"])
+def test_an_empty_path_setting_is_named_not_taken_for_the_current_folder(
+        project: Project, variable: str) -> None:
+    line = _one_error(_run(project, "send", "--date", ISSUE_DATE, env={variable: " "}))
+    assert variable in line and "is empty" in line
