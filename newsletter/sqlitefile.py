@@ -109,8 +109,9 @@ def _check_file(path: Path, what: str) -> None:
                            fix=_START_OVER.format(path=path))
 
     if path.is_dir():
-        raise ConfigError("is a folder, not a ledger file", file=path, field="ledger",
-                          fix=f"set `ledger` to a file's path, e.g. {path / 'newsletter.sqlite3'}")
+        raise ConfigError("is a folder, not a newsletter ledger", file=path, field="ledger",
+                          fix="nothing was changed; set `ledger` to a file's path, e.g. "
+                              f"{path / 'newsletter.sqlite3'}")
     if path.is_symlink() and not path.exists():
         # A ledger on a mount that is not there: never start a new one in its place.
         raise ConfigError(f"is a symbolic link to {os.readlink(path)}, which is not there",
