@@ -255,3 +255,90 @@ def test_an_empty_path_setting_is_named_not_taken_for_the_current_folder(
         project: Project, variable: str) -> None:
     line = _one_error(_run(project, "send", "--date", ISSUE_DATE, env={variable: " "}))
     assert variable in line and "is empty" in line
+
+
+# --- 421: the server closing the connection -------------------------------------------
+
+def _smtp_env(port: int, **more: str) -> dict[str, str]:
+    return {"NEWSLETTER_DELIVERY__BACKEND": "smtp", "NEWSLETTER_SMTP__PORT": str(port),
+            "NEWSLETTER_DELIVERY__RETRY_BACKOFF": "0", **more}
+
+
+@pytest.mark.parametrize("where", ["MAIL FROM", "RCPT TO", "DATA"])
+def test_a_server_answering_421_is_not_any_readers_failure(project: Project,
+                                                          where: str) -> None:
+    """421 closes the connection (busy, shutting down): it says nothing about the reader,
+    so nobody is recorded failed; the run ends with the reply and everyone pending."""
+    closing = "421 4.3.2 System shutting down"
+
+    class Closing(Sink):
+        busy = True
+
+        async def handle_MAIL(self, server, session, envelope, address, options):
+            if self.busy and where == "MAIL FROM":
+                return closing
+            return await super().handle_MAIL(server, session, envelope, address, options)
+
+        async def handle_RCPT(self, server, session, envelope, address, options):
+            if self.busy and where == "RCPT TO":
+                return closing
+            return await super().handle_RCPT(server, session, envelope, address, options)
+
+        async def handle_DATA(self, server, session, envelope):
+            if self.busy and where == "DATA":
+                return closing
+            return await super().handle_DATA(server, session, envelope)
+
+    sink = Closing()
+    port = free_port()
+    controller = start_server(sink, port=port)
+    try:
+        busy = _run(project, "send", "--date", ISSUE_DATE, env=_smtp_env(port))
+        line = _one_error(busy)
+        assert "421 4.3.2 System shutting down" in line
+        assert set(_statuses(project).values()) == {"pending", "skipped"}
+        sink.busy = False
+        again = _run(project, "send", "--date", ISSUE_DATE, env=_smtp_env(port))
+    finally:
+        controller.stop()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert Counter(r.recipients[0] for r in sink.received) == Counter(ACTIVE)
+
+
+@pytest.fixture
+def greeting() -> Iterator[tuple[int, list[bytes]]]:
+    """A loopback server that answers every connection with the greeting in the list and
+    hangs up (a busy server's 421, or something that is not an SMTP server at all)."""
+    import socket
+
+    reply: list[bytes] = [b""]
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(reply[0])
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield port, reply
+    server.close()
+
+
+@pytest.mark.parametrize(("greets", "says"), [
+    (b"421 4.3.2 Too busy, try later\r\n",
+     "is not taking mail now: 421 4.3.2 Too busy, try later — nothing was sent"),
+    (b"HTTP/1.1 400 Bad Request\r\n\r\n", "refused the connection"),
+])
+def test_a_greeting_that_is_not_250_is_one_readable_line(
+        project: Project, greeting: tuple[int, list[bytes]], greets: bytes, says: str) -> None:
+    port, reply = greeting
+    reply[0] = greets
+    line = _one_error(_run(project, "send", "--date", ISSUE_DATE, env=_smtp_env(port)))
+    assert says in line and "b'" not in line and "(421," not in line
+    assert set(_statuses(project).values()) == {"pending", "skipped"}

@@ -20,8 +20,13 @@ from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings, SmtpSection
 
 _PASSWORD_ENV = "NEWSLETTER_SMTP__PASSWORD"
+CLOSING = 421  # "service not available, closing transmission channel"
 # An enhanced status code (RFC 3463) at the start of a reply's text: class.subject.detail.
 _ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
+
+
+class _Closing(smtplib.SMTPServerDisconnected):
+    """The server answered 421 and closed the connection: handled as a drop."""
 
 
 class SmtpBackend(DeliveryBackend):
@@ -102,23 +107,38 @@ class SmtpBackend(DeliveryBackend):
         # message's length ("552 5.2.3 Message size exceeds fixed maximum", Exchange and
         # Gmail), so it is the message's. A 4xx anywhere may work later: a temporary failure
         # of this recipient, retried.
+        # A 421 at any step is the server closing the connection (busy, shutting down, its
+        # own timeout), not an answer about this reader: like a drop, the message goes again
+        # on a new connection, and a server that keeps at it ends the run, everyone pending.
         assert self._conn is not None
         try:
             self._conn.sendmail(message.sender, [message.recipient], message.data)
         except smtplib.SMTPRecipientsRefused as err:
             code, reply = err.recipients.get(message.recipient, (0, b"refused"))
+            if code == CLOSING:
+                raise _Closing(_reply(code, reply)) from err
             return self._failed(message, code, reply)
-        except smtplib.SMTPSenderRefused as err:
-            self._reset()
-            if 500 <= err.smtp_code < 600:
-                raise self._refused(message, "the sender " + message.sender, err) from err
-            return self._failed(message, err.smtp_code, err.smtp_error)
-        except smtplib.SMTPDataError as err:
-            self._reset()
-            if 500 <= err.smtp_code < 600 and not _about_mailbox(err.smtp_error):
-                raise self._refused(message, "the message", err) from err
-            return self._failed(message, err.smtp_code, err.smtp_error)
+        except smtplib.SMTPResponseException as err:
+            if err.smtp_code == CLOSING:
+                raise _Closing(_reply(err.smtp_code, err.smtp_error)) from err
+            return self._refusal(message, err)
         return DeliveryResult(message.recipient, message.message_id, "sent", "250 accepted")
+
+    def _refusal(self, message: OutgoingMessage,
+                 err: smtplib.SMTPResponseException) -> DeliveryResult:
+        """A refusal of the sender, the message or the session: see `_send`."""
+        self._reset()
+        code = err.smtp_code
+        if isinstance(err, smtplib.SMTPSenderRefused):
+            what, final = "the sender " + message.sender, 500 <= code < 600
+        elif isinstance(err, smtplib.SMTPDataError):
+            what = "the message"
+            final = 500 <= code < 600 and not _about_mailbox(err.smtp_error)
+        else:  # HELO refused mid-run: nothing to do with this reader either
+            what, final = "the session", True
+        if final:
+            raise self._refused(message, what, err) from err
+        return self._failed(message, code, err.smtp_error)
 
     def _refused(self, message: OutgoingMessage, what: str,
                  err: smtplib.SMTPResponseException) -> MessageRefused:
@@ -196,8 +216,24 @@ class SmtpBackend(DeliveryBackend):
             raise DeliveryError(f"no answer from the SMTP server at {self._where} within "
                                 f"{s.timeout:g}s", field="smtp.host",
                                 fix="check smtp.host, smtp.port and the firewall") from err
+        except smtplib.SMTPResponseException as err:
+            _close_quietly(conn)
+            busy = err.smtp_code == CLOSING
+            raise DeliveryError(
+                f"the SMTP server at {self._where} "
+                + ("is not taking mail now" if busy else "refused the connection")
+                + f": {_reply(err.smtp_code, err.smtp_error)}", field="smtp.host",
+                fix="nothing was sent and everyone is still pending: run the same command "
+                    "again later" if busy else "check smtp.host and smtp.port (is it an "
+                    "SMTP server?), and the server's logs") from err
         except (smtplib.SMTPException, OSError) as err:
             _close_quietly(conn)
+            if isinstance(err.__context__, TimeoutError):  # smtplib re-raises it as a drop
+                raise DeliveryError(
+                    f"no answer from the SMTP server at {self._where} within "
+                    f"{s.timeout:g}s", field="smtp.host",
+                    fix="check smtp.host, smtp.port and the firewall; raise smtp.timeout for "
+                        "a slow server") from err
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
             raise DeliveryError(f"cannot connect to the SMTP server at {self._where}: {reason}",
                                 field="smtp.host",
