@@ -259,7 +259,8 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
     command again resumes an interrupted or partly failed send and never mails anyone
     twice; a fully sent issue is left alone. Exits 0 only if every subscriber has the issue.
     """
-    test_reader = Subscriber(email=_address(to, "--to")) if to else None
+    # `is not None`: an empty --to "$TEST_ADDRESS" (unset) is a mistake, not a real send.
+    test_reader = Subscriber(email=_address(to, "--to")) if to is not None else None
     if zone is not None:
         try:
             check_timezone(zone)

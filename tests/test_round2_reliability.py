@@ -342,3 +342,15 @@ def test_a_greeting_that_is_not_250_is_one_readable_line(
     line = _one_error(_run(project, "send", "--date", ISSUE_DATE, env=_smtp_env(port)))
     assert says in line and "b'" not in line and "(421," not in line
     assert set(_statuses(project).values()) == {"pending", "skipped"}
+
+
+# --- a new user's command lines ----------------------------------------------------------
+
+@pytest.mark.parametrize("to", ["", " "])
+def test_an_empty_test_address_is_a_mistake_not_a_send_to_everyone(project: Project,
+                                                                   to: str) -> None:
+    """`send --to "$TEST_ADDRESS"` with the variable unset must not mail the whole list."""
+    line = _one_error(_run(project, "send", "--date", ISSUE_DATE, "--to", to))
+    assert "--to" in line and "invalid address" in line
+    assert not (project.outbox / "mail").exists()
+    assert not (project.outbox / "newsletter.sqlite3").exists()
