@@ -354,3 +354,20 @@ def test_an_empty_test_address_is_a_mistake_not_a_send_to_everyone(project: Proj
     assert "--to" in line and "invalid address" in line
     assert not (project.outbox / "mail").exists()
     assert not (project.outbox / "newsletter.sqlite3").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_lock_file_that_is_not_a_file_is_one_line_and_nothing_is_sent(
+        project: Project, kind: str) -> None:
+    lock = project.outbox / "newsletter.sqlite3.lock"
+    lock.parent.mkdir(parents=True)
+    if kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    line = _one_error(_run(project, "send", "--date", ISSUE_DATE))
+    assert "outbox/newsletter.sqlite3.lock: the lock file is" in line and "remove it" in line
+    assert not (project.outbox / "mail").exists()
+    lock.unlink() if kind == "fifo" else lock.rmdir()
+    assert _run(project, "send", "--date", ISSUE_DATE).returncode == 0
+    assert set(_statuses(project).values()) == {"sent", "skipped"}
