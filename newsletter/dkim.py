@@ -29,6 +29,7 @@ _WSP = re.compile(rb"[ \t]+")
 _TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 _KEY_ENV = "NEWSLETTER_DKIM__PRIVATE_KEY"
+_WHAT = "the DKIM private key"
 KEY_LIMIT = 64 * 1024  # a 4096-bit RSA key in PEM is about 3.3 kB
 
 
@@ -100,7 +101,13 @@ def load_signer(dkim: DkimSection) -> DkimSigner | None:
                               fix="set it to the path of the file `newsletter dkim keygen` "
                                   f"writes, or put the whole PEM (BEGIN line too) in {_KEY_ENV}")
         # A regular file of a key's size: a FIFO or /dev/zero there would hang the run.
-        pem = read_regular(path, "the DKIM private key (dkim.private_key)", limit=KEY_LIMIT)
+        try:
+            pem = read_regular(path, _WHAT, limit=KEY_LIMIT)
+        except ConfigError as err:
+            why = err.problems[0].what.removeprefix(_WHAT).strip()
+            raise ConfigError(f"cannot read the DKIM private key: {why}", file=path,
+                              field="dkim.private_key",
+                              fix="check the path, or run `newsletter dkim keygen`") from err
         source = str(path)
     try:
         key = serialization.load_pem_private_key(pem, password=None)
