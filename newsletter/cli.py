@@ -132,8 +132,11 @@ class _App:
         """The delivery ledger; None if it does not exist and `create` is False."""
         # lexists: a link to a ledger that is not there (a mount gone) is refused when
         # opened, never taken for "no ledger yet" (which would compose sent articles again).
-        if self._ledger is None and (create or os.path.lexists(self.settings.ledger)):
+        if self._ledger is None and create:
             self._ledger = SqliteLedger(self.settings.ledger)
+        elif self._ledger is None and os.path.lexists(self.settings.ledger):
+            # Only read: a ledger that cannot be written (read-only, a full disk) still is.
+            self._ledger = SqliteLedger.for_reading(self.settings.ledger)
         return self._ledger
 
     def inputs(self) -> Inputs:

@@ -13,6 +13,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -371,3 +372,52 @@ def test_a_lock_file_that_is_not_a_file_is_one_line_and_nothing_is_sent(
     lock.unlink() if kind == "fifo" else lock.rmdir()
     assert _run(project, "send", "--date", ISSUE_DATE).returncode == 0
     assert set(_statuses(project).values()) == {"sent", "skipped"}
+
+
+# --- a ledger that cannot be written, for commands that only read it -------------------
+
+@pytest.fixture
+def small_outbox(project: Project) -> Iterator[Path]:
+    """The project's outbox as a 2 MB tmpfs of its own (root only)."""
+    _need_root()
+    project.outbox.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(project.outbox)],
+                   check=True)
+    try:
+        yield project.outbox
+    finally:
+        subprocess.run(["umount", "-l", str(project.outbox)], check=False)
+
+
+READ_ONLY_COMMANDS = [
+    (["status"], "morning-brief/2026-11-24 [complete]: 3 sent"),
+    (["compose", "--date", "2026-11-25"], "nothing new for morning-brief on 2026-11-25"),
+    (["check", "--date", ISSUE_DATE], "morning-brief/2026-11-24"),
+    (["send", "--date", ISSUE_DATE, "--dry-run"], "0 to send, 3 sent earlier"),
+]
+
+
+@pytest.mark.parametrize("disk", ["read-only", "full"])
+@pytest.mark.parametrize(("command", "says"), READ_ONLY_COMMANDS,
+                         ids=[c[0] for c, _ in READ_ONLY_COMMANDS])
+def test_commands_that_only_read_the_ledger_work_where_it_cannot_be_written(
+        project: Project, small_outbox: Path, disk: str, command: list[str],
+        says: str) -> None:
+    """`status` on a read-only mount or a full disk reads the ledger; `compose` still
+    knows what earlier issues carried (so it does not offer them again)."""
+    assert _run(project, "send", "--date", ISSUE_DATE).returncode == 0
+    if disk == "read-only":
+        subprocess.run(["mount", "-o", "remount,ro", str(small_outbox)], check=True)
+    else:
+        free = shutil.disk_usage(small_outbox).free
+        (small_outbox / "filler").write_bytes(b"\0" * free)
+    try:
+        result = _run(project, *command)
+        written = _run(project, "send", "--date", "2026-11-25")  # a write still says why not
+    finally:
+        if disk == "read-only":
+            subprocess.run(["mount", "-o", "remount,rw", str(small_outbox)], check=True)
+    assert result.returncode == 0, result.stderr
+    assert says in result.stdout
+    line = _one_error(written)
+    assert "outbox/newsletter.sqlite3" in line and ("read-only" in line or "full" in line)
