@@ -140,7 +140,9 @@ def test_a_relay_that_keeps_dropping_ends_the_run_and_loses_nothing(
     monkeypatch.setenv("NEWSLETTER_SMTP__RECONNECTS", "2")
     sink.drop_at = set(range(2, 100))
     report = send()
-    assert report.error is not None and "dropped the connection 3 times" in str(report.error)
+    # Each drop comes after the message went out whole (the server may have it): it goes
+    # once more, never a third time, whatever smtp.reconnects allows.
+    assert report.error is not None and "2 times without confirming it" in str(report.error)
     assert report.sent == 1 and len(report.not_attempted) == 2
     assert sorted(s for s, _ in rows(project).values()) == [
         "pending", "pending", "sent", "skipped"]

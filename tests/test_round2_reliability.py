@@ -421,3 +421,41 @@ def test_commands_that_only_read_the_ledger_work_where_it_cannot_be_written(
     assert says in result.stdout
     line = _one_error(written)
     assert "outbox/newsletter.sqlite3" in line and ("read-only" in line or "full" in line)
+
+
+# --- a server slower than smtp.timeout ----------------------------------------------------
+
+def test_a_server_slower_than_the_timeout_gets_a_message_twice_at_most(
+        project: Project) -> None:
+    """A server that keeps each message but answers after smtp.timeout: every resend is
+    one more copy in the reader's inbox. One resend, then the run stops naming the
+    setting; with the server quick again the same command completes."""
+    import asyncio
+
+    class Slow(Sink):
+        slow = True
+
+        async def handle_DATA(self, server, session, envelope):
+            reply = await super().handle_DATA(server, session, envelope)  # kept...
+            if self.slow:
+                await asyncio.sleep(1.0)  # ...but confirmed after the client gave up
+            return reply
+
+    sink = Slow()
+    port = free_port()
+    controller = start_server(sink, port=port)
+    env = _smtp_env(port, NEWSLETTER_SMTP__TIMEOUT="0.3")
+    try:
+        slow = _run(project, "send", "--date", ISSUE_DATE, env=env)
+        line = _one_error(slow)
+        assert "smtp.timeout" in line and "without confirming it" in line
+        first = Counter(r.recipients[0] for r in sink.received)
+        assert list(first.values()) == [2]  # the first reader, once resent; nobody else
+        assert set(_statuses(project).values()) == {"pending", "skipped"}
+        sink.slow = False
+        again = _run(project, "send", "--date", ISSUE_DATE, env=env)
+    finally:
+        controller.stop()
+    assert again.returncode == 0, again.stdout + again.stderr
+    got = Counter(r.recipients[0] for r in sink.received)
+    assert set(got) == set(ACTIVE) and sum(got.values()) == len(ACTIVE) + 2

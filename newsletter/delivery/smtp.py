@@ -7,7 +7,7 @@ import re
 import smtplib
 import socket
 import ssl
-from typing import TextIO
+from typing import Any, TextIO
 
 from newsletter.delivery.base import (
     DeliveryBackend,
@@ -23,6 +23,22 @@ _PASSWORD_ENV = "NEWSLETTER_SMTP__PASSWORD"
 CLOSING = 421  # "service not available, closing transmission channel"
 # An enhanced status code (RFC 3463) at the start of a reply's text: class.subject.detail.
 _ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
+
+
+class _Watched(smtplib.SMTP):
+    """Notes when a message has gone out whole (its final dot sent): a drop after that
+    may leave the message delivered without the server's reply ever arriving."""
+
+    message_out = False
+
+    def send(self, s: Any) -> None:  # smtplib's own: a buffer or text
+        super().send(s)
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.message_out = True
+
+
+class _WatchedSsl(smtplib.SMTP_SSL, _Watched):
+    pass
 
 
 class _Closing(smtplib.SMTPServerDisconnected):
@@ -74,26 +90,44 @@ class SmtpBackend(DeliveryBackend):
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         if self._conn is not None and self._sent_on_connection >= self.smtp.messages_per_connection:
             self.close()
-        drops = 0
+        drops = unconfirmed = 0
         while True:
             if self._conn is None:
                 self.open()
+            conn = self._conn
+            assert isinstance(conn, _Watched)
+            conn.message_out = False
             try:
                 result = self._send(message)
             except (smtplib.SMTPServerDisconnected, OSError) as err:
                 # Dropped or timed out mid-message: the server did not confirm it, so it goes
-                # again on a new connection (at most one duplicate per connection).
+                # again on a new connection (at most one duplicate per connection). If it
+                # had gone out whole, the server may have it: once more, never twice more
+                # (a server that is always slower than smtp.timeout would get it each time).
                 self._abandon()
                 drops += 1
-                if drops > self.smtp.reconnects:
-                    raise DeliveryError(
-                        f"the SMTP server at {self._where} dropped the connection {drops} "
-                        f"times in a row ({err or type(err).__name__})", field="smtp",
-                        fix="check the server's logs and limits; unsent messages stay "
-                            "pending for the next send") from err
+                unconfirmed += conn.message_out
+                if drops > self.smtp.reconnects or unconfirmed > 1:
+                    raise self._dropped(message, drops, unconfirmed, err) from err
                 continue
             self._sent_on_connection += 1
             return result
+
+    def _dropped(self, message: OutgoingMessage, drops: int, unconfirmed: int,
+                 err: Exception) -> DeliveryError:
+        why = err or type(err).__name__
+        if unconfirmed > 1:
+            return DeliveryError(
+                f"the SMTP server at {self._where} took the message to {message.recipient} "
+                f"{unconfirmed} times without confirming it ({why})", field="smtp.timeout",
+                fix=f"it may be slower than smtp.timeout ({self.smtp.timeout:g}s): raise it, "
+                    "or check the server's logs; that reader is still pending (and may get "
+                    "the issue twice), everyone else not sent yet is too")
+        return DeliveryError(
+            f"the SMTP server at {self._where} dropped the connection {drops} times in a "
+            f"row ({why})", field="smtp",
+            fix="check the server's logs and limits; unsent messages stay pending for the "
+                "next send")
 
     def _send(self, message: OutgoingMessage) -> DeliveryResult:
         # Whose fault a refusal is. A 5xx to RCPT TO is about that recipient: final, and it
@@ -171,11 +205,11 @@ class SmtpBackend(DeliveryBackend):
         conn: smtplib.SMTP | None = None
         try:
             if s.security == "ssl":
-                conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=self.local_hostname,
-                                        timeout=s.timeout, context=context)
+                conn = _WatchedSsl(s.host, s.port, local_hostname=self.local_hostname,
+                                   timeout=s.timeout, context=context)
             else:
-                conn = smtplib.SMTP(s.host, s.port, local_hostname=self.local_hostname,
-                                    timeout=s.timeout)
+                conn = _Watched(s.host, s.port, local_hostname=self.local_hostname,
+                                timeout=s.timeout)
             conn.ehlo()
             if s.security == "starttls":
                 conn.starttls(context=context)
