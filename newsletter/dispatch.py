@@ -28,6 +28,14 @@ from newsletter.message import OutgoingMessage
 from newsletter.models import Subscriber
 
 LEDGER_BATCH = 1000
+# The longest wait between retry rounds (unless retry_backoff itself is longer): doubling
+# from an hour over 20 rounds would wait 30 years.
+MAX_RETRY_WAIT = 3600.0
+
+
+def retry_wait(backoff: float, round_: int) -> float:
+    """Seconds before retry round `round_` (1, 2, …): `backoff`, doubled each round, capped."""
+    return min(backoff * 2.0 ** (round_ - 1), max(backoff, MAX_RETRY_WAIT))
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,7 @@ def dispatch(
     todo = list(recipients)
     for round_ in range(options.retries):
         if round_:
-            sleep(options.retry_backoff * 2 ** (round_ - 1))
+            sleep(retry_wait(options.retry_backoff, round_))
             if stop.is_set():
                 run.outcome.stopped = True
                 break

@@ -200,7 +200,8 @@ class DeliverySection(_Section):
     backend: Literal["file", "smtp", "console"] = "file"
     outbox: Path = Path("outbox")
     # A 4xx reply is tried this many times in a run, waiting retry_backoff seconds, then
-    # twice that, and so on; what still fails is left for the next `send`.
+    # twice that, and so on (never more than an hour); what still fails
+    # is left for the next `send`.
     retries: int = Field(3, ge=1, le=20)
     retry_backoff: float = Field(5.0, ge=0, le=3600)
     # This many failed recipients in a row pause the run, to protect the sender's reputation.

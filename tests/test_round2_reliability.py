@@ -459,3 +459,33 @@ def test_a_server_slower_than_the_timeout_gets_a_message_twice_at_most(
     assert again.returncode == 0, again.stdout + again.stderr
     got = Counter(r.recipients[0] for r in sink.received)
     assert set(got) == set(ACTIVE) and sum(got.values()) == len(ACTIVE) + 2
+
+
+def test_retry_waits_double_up_to_an_hour_not_for_years(project: Project,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """retries 20 with retry_backoff 3600 doubled each round would wait 30 years in the
+    last round; each wait is at most an hour (or retry_backoff, if longer)."""
+    import datetime as dt
+
+    from newsletter.digest import load_inputs, run_send
+    from newsletter.ledger import SqliteLedger
+    from newsletter.settings import load_settings
+
+    sink = Sink(defer={"linus@example.com": 19})
+    port = free_port()
+    controller = start_server(sink, port=port)
+    for name, value in {**_smtp_env(port), "NEWSLETTER_DELIVERY__RETRIES": "20",
+                        "NEWSLETTER_DELIVERY__RETRY_BACKOFF": "3600"}.items():
+        monkeypatch.setenv(name, value)
+    sleeps: list[float] = []
+    settings = load_settings(project.settings)
+    ledger = SqliteLedger(settings.ledger)
+    try:
+        [report] = run_send(load_inputs(settings), dt.date.fromisoformat(ISSUE_DATE),
+                            dt.datetime(2026, 11, 24, 7, 0, tzinfo=dt.UTC), ledger,
+                            sleep=sleeps.append)
+    finally:
+        ledger.close()
+        controller.stop()
+    assert report.ok and len(sleeps) == 19
+    assert sleeps[0] == 3600 and max(sleeps) == 3600
