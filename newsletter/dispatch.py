@@ -136,7 +136,26 @@ def dispatch(
         todo, run.retry = run.retry, []
         if not todo:
             break
+    if _everyone_refused(run):
+        # Too few readers to reach pause_after_failures, and every one refused: a relay
+        # that refuses all recipients (no login) looks like this, so it is a pause too.
+        last = list(run.outcome.failed.values())[-1]
+        run.outcome.paused = (
+            f"every reader of this run ({len(run.streak)}) was refused (last: "
+            f"{last.recipient}: {last.reply}); the server may be refusing everyone, so none "
+            "of them was marked failed or suppressed: if its reply names the cause, fix it")
+        _absolve(run, ledger, issue_id)
+        run.outcome.not_attempted = [*run.outcome.not_attempted, *(
+            s for s in run.unconfirmed if s not in run.outcome.not_attempted)]
     return run.outcome
+
+
+def _everyone_refused(run: _Run) -> bool:
+    """Whether two or more readers were tried, and every one was refused for good."""
+    failed = run.outcome.failed.values()
+    return (not run.outcome.paused and not run.outcome.sent and run.outcome.error is None
+            and len(run.streak) >= 2 and len(failed) == len(run.streak)
+            and all(r.status == "failed-permanent" for r in failed))
 
 
 def _worker(run: _Run, work: queue.Queue[Subscriber],
