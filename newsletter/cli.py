@@ -521,6 +521,7 @@ def schedule(app: _App, list_jobs: bool) -> None:
     from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.interval import IntervalTrigger
+    from sqlalchemy.exc import SQLAlchemyError
 
     from newsletter import scheduler as daily
 
@@ -537,8 +538,13 @@ def schedule(app: _App, list_jobs: bool) -> None:
         scheduler = BackgroundScheduler(timezone=s.tz, jobstores={
             "default": daily.job_store(s), "memory": MemoryJobStore()})
         daily.watch_missed_runs(scheduler)
-        scheduler.start(paused=True)
-        jobs = daily.install_jobs(scheduler, s, list(zones), app.config_path)
+        try:
+            scheduler.start(paused=True)
+            jobs = daily.install_jobs(scheduler, s, list(zones), app.config_path)
+        except SQLAlchemyError as err:  # a job store that is read-only, full or broken
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            raise daily.store_failure(s.jobs, err) from err
         scheduler.add_job(daily.refresh_jobs, IntervalTrigger(minutes=daily.REFRESH_MINUTES),
                           args=(scheduler, app.config_path), jobstore="memory",
                           id="refresh", name="re-read subscribers for new time zones")

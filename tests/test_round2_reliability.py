@@ -492,3 +492,23 @@ def test_retry_waits_double_up_to_an_hour_not_for_years(project: Project,
         controller.stop()
     assert report.ok and len(sleeps) == 19
     assert sleeps[0] == 3600 and max(sleeps) == 3600
+
+
+# --- the scheduler's job store ------------------------------------------------------------
+
+@pytest.mark.parametrize(("kind", "says"), [("folder", "is a folder"),
+                                            ("fifo", "is not a regular file"),
+                                            ("text", "is not an SQLite database")])
+def test_a_job_store_that_is_not_one_is_a_line_not_a_traceback(
+        project: Project, kind: str, says: str) -> None:
+    jobs = project.root / "jobs.sqlite3"
+    if kind == "folder":
+        jobs.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(jobs)
+    else:
+        jobs.write_text("my notes\n")
+    line = _one_error(_run(project, "schedule", env={"NEWSLETTER_SCHEDULE__JOBS": str(jobs)}))
+    assert "jobs.sqlite3: schedule.jobs: the scheduler's job store " + says in line
+    if kind == "text":
+        assert jobs.read_text() == "my notes\n"  # left alone
