@@ -217,6 +217,20 @@ class DeliverySection(_Section):
 
 class SmtpSection(_Section):
     host: str = "localhost"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty; give the mail server's name, e.g. smtp.example.com")
+        if any(char.isspace() for char in value):
+            raise ValueError("must be one host name or address, without spaces")
+        name, colon, port = value.rpartition(":")
+        if colon and port.isdigit() and ":" not in name:
+            raise ValueError(f"holds a port: set smtp.host to {name} and smtp.port to {port}")
+        if value.startswith("[") and value.endswith("]"):
+            raise ValueError(f"write the address without brackets: {value[1:-1]}")
+        return value
     port: int = Field(587, ge=1, le=65535)
     security: Literal["none", "starttls", "ssl"] = "starttls"
     username: str | None = None

@@ -512,3 +512,15 @@ def test_a_job_store_that_is_not_one_is_a_line_not_a_traceback(
     assert "jobs.sqlite3: schedule.jobs: the scheduler's job store " + says in line
     if kind == "text":
         assert jobs.read_text() == "my notes\n"  # left alone
+
+
+@pytest.mark.parametrize(("host", "says"), [
+    ("", "is empty"), ("mail example.com", "without spaces"),
+    ("smtp.example.com:587", "set smtp.host to smtp.example.com and smtp.port to 587"),
+    ("[::1]", "without brackets: ::1"),
+])
+def test_an_smtp_host_a_new_user_gets_wrong_is_named_with_the_fix(
+        project: Project, host: str, says: str) -> None:
+    line = _one_error(_run(project, "send", "--date", ISSUE_DATE, "--backend", "smtp",
+                           env={"NEWSLETTER_SMTP__HOST": host}))
+    assert "NEWSLETTER_SMTP__HOST (environment)" in line and says in line
