@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ from dotenv import dotenv_values
 from pydantic_settings import SettingsError
 
 from newsletter.errors import ConfigError, Problem
-from newsletter.yamlfile import YamlDocument
+from newsletter.yamlfile import YamlDocument, read_regular
 
 ENV_PREFIX = "NEWSLETTER_"
 ENV_FILE = Path(".env")
+DOTENV_LIMIT = 1 << 20  # a few dozen variables; more is not a .env file
 
 
 def env_name(loc: tuple[Any, ...]) -> str:
@@ -126,14 +128,22 @@ def _not_json(value: str | None) -> bool:
 
 
 def check_dotenv() -> None:
-    """`.env` must be UTF-8 text that can be read; else one line naming it, not a traceback."""
-    if not ENV_FILE.is_file():
-        return
+    """`.env` must be UTF-8 text that can be read; else one line naming it, not a traceback.
+
+    pydantic-settings reads a FIFO there too (it would wait for a writer forever), so what
+    is not a regular file is refused before it looks; a folder (a virtualenv called `.env`)
+    is not a settings file and is left alone, as pydantic-settings does.
+    """
     try:
-        data = ENV_FILE.read_bytes()
+        mode = os.stat(ENV_FILE).st_mode
+    except FileNotFoundError:
+        return
     except OSError as err:
         raise ConfigError(f"cannot read .env ({err.strerror})", file=ENV_FILE,
                           fix="make it readable, or remove it") from err
+    if stat.S_ISDIR(mode):
+        return
+    data = read_regular(ENV_FILE, ".env", limit=DOTENV_LIMIT)
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as err:

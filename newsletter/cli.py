@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import re
 import signal
 import sys
@@ -130,8 +131,13 @@ class _App:
 
     def ledger(self, create: bool = True) -> SqliteLedger | None:
         """The delivery ledger; None if it does not exist and `create` is False."""
-        if self._ledger is None and (create or self.settings.ledger.exists()):
+        # lexists: a link to a ledger that is not there (a mount gone) is refused when
+        # opened, never taken for "no ledger yet" (which would compose sent articles again).
+        if self._ledger is None and create:
             self._ledger = SqliteLedger(self.settings.ledger)
+        elif self._ledger is None and os.path.lexists(self.settings.ledger):
+            # Only read: a ledger that cannot be written (read-only, a full disk) still is.
+            self._ledger = SqliteLedger.for_reading(self.settings.ledger)
         return self._ledger
 
     def inputs(self) -> Inputs:
@@ -257,7 +263,8 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
     command again resumes an interrupted or partly failed send and never mails anyone
     twice; a fully sent issue is left alone. Exits 0 only if every subscriber has the issue.
     """
-    test_reader = Subscriber(email=_address(to, "--to")) if to else None
+    # `is not None`: an empty --to "$TEST_ADDRESS" (unset) is a mistake, not a real send.
+    test_reader = Subscriber(email=_address(to, "--to")) if to is not None else None
     if zone is not None:
         try:
             check_timezone(zone)
@@ -515,6 +522,7 @@ def schedule(app: _App, list_jobs: bool) -> None:
     from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
     from apscheduler.triggers.interval import IntervalTrigger
+    from sqlalchemy.exc import SQLAlchemyError
 
     from newsletter import scheduler as daily
 
@@ -531,8 +539,13 @@ def schedule(app: _App, list_jobs: bool) -> None:
         scheduler = BackgroundScheduler(timezone=s.tz, jobstores={
             "default": daily.job_store(s), "memory": MemoryJobStore()})
         daily.watch_missed_runs(scheduler)
-        scheduler.start(paused=True)
-        jobs = daily.install_jobs(scheduler, s, list(zones), app.config_path)
+        try:
+            scheduler.start(paused=True)
+            jobs = daily.install_jobs(scheduler, s, list(zones), app.config_path)
+        except SQLAlchemyError as err:  # a job store that is read-only, full or broken
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            raise daily.store_failure(s.jobs, err) from err
         scheduler.add_job(daily.refresh_jobs, IntervalTrigger(minutes=daily.REFRESH_MINUTES),
                           args=(scheduler, app.config_path), jobstore="memory",
                           id="refresh", name="re-read subscribers for new time zones")

@@ -28,6 +28,14 @@ from newsletter.message import OutgoingMessage
 from newsletter.models import Subscriber
 
 LEDGER_BATCH = 1000
+# The longest wait between retry rounds (unless retry_backoff itself is longer): doubling
+# from an hour over 20 rounds would wait 30 years.
+MAX_RETRY_WAIT = 3600.0
+
+
+def retry_wait(backoff: float, round_: int) -> float:
+    """Seconds before retry round `round_` (1, 2, …): `backoff`, doubled each round, capped."""
+    return min(backoff * 2.0 ** (round_ - 1), max(backoff, MAX_RETRY_WAIT))
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class _Run:
         self.lock = threading.Lock()
         self.outcome = DispatchOutcome()
         self.failures_in_a_row = 0
+        self.streak: dict[str, Subscriber] = {}  # who failed in the current run of failures
         self.attempts: dict[str, int] = {}  # of those failing so far
         self.retry: list[Subscriber] = []  # 4xx: try again next round
         self.unconfirmed: list[Subscriber] = []  # never sent, or no reply before a fault
@@ -88,11 +97,11 @@ def dispatch(
     stop = stop or threading.Event()
     sleep = sleep or stop.wait
     run = _Run(options, stop)
-    throttle = Throttle(options.rate_limit)
+    throttle = Throttle(options.rate_limit, sleep=stop.wait)  # a signal ends the wait
     todo = list(recipients)
     for round_ in range(options.retries):
         if round_:
-            sleep(options.retry_backoff * 2 ** (round_ - 1))
+            sleep(retry_wait(options.retry_backoff, round_))
             if stop.is_set():
                 run.outcome.stopped = True
                 break
@@ -117,6 +126,8 @@ def dispatch(
             raise
         if run.crash is not None:
             raise run.crash
+        if run.outcome.paused:
+            _absolve(run, ledger, issue_id)
         left = list(work.queue)
         if run.halt.is_set():
             run.outcome.not_attempted = left + run.unconfirmed
@@ -125,7 +136,26 @@ def dispatch(
         todo, run.retry = run.retry, []
         if not todo:
             break
+    if _everyone_refused(run):
+        # Too few readers to reach pause_after_failures, and every one refused: a relay
+        # that refuses all recipients (no login) looks like this, so it is a pause too.
+        last = list(run.outcome.failed.values())[-1]
+        run.outcome.paused = (
+            f"every reader of this run ({len(run.streak)}) was refused (last: "
+            f"{last.recipient}: {last.reply}); the server may be refusing everyone, so none "
+            "of them was marked failed or suppressed: if its reply names the cause, fix it")
+        _absolve(run, ledger, issue_id)
+        run.outcome.not_attempted = [*run.outcome.not_attempted, *(
+            s for s in run.unconfirmed if s not in run.outcome.not_attempted)]
     return run.outcome
+
+
+def _everyone_refused(run: _Run) -> bool:
+    """Whether two or more readers were tried, and every one was refused for good."""
+    failed = run.outcome.failed.values()
+    return (not run.outcome.paused and not run.outcome.sent and run.outcome.error is None
+            and len(run.streak) >= 2 and len(failed) == len(run.streak)
+            and all(r.status == "failed-permanent" for r in failed))
 
 
 def _worker(run: _Run, work: queue.Queue[Subscriber],
@@ -134,6 +164,7 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             ledger: Ledger | None, issue_id: str,
             on_result: Callable[[DeliveryResult], None] | None) -> None:
     backend: DeliveryBackend | None = None
+    own = Throttle(0)  # the connection's own rate limit, once it is open
     batch: list[tuple[str, DeliveryStatus, str]] = []
     batched: list[Subscriber] = []  # whose results are in `batch`
     try:
@@ -152,7 +183,13 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
                 except DeliveryError as err:
                     _fail(run, err, subscriber)
                     break
+                own = Throttle(backend.rate_per_connection, sleep=run.stop.wait)
             throttle.wait()
+            own.wait()
+            if run.stop.is_set():  # stopped while waiting for the rate limit: not sent
+                work.put(subscriber)
+                run.halt.set()
+                break
             message = build(subscriber)
             try:
                 result = backend.send(message)
@@ -219,14 +256,41 @@ def _tally(run: _Run, subscriber: Subscriber, result: DeliveryResult) -> None:
         if result.ok:
             run.outcome.sent += 1
             run.outcome.failed.pop(subscriber.email, None)
-            run.failures_in_a_row = 0
+            if not run.outcome.paused:  # a late success on another connection: still paused
+                run.failures_in_a_row = 0
+                run.streak.clear()
             return
+        run.streak[subscriber.email] = subscriber
         run.attempts[subscriber.email] = attempts
         run.outcome.failed[subscriber.email] = result
         run.failures_in_a_row += 1
         if result.status == "failed-temporary" and attempts < run.options.retries:
             run.retry.append(subscriber)
         if run.failures_in_a_row >= run.options.pause_after_failures and not run.outcome.paused:
-            run.outcome.paused = (f"{run.failures_in_a_row} failures in a row (last: "
-                                  f"{result.recipient}: {result.reply})")
+            run.outcome.paused = (
+                f"{run.failures_in_a_row} failures in a row (last: {result.recipient}: "
+                f"{result.reply}); the server may be refusing everyone, so none of them was "
+                "marked failed or suppressed: if its reply names the cause, fix it; if these "
+                "addresses really are bad, raise delivery.pause_after_failures")
             run.halt.set()
+
+
+def _absolve(run: _Run, ledger: Ledger | None, issue_id: str) -> None:
+    """A pause: the run of failures that caused it is no evidence against those readers
+    (a relay refusing every recipient looks the same), so they are pending again, not
+    failed, and nobody is suppressed for it."""
+    readers = list(run.streak.values())
+    if not readers:
+        return
+    for subscriber in readers:
+        run.outcome.failed.pop(subscriber.email, None)
+        run.attempts.pop(subscriber.email, None)
+        if subscriber in run.retry:
+            run.retry.remove(subscriber)
+    run.unconfirmed.extend(s for s in readers if s not in run.unconfirmed)
+    run.streak.clear()
+    if ledger is not None:
+        try:
+            ledger.reset(issue_id, [s.email for s in readers])
+        except DeliveryError as err:
+            run.outcome.error = run.outcome.error or err

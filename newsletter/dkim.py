@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.errors import ConfigError
 from newsletter.settings import DkimSection, control_character
+from newsletter.yamlfile import read_regular
 
 # Everything Gmail and RFC 8058 want covered: List-Unsubscribe-Post included.
 SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version",
@@ -28,6 +29,8 @@ _WSP = re.compile(rb"[ \t]+")
 _TRAILING_WSP = re.compile(rb"[ \t]+\r\n")
 _FOLD = re.compile(rb"\r\n(?=[ \t])")
 _KEY_ENV = "NEWSLETTER_DKIM__PRIVATE_KEY"
+_WHAT = "the DKIM private key"
+KEY_LIMIT = 64 * 1024  # a 4096-bit RSA key in PEM is about 3.3 kB
 
 
 class DkimSigner:
@@ -97,10 +100,12 @@ def load_signer(dkim: DkimSection) -> DkimSigner | None:
                               field="dkim.private_key",
                               fix="set it to the path of the file `newsletter dkim keygen` "
                                   f"writes, or put the whole PEM (BEGIN line too) in {_KEY_ENV}")
+        # A regular file of a key's size: a FIFO or /dev/zero there would hang the run.
         try:
-            pem = path.read_bytes()
-        except OSError as err:
-            raise ConfigError(f"cannot read the DKIM private key ({err.strerror})", file=path,
+            pem = read_regular(path, _WHAT, limit=KEY_LIMIT)
+        except ConfigError as err:
+            why = err.problems[0].what.removeprefix(_WHAT).strip()
+            raise ConfigError(f"cannot read the DKIM private key: {why}", file=path,
                               field="dkim.private_key",
                               fix="check the path, or run `newsletter dkim keygen`") from err
         source = str(path)

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from newsletter.errors import DeliveryError
-from newsletter.sqlitefile import failure, open_database
+from newsletter.errors import ConfigError, DeliveryError
+from newsletter.sqlitefile import failure, has_tables, open_database, open_read_only
 
 DeliveryStatus = Literal["pending", "sent", "failed-temporary", "failed-permanent", "skipped"]
 UNSENT: tuple[DeliveryStatus, ...] = ("pending", "failed-temporary")
@@ -134,6 +134,9 @@ CREATE TABLE IF NOT EXISTS suppressions (
 """
 
 
+_LEDGER_TABLES = {"issues", "issue_variants", "issue_articles", "deliveries", "suppressions"}
+
+
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
@@ -141,10 +144,32 @@ def _now() -> str:
 class SqliteLedger:
     """The ledger in one SQLite file. Thread-safe: one connection behind a lock."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, read_only: bool = False) -> None:
+        """Open (or create) the ledger at `path`; `read_only` opens an existing one for
+        reading alone, where it cannot be written (see `open_read_only`)."""
         self.path = path
-        self._db = open_database(path, _SCHEMA, "delivery ledger")
+        self._db = (open_read_only(path, "delivery ledger") if read_only
+                    else open_database(path, _SCHEMA, "delivery ledger"))
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_reading(cls, path: Path) -> SqliteLedger | None:
+        """The ledger for a command that only reads it (`status`, `compose`, `preview`,
+        `check`, a dry run): opened as usual, else read-only when the file or its folder
+        cannot be written; None when the file holds no ledger yet (only a feed cache)."""
+        try:
+            return cls(path)
+        except ConfigError as err:
+            if not isinstance(err.__cause__, sqlite3.Error | OSError):
+                raise  # not ours, empty, a folder…: the refusal stands
+            try:
+                ledger = cls(path, read_only=True)
+            except ConfigError:
+                raise err from None
+        if not has_tables(ledger._db, _LEDGER_TABLES):
+            ledger.close()
+            return None
+        return ledger
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

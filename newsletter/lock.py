@@ -7,12 +7,14 @@ process can say who is sending.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import errno
 import fcntl
 import json
 import os
 import socket
+import stat
 import sys
 import threading
 from pathlib import Path
@@ -36,8 +38,13 @@ class ProcessLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError as err:
+            raise self._not_a_file("is a folder") from err
         except OSError as err:
             raise self._error(err) from err
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO or a device: not our lock file
+            os.close(fd)
+            raise self._not_a_file("is not a regular file")
         stop = stop or threading.Event()
         deadline = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=wait)
         while True:
@@ -72,6 +79,12 @@ class ProcessLock:
             fix="make its folder (the ledger's) writable, or free some space, then run the "
                 "same command again")
 
+    def _not_a_file(self, why: str) -> NewsletterError:
+        return NewsletterError(
+            f"the lock file {why}", file=self.path,
+            fix="remove it (the program makes this file itself, beside the ledger), then run "
+                "the same command again")
+
     def holder(self) -> str:
         """Who holds the lock, as recorded in the file by its holder."""
         try:
@@ -85,7 +98,8 @@ class ProcessLock:
 
     def release(self) -> None:
         if self._fd is not None:
-            os.ftruncate(self._fd, 0)
+            with contextlib.suppress(OSError):  # the holder's name is a courtesy
+                os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None

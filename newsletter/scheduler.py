@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import threading
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -33,10 +34,11 @@ from newsletter.digest import (
     run_send,
     send_lock,
 )
-from newsletter.errors import NewsletterError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.ledger import SqliteLedger
 from newsletter.lock import ProcessLock
 from newsletter.settings import ScheduleSection, Settings, load_settings
+from newsletter.sqlitefile import failure
 from newsletter.subscribers import Roster, load_roster
 
 JOB_PREFIX = "digest@"
@@ -172,8 +174,38 @@ def next_run_times(schedule: ScheduleSection, now: dt.datetime, count: int = 5,
 
 
 def job_store(schedule: ScheduleSection) -> SQLAlchemyJobStore:
-    schedule.jobs.parent.mkdir(parents=True, exist_ok=True)
-    return SQLAlchemyJobStore(url=f"sqlite:///{schedule.jobs}")
+    """The scheduler's persistent jobs, in `schedule.jobs` (an SQLite file it makes)."""
+    path = schedule.jobs
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _jobs_error(path, f"its folder cannot be made ({err.strerror})") from err
+    if os.path.lexists(path):
+        if path.is_dir():
+            raise _jobs_error(path, "is a folder")
+        if not path.is_file():
+            raise _jobs_error(path, "is not a regular file")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError as err:
+            raise _jobs_error(path, f"cannot be read ({err.strerror})") from err
+        if head and head != b"SQLite format 3\x00":
+            raise _jobs_error(path, "is not an SQLite database")
+    return SQLAlchemyJobStore(url=f"sqlite:///{path}")
+
+
+def _jobs_error(path: Path, why: str) -> ConfigError:
+    return ConfigError(f"the scheduler's job store {why}", file=path, field="schedule.jobs",
+                       fix="point schedule.jobs at a file the scheduler may create (the "
+                           "default is outbox/scheduler.sqlite3), or move this one away")
+
+
+def store_failure(path: Path, err: Exception) -> ConfigError:
+    """The job store could not be read or written (SQLAlchemy's error): one line."""
+    why, fix = failure(path, getattr(err, "orig", None) or err)
+    return ConfigError(f"cannot use the scheduler's job store: {why}", file=path,
+                       field="schedule.jobs", fix=fix)
 
 
 def scheduler_lock(schedule: ScheduleSection) -> ProcessLock:

@@ -64,13 +64,23 @@ def control_character(text: str) -> str | None:
     return None
 
 
+def _is_path(annotation: Any) -> bool:
+    """Whether a field holds a path: Path, Path | None or list[Path]."""
+    return annotation is Path or Path in get_args(annotation)
+
+
 def _one_line(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
-    """Refuse a control character in a text setting (or a list of them); secrets may span
-    lines (a PEM key) and are never shown, so they are left alone."""
+    """Refuse a control character in a text setting (or a list of them), and an empty path
+    (it would mean the current folder); secrets may span lines (a PEM key) and are never
+    shown, so they are left alone."""
     field = model.model_fields.get(info.field_name or "")
     annotation = field.annotation if field else None
     if annotation is SecretStr or SecretStr in get_args(annotation):
         return value
+    if _is_path(annotation):
+        for text in value if isinstance(value, list | tuple) else (value,):
+            if isinstance(text, str) and not text.strip():
+                raise ValueError("is empty; give a file or folder path")
     for text in value if isinstance(value, list | tuple) else (value,):
         if isinstance(text, str) and (char := control_character(text)) is not None:
             raise ValueError(f"contains a control character ({char}); settings that reach "
@@ -173,11 +183,25 @@ class LinksSection(_Section):
                 for key, value in values.items() if value}
 
 
+# The slowest rate a limit may ask for: one message every 1000 s. Below it a send would
+# take weeks, and 1/rate overflows a sleep (1e-300 messages a second).
+MIN_RATE = 0.001
+
+
+def check_rate(value: float) -> float:
+    """A rate limit in messages a second: 0 (none) or at least `MIN_RATE`."""
+    if 0 < value < MIN_RATE:
+        raise ValueError(f"must be 0 (no limit) or at least {MIN_RATE:g} messages a second "
+                         f"(one every {1 / MIN_RATE:g} s)")
+    return value
+
+
 class DeliverySection(_Section):
     backend: Literal["file", "smtp", "console"] = "file"
     outbox: Path = Path("outbox")
     # A 4xx reply is tried this many times in a run, waiting retry_backoff seconds, then
-    # twice that, and so on; what still fails is left for the next `send`.
+    # twice that, and so on (never more than an hour); what still fails
+    # is left for the next `send`.
     retries: int = Field(3, ge=1, le=20)
     retry_backoff: float = Field(5.0, ge=0, le=3600)
     # This many failed recipients in a row pause the run, to protect the sender's reputation.
@@ -185,9 +209,28 @@ class DeliverySection(_Section):
     # Messages per second over all connections; 0 means as fast as the server takes them.
     rate_limit: float = Field(0, ge=0)
 
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        return check_rate(value)
+
 
 class SmtpSection(_Section):
     host: str = "localhost"
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("is empty; give the mail server's name, e.g. smtp.example.com")
+        if any(char.isspace() for char in value):
+            raise ValueError("must be one host name or address, without spaces")
+        name, colon, port = value.rpartition(":")
+        if colon and port.isdigit() and ":" not in name:
+            raise ValueError(f"holds a port: set smtp.host to {name} and smtp.port to {port}")
+        if value.startswith("[") and value.endswith("]"):
+            raise ValueError(f"write the address without brackets: {value[1:-1]}")
+        return value
     port: int = Field(587, ge=1, le=65535)
     security: Literal["none", "starttls", "ssl"] = "starttls"
     username: str | None = None
@@ -201,6 +244,11 @@ class SmtpSection(_Section):
     messages_per_connection: int = Field(100, ge=1)
     # Reconnects in a row after dropped connections before the run gives up.
     reconnects: int = Field(3, ge=0, le=20)
+
+    @field_validator("rate_limit_per_connection")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        return check_rate(value)
 
 
 class DkimSection(_Section):

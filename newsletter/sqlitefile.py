@@ -62,6 +62,53 @@ def open_database(path: Path, schema: str, what: str) -> sqlite3.Connection:
     return db
 
 
+def open_read_only(path: Path, what: str) -> sqlite3.Connection:
+    """Open the program's existing SQLite file for reading alone, where it cannot be
+    written (a read-only file, folder or mount; a full disk): for commands that only read.
+
+    In WAL mode SQLite needs its -shm file beside the database; where it cannot make one
+    and no -wal file holds commits, the file is read as it is on disk (`immutable`), which
+    is then all there is to read. A `ConfigError` names what still stands in the way.
+    """
+    _check_file(path, what)
+    uri = path.resolve().as_uri()
+    wal = path.with_name(path.name + "-wal")
+    try:
+        pending = wal.exists() and wal.stat().st_size > 0
+    except OSError:
+        pending = True
+    last: sqlite3.Error | None = None
+    for query in ("mode=ro",) if pending else ("mode=ro", "mode=ro&immutable=1"):
+        try:
+            db = sqlite3.connect(f"{uri}?{query}", uri=True, check_same_thread=False,
+                                 isolation_level=None, timeout=30)
+        except sqlite3.Error as err:
+            last = err
+            continue
+        try:
+            (app_id,) = db.execute("PRAGMA application_id").fetchone()
+            tables = {name for (name,) in db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error as err:
+            db.close()
+            last = err
+            continue
+        if app_id not in (0, APPLICATION_ID) or (tables and not tables & PROGRAM_TABLES):
+            db.close()
+            raise ConfigError("is another program's SQLite database, not a newsletter ledger",
+                              file=path, field="ledger", fix="point `ledger` at another file")
+        return db
+    assert last is not None
+    raise _cannot_open(path, what, last) from last
+
+
+def has_tables(db: sqlite3.Connection, names: set[str]) -> bool:
+    """Whether every table in `names` is in the file."""
+    found = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = "
+                                            "'table'")}
+    return names <= found
+
+
 def _create(path: Path, what: str) -> None:
     """Make a new, marked, empty database at `path` in one step: it is built beside it and
     linked into place, so a crash or a full disk never leaves a half-made file that the
@@ -108,6 +155,16 @@ def _check_file(path: Path, what: str) -> None:
         return ConfigError(f"{why}, not a newsletter ledger", file=path, field="ledger",
                            fix=_START_OVER.format(path=path))
 
+    if path.is_dir():
+        raise ConfigError("is a folder, not a newsletter ledger", file=path, field="ledger",
+                          fix="nothing was changed; set `ledger` to a file's path, e.g. "
+                              f"{path / 'newsletter.sqlite3'}")
+    if path.is_symlink() and not path.exists():
+        # A ledger on a mount that is not there: never start a new one in its place.
+        raise ConfigError(f"is a symbolic link to {os.readlink(path)}, which is not there",
+                          file=path, field="ledger",
+                          fix="mount or restore what it points to, or point `ledger` at "
+                              "the ledger file itself")
     if not path.is_file():
         raise refuse("is not a regular file")
     try:

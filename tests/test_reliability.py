@@ -140,7 +140,9 @@ def test_a_relay_that_keeps_dropping_ends_the_run_and_loses_nothing(
     monkeypatch.setenv("NEWSLETTER_SMTP__RECONNECTS", "2")
     sink.drop_at = set(range(2, 100))
     report = send()
-    assert report.error is not None and "dropped the connection 3 times" in str(report.error)
+    # Each drop comes after the message went out whole (the server may have it): it goes
+    # once more, never a third time, whatever smtp.reconnects allows.
+    assert report.error is not None and "2 times without confirming it" in str(report.error)
     assert report.sent == 1 and len(report.not_attempted) == 2
     assert sorted(s for s, _ in rows(project).values()) == [
         "pending", "pending", "sent", "skipped"]
@@ -203,13 +205,16 @@ def test_failures_in_a_row_pause_the_run_and_a_later_send_resumes(
     sink.refuse.update(emails[:2])
     report = send()
     assert report.paused and "2 failures in a row" in report.paused
-    assert report.sent == 0 and len(report.not_attempted) == 4
+    # The run of failures that paused it is no evidence against those readers: pending.
+    assert report.sent == 0 and len(report.not_attempted) == 6 and not report.failed
     ledger = SqliteLedger(project.outbox / "newsletter.sqlite3")
     assert ledger.issue(f"morning-brief/{ISSUE_DATE}").state == "paused"
+    assert ledger.suppressed("morning-brief") == {}
     ledger.close()
+    sink.refuse.clear()  # the cause is gone
     again = send()
-    assert again.ok and again.sent == 4
-    assert sorted(received(sink)) == emails[2:]
+    assert again.ok and again.sent == 6
+    assert sorted(received(sink)) == emails
 
 
 def test_parallel_connections_each_reused_up_to_their_cap(

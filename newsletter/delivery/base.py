@@ -53,6 +53,9 @@ class DeliveryBackend(ABC):
     # Whether `send` delivers the message to the reader. A backend that only shows it (the
     # console) must leave the ledger alone: what it printed nobody received.
     delivers: ClassVar[bool] = True
+    # Messages a second on this one connection (0: no limit). The send loop keeps to it,
+    # waiting on its stop event, so that a signal ends the wait at once.
+    rate_per_connection: float = 0
 
     @classmethod
     @abstractmethod

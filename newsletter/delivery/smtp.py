@@ -7,7 +7,7 @@ import re
 import smtplib
 import socket
 import ssl
-from typing import TextIO
+from typing import Any, TextIO
 
 from newsletter.delivery.base import (
     DeliveryBackend,
@@ -15,14 +15,34 @@ from newsletter.delivery.base import (
     MessageRefused,
     failure_status,
 )
-from newsletter.delivery.throttle import Throttle
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings, SmtpSection
 
 _PASSWORD_ENV = "NEWSLETTER_SMTP__PASSWORD"
+CLOSING = 421  # "service not available, closing transmission channel"
 # An enhanced status code (RFC 3463) at the start of a reply's text: class.subject.detail.
 _ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
+
+
+class _Watched(smtplib.SMTP):
+    """Notes when a message has gone out whole (its final dot sent): a drop after that
+    may leave the message delivered without the server's reply ever arriving."""
+
+    message_out = False
+
+    def send(self, s: Any) -> None:  # smtplib's own: a buffer or text
+        super().send(s)
+        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.message_out = True
+
+
+class _WatchedSsl(smtplib.SMTP_SSL, _Watched):
+    pass
+
+
+class _Closing(smtplib.SMTPServerDisconnected):
+    """The server answered 421 and closed the connection: handled as a drop."""
 
 
 class SmtpBackend(DeliveryBackend):
@@ -35,12 +55,11 @@ class SmtpBackend(DeliveryBackend):
 
     name = "smtp"
 
-    def __init__(self, smtp: SmtpSection, local_hostname: str,
-                 throttle: Throttle | None = None) -> None:
+    def __init__(self, smtp: SmtpSection, local_hostname: str) -> None:
         self.smtp = smtp
         # Given explicitly: otherwise smtplib asks DNS for this machine's name on every connect.
         self.local_hostname = local_hostname
-        self.throttle = throttle or Throttle(smtp.rate_limit_per_connection)
+        self.rate_per_connection = smtp.rate_limit_per_connection  # kept by the send loop
         self._conn: smtplib.SMTP | None = None
         self._sent_on_connection = 0
         if smtp.username and smtp.password is None:
@@ -69,29 +88,46 @@ class SmtpBackend(DeliveryBackend):
             self._conn = None
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
-        self.throttle.wait()
         if self._conn is not None and self._sent_on_connection >= self.smtp.messages_per_connection:
             self.close()
-        drops = 0
+        drops = unconfirmed = 0
         while True:
             if self._conn is None:
                 self.open()
+            conn = self._conn
+            assert isinstance(conn, _Watched)
+            conn.message_out = False
             try:
                 result = self._send(message)
             except (smtplib.SMTPServerDisconnected, OSError) as err:
                 # Dropped or timed out mid-message: the server did not confirm it, so it goes
-                # again on a new connection (at most one duplicate per connection).
+                # again on a new connection (at most one duplicate per connection). If it
+                # had gone out whole, the server may have it: once more, never twice more
+                # (a server that is always slower than smtp.timeout would get it each time).
                 self._abandon()
                 drops += 1
-                if drops > self.smtp.reconnects:
-                    raise DeliveryError(
-                        f"the SMTP server at {self._where} dropped the connection {drops} "
-                        f"times in a row ({err or type(err).__name__})", field="smtp",
-                        fix="check the server's logs and limits; unsent messages stay "
-                            "pending for the next send") from err
+                unconfirmed += conn.message_out
+                if drops > self.smtp.reconnects or unconfirmed > 1:
+                    raise self._dropped(message, drops, unconfirmed, err) from err
                 continue
             self._sent_on_connection += 1
             return result
+
+    def _dropped(self, message: OutgoingMessage, drops: int, unconfirmed: int,
+                 err: Exception) -> DeliveryError:
+        why = err or type(err).__name__
+        if unconfirmed > 1:
+            return DeliveryError(
+                f"the SMTP server at {self._where} took the message to {message.recipient} "
+                f"{unconfirmed} times without confirming it ({why})", field="smtp.timeout",
+                fix=f"it may be slower than smtp.timeout ({self.smtp.timeout:g}s): raise it, "
+                    "or check the server's logs; that reader is still pending (and may get "
+                    "the issue twice), everyone else not sent yet is too")
+        return DeliveryError(
+            f"the SMTP server at {self._where} dropped the connection {drops} times in a "
+            f"row ({why})", field="smtp",
+            fix="check the server's logs and limits; unsent messages stay pending for the "
+                "next send")
 
     def _send(self, message: OutgoingMessage) -> DeliveryResult:
         # Whose fault a refusal is. A 5xx to RCPT TO is about that recipient: final, and it
@@ -105,23 +141,38 @@ class SmtpBackend(DeliveryBackend):
         # message's length ("552 5.2.3 Message size exceeds fixed maximum", Exchange and
         # Gmail), so it is the message's. A 4xx anywhere may work later: a temporary failure
         # of this recipient, retried.
+        # A 421 at any step is the server closing the connection (busy, shutting down, its
+        # own timeout), not an answer about this reader: like a drop, the message goes again
+        # on a new connection, and a server that keeps at it ends the run, everyone pending.
         assert self._conn is not None
         try:
             self._conn.sendmail(message.sender, [message.recipient], message.data)
         except smtplib.SMTPRecipientsRefused as err:
             code, reply = err.recipients.get(message.recipient, (0, b"refused"))
+            if code == CLOSING:
+                raise _Closing(_reply(code, reply)) from err
             return self._failed(message, code, reply)
-        except smtplib.SMTPSenderRefused as err:
-            self._reset()
-            if 500 <= err.smtp_code < 600:
-                raise self._refused(message, "the sender " + message.sender, err) from err
-            return self._failed(message, err.smtp_code, err.smtp_error)
-        except smtplib.SMTPDataError as err:
-            self._reset()
-            if 500 <= err.smtp_code < 600 and not _about_mailbox(err.smtp_error):
-                raise self._refused(message, "the message", err) from err
-            return self._failed(message, err.smtp_code, err.smtp_error)
+        except smtplib.SMTPResponseException as err:
+            if err.smtp_code == CLOSING:
+                raise _Closing(_reply(err.smtp_code, err.smtp_error)) from err
+            return self._refusal(message, err)
         return DeliveryResult(message.recipient, message.message_id, "sent", "250 accepted")
+
+    def _refusal(self, message: OutgoingMessage,
+                 err: smtplib.SMTPResponseException) -> DeliveryResult:
+        """A refusal of the sender, the message or the session: see `_send`."""
+        self._reset()
+        code = err.smtp_code
+        if isinstance(err, smtplib.SMTPSenderRefused):
+            what, final = "the sender " + message.sender, 500 <= code < 600
+        elif isinstance(err, smtplib.SMTPDataError):
+            what = "the message"
+            final = 500 <= code < 600 and not _about_mailbox(err.smtp_error)
+        else:  # HELO refused mid-run: nothing to do with this reader either
+            what, final = "the session", True
+        if final:
+            raise self._refused(message, what, err) from err
+        return self._failed(message, code, err.smtp_error)
 
     def _refused(self, message: OutgoingMessage, what: str,
                  err: smtplib.SMTPResponseException) -> MessageRefused:
@@ -154,11 +205,11 @@ class SmtpBackend(DeliveryBackend):
         conn: smtplib.SMTP | None = None
         try:
             if s.security == "ssl":
-                conn = smtplib.SMTP_SSL(s.host, s.port, local_hostname=self.local_hostname,
-                                        timeout=s.timeout, context=context)
+                conn = _WatchedSsl(s.host, s.port, local_hostname=self.local_hostname,
+                                   timeout=s.timeout, context=context)
             else:
-                conn = smtplib.SMTP(s.host, s.port, local_hostname=self.local_hostname,
-                                    timeout=s.timeout)
+                conn = _Watched(s.host, s.port, local_hostname=self.local_hostname,
+                                timeout=s.timeout)
             conn.ehlo()
             if s.security == "starttls":
                 conn.starttls(context=context)
@@ -199,8 +250,24 @@ class SmtpBackend(DeliveryBackend):
             raise DeliveryError(f"no answer from the SMTP server at {self._where} within "
                                 f"{s.timeout:g}s", field="smtp.host",
                                 fix="check smtp.host, smtp.port and the firewall") from err
+        except smtplib.SMTPResponseException as err:
+            _close_quietly(conn)
+            busy = err.smtp_code == CLOSING
+            raise DeliveryError(
+                f"the SMTP server at {self._where} "
+                + ("is not taking mail now" if busy else "refused the connection")
+                + f": {_reply(err.smtp_code, err.smtp_error)}", field="smtp.host",
+                fix="nothing was sent and everyone is still pending: run the same command "
+                    "again later" if busy else "check smtp.host and smtp.port (is it an "
+                    "SMTP server?), and the server's logs") from err
         except (smtplib.SMTPException, OSError) as err:
             _close_quietly(conn)
+            if isinstance(err.__context__, TimeoutError):  # smtplib re-raises it as a drop
+                raise DeliveryError(
+                    f"no answer from the SMTP server at {self._where} within "
+                    f"{s.timeout:g}s", field="smtp.host",
+                    fix="check smtp.host, smtp.port and the firewall; raise smtp.timeout for "
+                        "a slow server") from err
             reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
             raise DeliveryError(f"cannot connect to the SMTP server at {self._where}: {reason}",
                                 field="smtp.host",

@@ -5,20 +5,25 @@ feed's id is known when only another feed still carries it).
 
 `SqliteFeedCache` keeps `feed_cache`, `feed_entries` and `feed_aliases` tables in the
 ledger's SQLite file: one file holds everything the program remembers between runs. It
-opens its own connection.
+opens its own connection. A read or write that fails (a full disk, a read-only or locked
+file) is a `ConfigError` naming the file and the fix, like the ledger's: never a raw
+`sqlite3` error.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol
 
-from newsletter.ledger import open_database
+from newsletter.errors import ConfigError
+from newsletter.sqlitefile import failure, open_database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS feed_cache (
@@ -114,15 +119,34 @@ class SqliteFeedCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = open_database(path, _SCHEMA, "feed cache")
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(feed_cache)")}
-        if "base_url" not in columns:  # a cache written before base_url was kept
-            self._db.execute("ALTER TABLE feed_cache ADD COLUMN base_url TEXT")
         self._lock = threading.Lock()
         self._forgotten = False
+        try:
+            with self._locked() as db:
+                columns = {row[1] for row in db.execute("PRAGMA table_info(feed_cache)")}
+                if "base_url" not in columns:  # a cache written before base_url was kept
+                    db.execute("ALTER TABLE feed_cache ADD COLUMN base_url TEXT")
+        except ConfigError:
+            self._db.close()
+            raise
+
+    @contextmanager
+    def _locked(self) -> Iterator[sqlite3.Connection]:
+        """The connection, to this thread alone; an SQLite failure becomes one line."""
+        with self._lock:
+            try:
+                yield self._db
+            except sqlite3.Error as err:
+                with suppress(sqlite3.Error):
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                why, fix = failure(self.path, err)
+                raise ConfigError(f"cannot use the feed cache: {why}", file=self.path,
+                                  field="ledger", fix=fix) from err
 
     def get(self, url: str) -> CachedFeed | None:
-        with self._lock:
-            row = self._db.execute(
+        with self._locked() as db:
+            row = db.execute(
                 "SELECT etag, last_modified, body, fetched_at, base_url FROM feed_cache "
                 "WHERE url = ?", (url,)).fetchone()
         if row is None:
@@ -133,8 +157,8 @@ class SqliteFeedCache:
 
     def put(self, url: str, etag: str | None, last_modified: str | None, body: bytes,
             fetched_at: dt.datetime, base_url: str | None = None) -> None:
-        with self._lock:
-            self._db.execute(
+        with self._locked() as db:
+            db.execute(
                 "INSERT INTO feed_cache (url, etag, last_modified, body, fetched_at, base_url) "
                 "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(url) DO UPDATE SET "
                 "etag = excluded.etag, last_modified = excluded.last_modified, "
@@ -144,13 +168,13 @@ class SqliteFeedCache:
 
     def first_seen(self, entry_id: str, now: dt.datetime) -> dt.datetime:
         now = _utc(now)
-        with self._lock:
-            self._forget(now)
-            self._db.execute(
+        with self._locked() as db:
+            self._forget(db, now)
+            db.execute(
                 "INSERT INTO feed_entries (id, first_seen, last_seen) VALUES (?, ?, ?) "
                 "ON CONFLICT(id) DO UPDATE SET last_seen = excluded.last_seen",
                 (entry_id, now.isoformat(), now.isoformat()))
-            (first,) = self._db.execute(
+            (first,) = db.execute(
                 "SELECT first_seen FROM feed_entries WHERE id = ?", (entry_id,)).fetchone()
         return _utc(dt.datetime.fromisoformat(first))
 
@@ -158,41 +182,42 @@ class SqliteFeedCache:
         when = _utc(now).isoformat()
         pairs = [(one, other, feed, when) for story in stories for one in story
                  for other, feed in story.items() if one != other]
-        with self._lock:
-            self._forget(_utc(now))
-            self._db.execute("BEGIN")
+        with self._locked() as db:
+            self._forget(db, _utc(now))
+            db.execute("BEGIN")
             try:
-                self._db.executemany(
+                db.executemany(
                     "INSERT INTO feed_aliases (id, alias, alias_feed, last_seen) "
                     "VALUES (?, ?, ?, ?) ON CONFLICT(id, alias) DO UPDATE SET "
                     "last_seen = excluded.last_seen",
                     pairs)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if db.in_transaction:  # SQLite may have rolled back already
+                    db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
 
     def aliases(self, ids: Iterable[str]) -> dict[str, dict[str, str]]:
         wanted = list(dict.fromkeys(ids))
         found: dict[str, dict[str, str]] = {}
-        with self._lock:
+        with self._locked() as db:
             for start in range(0, len(wanted), 500):  # SQLite's limit on ? per statement
                 chunk = wanted[start:start + 500]
-                rows = self._db.execute(
+                rows = db.execute(
                     "SELECT id, alias, alias_feed FROM feed_aliases WHERE id IN ("
                     + ", ".join("?" * len(chunk)) + ")", chunk)
                 for one, other, feed in rows:
                     found.setdefault(one, {})[other] = feed
         return found
 
-    def _forget(self, now: dt.datetime) -> None:
+    def _forget(self, db: sqlite3.Connection, now: dt.datetime) -> None:
         # Once per run is enough; the caller holds the lock.
         if self._forgotten:
             return
         self._forgotten = True
         cutoff = (now - FORGET_AFTER).isoformat()
-        self._db.execute("DELETE FROM feed_entries WHERE last_seen < ?", (cutoff,))
-        self._db.execute("DELETE FROM feed_aliases WHERE last_seen < ?", (cutoff,))
+        db.execute("DELETE FROM feed_entries WHERE last_seen < ?", (cutoff,))
+        db.execute("DELETE FROM feed_aliases WHERE last_seen < ?", (cutoff,))
 
     def close(self) -> None:
         with self._lock:
