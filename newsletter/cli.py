@@ -295,6 +295,15 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
     ledger = app.ledger(create=recorded)
     stop = threading.Event()
     lock = send_lock(app.settings)
+    seen: set[tuple[str, str, str]] = set()
+
+    def on_finding(issue_id: str, finding: Finding) -> None:
+        # Every topic variant is checked, and a warning about the settings (no DKIM key)
+        # is the same for each of them: say it once per issue.
+        if (key := (issue_id, finding.level, finding.what)) not in seen:
+            seen.add(key)
+            _print_finding(issue_id, finding)
+
     with _stop_on_signals(stop), SendProgress(sys.stderr) as progress:
         if recorded:
             lock.acquire(wait=wait, stop=stop)
@@ -304,7 +313,7 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
                                to=test_reader,
                                resend=resend, dry_run=dry_run, force=force,
                                stream=sys.stdout, stop=stop, on_start=progress.start,
-                               on_result=progress.advance, on_finding=_print_finding,
+                               on_result=progress.advance, on_finding=on_finding,
                                on_quiet=_print_quiet)
         finally:
             lock.release()
@@ -317,7 +326,7 @@ def send(app: _App, date: dt.datetime | None, list_id: str | None, backend: str 
             click.echo(f"error: {problem}", err=True)
     if waiting:
         click.echo(f"{waiting} message(s) not sent yet: run the same command again to send "
-                   "them (nobody gets the issue twice)", err=True)
+                   "them (readers who have it already are not sent it again)", err=True)
     if error is not None:
         sys.exit(error.exit_code)
     if not all(r.ok for r in reports):

@@ -300,3 +300,13 @@ def test_a_recorded_story_now_kept_under_another_feeds_id_is_not_added_twice(
     finally:
         ledger.close()
     assert [a.id for a in pool] == ["feed:c", "feed:gone"]
+
+
+def test_a_warning_about_the_settings_is_printed_once_not_once_per_variant(
+        project: Project) -> None:
+    project.write("config/subscribers.yaml", SUBSCRIBERS)
+    result = project.run("send", "--date", ISSUE_DATE)
+    assert result.returncode == 0, result.stderr
+    variants = json.loads(project.run("compose", "--date", ISSUE_DATE, "--json").stdout)
+    assert len(variants["variants"]) > 1  # several variants, each checked
+    assert result.stderr.count("no DKIM key is set") == 1, result.stderr
