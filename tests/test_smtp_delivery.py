@@ -324,7 +324,8 @@ def test_a_refused_sender_stops_the_run_and_suppresses_nobody(
 
 def test_a_refusal_after_data_about_the_mailbox_is_the_readers(
         project: Project, sink: Sink, port: int) -> None:
-    # Servers that check mailboxes only after DATA say so with X.1.x / X.2.x.
+    # Servers that check mailboxes only after DATA say so with X.1.x / X.2.x; a full
+    # mailbox (X.2.2) is the reader's, but only for now: tried again, never suppressed.
     sink.refuse_data["linus@example.com"] = "550 5.1.1 No such user here"
     sink.refuse_data["zoe@example.org"] = "552 5.2.2 Mailbox full"
     controller = start_server(sink, port=port)
@@ -334,8 +335,47 @@ def test_a_refusal_after_data_about_the_mailbox_is_the_readers(
         controller.stop()
     statuses, suppressed = _ledger_state(project)
     assert result.returncode == 1, result.stderr
-    assert set(suppressed) == {"linus@example.com", "zoe@example.org"}
+    assert set(suppressed) == {"linus@example.com"}
+    assert statuses["zoe@example.org"] == "failed-temporary"
     assert statuses["ada@example.com"] == "sent"
+
+
+@pytest.mark.parametrize("reply", [
+    "550 5.7.1 Service unavailable, Client host [127.0.0.1] blocked using Spamhaus",
+    "554 5.7.1 <zoe@example.org>: Relay access denied",
+    "550 5.4.1 Recipient address rejected: Access denied",
+    "552 5.2.2 Mailbox full",
+    "550 5.3.0 Mail system full",
+])
+def test_a_refusal_at_rcpt_about_us_or_a_full_mailbox_suppresses_nobody(
+        project: Project, sink: Sink, port: int, reply: str) -> None:
+    """Refused at RCPT, but by policy about the sender (blocklists, relaying) or for a full
+    mailbox: no evidence against the address. The others are sent, this reader is tried
+    again by the next send, and once the server takes it they get the issue."""
+    class Policy(Sink):
+        refusing = True
+
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            if self.refusing and address == "zoe@example.org":
+                return reply
+            return await super().handle_RCPT(server, session, envelope, address,
+                                             rcpt_options)
+
+    policy_sink = Policy()
+    controller = start_server(policy_sink, port=port)
+    try:
+        result = _cli_send(project, port)
+        statuses, suppressed = _ledger_state(project)
+        assert result.returncode == 1, result.stderr
+        assert suppressed == {}
+        assert statuses["zoe@example.org"] == "failed-temporary"
+        assert statuses["ada@example.com"] == statuses["linus@example.com"] == "sent"
+        policy_sink.refusing = False
+        again = _cli_send(project, port)
+    finally:
+        controller.stop()
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [r.recipients[0] for r in policy_sink.received].count("zoe@example.org") == 1
 
 
 def test_a_refused_recipient_is_suppressed(project: Project, sink: Sink, port: int) -> None:

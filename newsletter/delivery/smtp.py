@@ -13,6 +13,7 @@ from newsletter.delivery.base import (
     DeliveryBackend,
     DeliveryResult,
     MessageRefused,
+    ResultStatus,
     failure_status,
 )
 from newsletter.errors import ConfigError, DeliveryError
@@ -131,16 +132,19 @@ class SmtpBackend(DeliveryBackend):
 
     def _send(self, message: OutgoingMessage) -> DeliveryResult:
         # Whose fault a refusal is. A 5xx to RCPT TO is about that recipient: final, and it
-        # suppresses them. A 5xx to MAIL FROM is about the sender, and a 5xx after DATA about
-        # the message (policy or spam 5.7.x, size 552 / 5.3.4, "500 Line too long"): every
-        # reader would get the same answer, so the run stops with the server's reply, and
+        # suppresses them, unless its enhanced code says it is about a full mailbox or about
+        # us (policy, blocklists, relaying: X.7.x and the other non-address classes, see
+        # `_blame`), which leaves the reader to be tried again later. A 5xx to MAIL FROM is
+        # about the sender, and a 5xx after DATA about the message (policy or spam 5.7.x,
+        # size 552 / 5.3.4, "500 Line too long"): every reader would get the same answer,
+        # so the run stops with the server's reply, and
         # nobody is marked failed or suppressed (all stay pending for the fixed re-run).
         # After DATA, the enhanced status code (RFC 3463) can say otherwise: X.1.x
-        # (addressing) and X.2.x (mailbox disabled or full) are about the recipient, for
-        # servers that check mailboxes only once they have the message; but X.2.3 is the
-        # message's length ("552 5.2.3 Message size exceeds fixed maximum", Exchange and
-        # Gmail), so it is the message's. A 4xx anywhere may work later: a temporary failure
-        # of this recipient, retried.
+        # (addressing) and X.2.0/X.2.1 (mailbox unavailable, disabled) are about the
+        # recipient, for servers that check mailboxes only once they have the message, and
+        # X.2.2 (full) too, but only for now; X.2.3 is the message's length ("552 5.2.3
+        # Message size exceeds fixed maximum", Exchange and Gmail), so it is the message's.
+        # A 4xx anywhere may work later: a temporary failure of this recipient, retried.
         # A 421 at any step is the server closing the connection (busy, shutting down, its
         # own timeout), not an answer about this reader: like a drop, the message goes again
         # on a new connection, and a server that keeps at it ends the run, everyone pending.
@@ -151,6 +155,11 @@ class SmtpBackend(DeliveryBackend):
             code, reply = err.recipients.get(message.recipient, (0, b"refused"))
             if code == CLOSING:
                 raise _Closing(_reply(code, reply)) from err
+            if 500 <= code < 600 and _blame(reply) in ("mailbox", "other"):
+                # Refused at RCPT, but not for the address: a full mailbox, or the server's
+                # policy about us (a blocklist, relay denied, a rate limit): no evidence
+                # against the reader, so they are tried again later and never suppressed.
+                return self._failed(message, code, reply, "failed-temporary")
             return self._failed(message, code, reply)
         except smtplib.SMTPResponseException as err:
             if err.smtp_code == CLOSING:
@@ -167,7 +176,10 @@ class SmtpBackend(DeliveryBackend):
             what, final = "the sender " + message.sender, 500 <= code < 600
         elif isinstance(err, smtplib.SMTPDataError):
             what = "the message"
-            final = 500 <= code < 600 and not _about_mailbox(err.smtp_error)
+            blame = _blame(err.smtp_error)
+            final = 500 <= code < 600 and blame in ("none", "other")
+            if blame == "mailbox":  # a full mailbox: this reader's, but only for now
+                return self._failed(message, code, err.smtp_error, "failed-temporary")
         else:  # HELO refused mid-run: nothing to do with this reader either
             what, final = "the session", True
         if final:
@@ -183,9 +195,10 @@ class SmtpBackend(DeliveryBackend):
                 "what the reply names (the issue's content or size, the sender), then run "
                 "the same command again")
 
-    def _failed(self, message: OutgoingMessage, code: int, reply: bytes | str) -> DeliveryResult:
-        return DeliveryResult(message.recipient, message.message_id, failure_status(code),
-                              _reply(code, reply))
+    def _failed(self, message: OutgoingMessage, code: int, reply: bytes | str,
+                status: ResultStatus | None = None) -> DeliveryResult:
+        return DeliveryResult(message.recipient, message.message_id,
+                              status or failure_status(code), _reply(code, reply))
 
     def _abandon(self) -> None:
         if self._conn is not None:
@@ -281,14 +294,22 @@ def _reply(code: int, reply: bytes | str) -> str:
     return f"{code} {' '.join(text.split())}"
 
 
-def _about_mailbox(reply: bytes | str) -> bool:
-    """Whether a refusal's enhanced status code is about the recipient's address or mailbox
-    (X.1.x, X.2.x other than X.2.3, the message's length): see `SmtpBackend._send`."""
+def _blame(reply: bytes | str) -> str:
+    """What a 5xx's enhanced status code (RFC 3463) says the refusal is about: "address"
+    (X.1.x addressing, X.2.0/X.2.1 mailbox unavailable or disabled: final, it suppresses),
+    "mailbox" (X.2.2 full, X.2.4 list expansion: this reader's, but only for now), "other"
+    (X.2.3 the message's length, X.3–X.7 the system, network, protocol, content or
+    policy: not about the reader), or "none" (no enhanced code: the reply code decides,
+    see `SmtpBackend._send`)."""
     found = _ENHANCED.match(reply.encode() if isinstance(reply, str) else reply)
     if found is None:
-        return False
+        return "none"
     subject, detail = int(found.group(2)), int(found.group(3))
-    return subject == 1 or (subject == 2 and detail != 3)
+    if subject == 1 or (subject == 2 and detail in (0, 1)):
+        return "address"
+    if subject == 2 and detail != 3:
+        return "mailbox"
+    return "other"
 
 
 def _close_quietly(conn: smtplib.SMTP | None) -> None:
