@@ -101,3 +101,21 @@ def test_a_test_copy_of_a_sent_issue_is_the_issue_as_sent(project: Project) -> N
                              "Museum opens a gallery") if t in real.get_body(("plain",))
                  .get_content()]
     assert headlines and all(t in text for t in headlines)
+
+
+def test_addresses_that_share_a_safe_form_get_files_of_their_own(project: Project) -> None:
+    """`a&b@` and `a_b@` are both valid and both become `a_b@` as a plain file name; an
+    address of 254 characters would not fit one with `.eml`: every reader gets a file."""
+    long_address = "l" * 64 + "@" + ".".join(["d" * 60] * 3) + ".examp"
+    readers = ["a&b@example.com", "a_b@example.com", "a/b@example.com", long_address]
+    project.subscribers.write_text(
+        "lists:\n  morning-brief:\n    title: The Morning Brief\n    subscribers:\n"
+        + "".join(f'      - "{r}"\n' for r in readers))
+    sent = project.run("send", "--date", ISSUE_DATE)
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    files = list((project.outbox / "mail" / "morning-brief" / ISSUE_DATE).glob("*.eml"))
+    assert len(files) == len(readers)
+    assert not any(f.name.startswith(".") for f in files)
+    to = {message_from_bytes(f.read_bytes(), policy=policy.default)["To"].addresses[0]
+          .addr_spec for f in files}
+    assert to == set(readers)

@@ -8,6 +8,7 @@ publishes or beside another list's pages.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -19,8 +20,21 @@ from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
+# A file name may have 255 bytes; an address up to 254, plus ".eml" would not fit.
+_LONGEST_NAME = 200
 MAIL_FOLDER = "mail"
 TEST_FOLDER = "test"
+
+
+def file_name(address: str) -> str:
+    """The address as a file name: as it is when it is plain (`ada@example.com`); otherwise
+    with `_` for what a file name should not hold, cut to fit, and a hash of the address,
+    so `a&b@…` and `a_b@…` (both valid) never share a file, and none starts with a dot."""
+    safe = _UNSAFE.sub("_", address)
+    if safe == address and len(safe) <= _LONGEST_NAME and not safe.startswith("."):
+        return safe
+    digest = hashlib.sha256(address.lower().encode()).hexdigest()[:12]
+    return f"{safe.lstrip('.')[:_LONGEST_NAME]}.{digest}"
 
 
 class FileBackend(DeliveryBackend):
@@ -39,7 +53,7 @@ class FileBackend(DeliveryBackend):
         # Test sends live apart, so they are never taken for the issue's delivery.
         folder = self.outbox / (TEST_FOLDER if message.test else MAIL_FOLDER)
         list_id, _, date = message.issue_id.partition("/")
-        return folder / list_id / date / f"{_UNSAFE.sub('_', message.recipient)}.eml"
+        return folder / list_id / date / f"{file_name(message.recipient)}.eml"
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         path = self.path_for(message)
