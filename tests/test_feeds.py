@@ -235,7 +235,7 @@ def test_sanitiser_drops_unsafe_images_and_links() -> None:
         '<img src="http://img.example.com/a.png" width="100%" onerror="x()"></p>', None)
     # A link whose href is refused keeps only its text (`check` refuses an empty href).
     assert html == ('<p>x <a href="mailto:desk@example.com">mail</a>'
-                    '<img src="http://img.example.com/a.png"></p>')
+                    '<img src="http://img.example.com/a.png" alt=""></p>')
 
 
 # --- merging ------------------------------------------------------------------------------

@@ -132,7 +132,7 @@ def test_the_allow_list_is_the_feeds_one() -> None:
     cleaned = clean_html('<p><a href="mailto:desk@example.com">mail</a><img src="cid:1">'
                          '<img src="https://img.example.com/a.png" width="100%"></p>', None)
     assert cleaned.html == ('<p><a href="mailto:desk@example.com">mail</a>'
-                            '<img src="https://img.example.com/a.png"></p>')
+                            '<img src="https://img.example.com/a.png" alt=""></p>')
     assert cleaned.removed == ("cid: image",)
 
 

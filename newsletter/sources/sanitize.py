@@ -38,12 +38,19 @@ _QUIET_PREFIXES = ("aria-", "data-")
 # Foreign content: the sanitiser drops these with everything inside them.
 _FOREIGN = frozenset({"svg", "math"})
 
-_IMG_WITHOUT_SRC = re.compile(r"<img(?![^>]*\ssrc=)[^>]*>")
 # A link whose href was refused: only its text stays (an <a> that goes nowhere is what
 # `check` rightly calls an error). ammonia writes attributes in double quotes.
 _A_WITHOUT_HREF = re.compile(r"<a(?:\s+(?:title|lang)=\"[^\"]*\")*>(.*?)</a>", re.DOTALL)
 _EMPTY_PARAGRAPH = re.compile(r"<p>\s*</p>")
-_BLOCK = re.compile(r"<(?:p|ul|ol|dl|blockquote|pre|h[1-6]|figure|hr|table)\b")
+# Elements that are no phrasing content: an article with one is not bare text (a <p> around
+# an <li> or <dd> would be closed by it).
+_BLOCK = re.compile(r"<(?:p|ul|ol|dl|dt|dd|li|blockquote|pre|h[1-6]|figure|figcaption|hr"
+                    r"|table|caption|thead|tbody|tfoot|tr|th|td)\b")
+# Where bare text starts a new paragraph, or a tag as ammonia writes it.
+_PARAGRAPH_OR_TAG = re.compile(r'(?P<brk>\n\s*\n|(?:<br>\s*){2,})'
+                               r'|<(?P<end>/?)(?P<name>[a-zA-Z][a-zA-Z0-9]*)(?:[^>"]|"[^"]*")*>')
+_ANY_TAG = re.compile(r"<(?!img\b)[^>]*>")
+_EMPTY_ELEMENT = re.compile(r'<([a-z][a-z0-9]*)\b(?:[^>"]|"[^"]*")*></\1>')
 _LINE_BREAKS = re.compile(r"\s*\n\s*")
 # What browsers ignore in a URL before its scheme: C0 controls, spaces, tabs, newlines.
 _URL_NOISE = re.compile(r"[\x00-\x20\x7f]+")
@@ -68,8 +75,9 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # The templates' text column: an article image wider than this is scaled down to it, as
 # Outlook for Windows sizes images by their width attribute alone (the CSS caps the rest).
 IMAGE_WIDTH = 536
+# ammonia escapes "<", ">" and '"' in attribute values and writes every one as name="value".
 _IMG = re.compile(r"<img\b[^>]*>")
-_SIZE = re.compile(r'\s(width|height)="(\d+)"')
+_ATTRIBUTE = re.compile(r'\s([a-zA-Z][a-zA-Z0-9-]*)="([^"]*)"')
 
 
 @dataclass(frozen=True)
@@ -106,12 +114,11 @@ def clean_html(fragment: str, base_url: str | None) -> Cleaned:
                         strip_comments=True)
     cleaned, flattened = _flatten(cleaned)
     if "<img" in cleaned:
-        cleaned = _IMG.sub(_fit_image, cleaned)
-    cleaned = _A_WITHOUT_HREF.sub(r"\1", _IMG_WITHOUT_SRC.sub("", cleaned))
+        cleaned = _IMG.sub(_image, cleaned)
+    cleaned = _A_WITHOUT_HREF.sub(r"\1", cleaned)
     cleaned = _EMPTY_PARAGRAPH.sub("", cleaned).strip()
     if cleaned and not _BLOCK.search(cleaned):  # RSS descriptions are often bare text
-        paragraphs = re.split(r"\n\s*\n|(?:<br>\s*){2,}", cleaned)
-        cleaned = "\n".join(f"<p>{p.strip()}</p>" for p in paragraphs if p.strip())
+        cleaned = _paragraphs(cleaned)
     if "<pre" not in cleaned:  # indentation left by the source's own markup, except in <pre>
         cleaned = _LINE_BREAKS.sub("\n", cleaned)
     found = _Inventory(base_url)
@@ -132,21 +139,58 @@ def without_surrogates(text: str) -> str:
     return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
 
 
-def _fit_image(img: re.Match[str]) -> str:
-    """An `<img>` at most `IMAGE_WIDTH` wide, its height scaled with it."""
-    tag = img.group()
-    size = {name: int(value) for name, value in _SIZE.findall(tag)}
-    width = size.get("width", 0)
-    if width <= IMAGE_WIDTH:
-        return tag
-    height = max(1, round(size["height"] * IMAGE_WIDTH / width)) if "height" in size else None
+def _image(img: re.Match[str]) -> str:
+    """An `<img>` as mail can show it: none without a source; at most `IMAGE_WIDTH` wide,
+    its height scaled with it; and always with an `alt` (`check` refuses an issue with an
+    image without one, and an article's author must not decide whether an issue goes out:
+    `alt=""` is the right value for an image whose meaning is unknown)."""
+    attributes = dict(_ATTRIBUTE.findall(img.group()))
+    if "src" not in attributes:
+        return ""
+    width = int(attributes.get("width", "0"))
+    if width > IMAGE_WIDTH:
+        attributes["width"] = str(IMAGE_WIDTH)
+        if "height" in attributes:
+            attributes["height"] = str(max(1, round(int(attributes["height"]) * IMAGE_WIDTH
+                                                     / width)))
+    attributes.setdefault("alt", "")
+    return "<img" + "".join(f' {name}="{value}"' for name, value in attributes.items()) + ">"
 
-    def fit(attribute: re.Match[str]) -> str:
-        if attribute.group(1) == "width":
-            return f' width="{IMAGE_WIDTH}"'
-        return f' height="{height}"'
 
-    return _SIZE.sub(fit, tag)
+def _paragraphs(bare: str) -> str:
+    """Bare text (ammonia's balanced output without block elements) as paragraphs, split at
+    blank lines and double `<br>`s. Markup open at a split is closed before it and opened
+    again after it, so the paragraphs stay well-nested: a link over three paragraphs is
+    three links, never one `<a>` around `</p><p>` that browsers stretch over the body."""
+    paragraphs: list[str] = []
+    current: list[str] = []
+    open_tags: list[tuple[str, str]] = []  # (name, start tag as written)
+    last = 0
+    for piece in _PARAGRAPH_OR_TAG.finditer(bare):
+        current.append(bare[last:piece.start()])
+        last = piece.end()
+        if piece.group("brk"):
+            current.extend(f"</{name}>" for name, _ in reversed(open_tags))
+            paragraphs.append("".join(current))
+            current = [start for _, start in open_tags]
+            continue
+        current.append(piece.group())
+        name = piece.group("name").lower()
+        if piece.group("end"):
+            if open_tags and open_tags[-1][0] == name:
+                open_tags.pop()
+        elif name not in _VOID:
+            open_tags.append((name, piece.group()))
+    current.append(bare[last:])
+    paragraphs.append("".join(current))
+    # Markup reopened just before its end tag is empty, and a paragraph of it none.
+    kept = []
+    for paragraph in paragraphs:
+        while (emptied := _EMPTY_ELEMENT.sub("", paragraph)) != paragraph:
+            paragraph = emptied
+        if _ANY_TAG.sub("", paragraph).strip():
+            kept.append(f"<p>{paragraph.strip()}</p>")
+    return "\n".join(kept)
 
 
 def _flatten(cleaned: str) -> tuple[str, bool]:
