@@ -7,6 +7,7 @@ variable may hold one key (NEWSLETTER_SMTP__PORT) or a whole section as JSON
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 from pydantic_settings import SettingsError
 
 from newsletter.errors import ConfigError, Problem
@@ -145,8 +147,29 @@ def check_dotenv() -> None:
         return
     data = read_regular(ENV_FILE, ".env", limit=DOTENV_LIMIT)
     try:
-        data.decode("utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
         raise ConfigError("not UTF-8 text", file=ENV_FILE, line=line,
                           fix="save it as UTF-8") from err
+    bad = unparsable_dotenv_line(text)
+    if bad is not None:
+        # python-dotenv would only log this and drop the line: a password lost that way
+        # comes back as a misleading "no password". The line itself may be a secret.
+        raise ConfigError("cannot parse this line (an unclosed quote, or no '=')",
+                          file=ENV_FILE, line=bad,
+                          fix="write it as NAME=value, and close any quote you open")
+
+
+def unparsable_dotenv_line(text: str) -> int | None:
+    """The number of the first line of `.env` text that python-dotenv cannot parse, or None.
+
+    A statement's text starts with the blank lines before it; the line that is wrong is
+    the first one with something on it.
+    """
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            original = binding.original.string
+            blank = original[:len(original) - len(original.lstrip())]
+            return binding.original.line + blank.count("\n")
+    return None

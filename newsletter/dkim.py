@@ -94,9 +94,9 @@ def load_signer(dkim: DkimSection) -> DkimSigner | None:
         pem, source = secret.encode(), _KEY_ENV
     else:
         path = Path(secret)
-        if not _looks_like_path(secret):
-            # Most likely a key pasted without its BEGIN line: never echo it.
-            raise ConfigError("the DKIM private key is neither a PEM key nor the path of one",
+        if not _is_existing_path(secret):
+            # Most likely (part of) a key pasted without its BEGIN line: never echo it.
+            raise ConfigError("the DKIM private key is neither a PEM key nor an existing file",
                               field="dkim.private_key",
                               fix="set it to the path of the file `newsletter dkim keygen` "
                                   f"writes, or put the whole PEM (BEGIN line too) in {_KEY_ENV}")
@@ -121,16 +121,18 @@ def load_signer(dkim: DkimSection) -> DkimSigner | None:
     return DkimSigner(dkim.domain, dkim.selector, key)
 
 
-def _looks_like_path(value: str) -> bool:
+def _is_existing_path(value: str) -> bool:
     """Whether a private_key value can be shown as a file name in an error.
 
-    A key without its BEGIN line is hundreds of base64 characters in a folder that does
-    not exist; a real path is short and its folder is there.
+    Only what names something that is there: a key without its BEGIN line, or one line of
+    its base64 (short, maybe with a '/'), names nothing, and must never reach a log.
     """
-    if len(value) > 255 or control_character(value) is not None or not value.strip():
+    if len(value) > 4096 or control_character(value) is not None or not value.strip():
         return False
-    path = Path(value)
-    return path.exists() or path.parent.is_dir()
+    try:
+        return os.path.lexists(value)
+    except (OSError, ValueError):
+        return False
 
 
 def generate_key(path: Path, bits: int = 2048, *, overwrite: bool = False) -> str:

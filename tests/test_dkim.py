@@ -91,7 +91,7 @@ def test_key_pem_from_the_environment(project: Project, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("env", "message"), [
     ({"NEWSLETTER_DKIM__PRIVATE_KEY": "config/missing.pem"},
-     "config/missing.pem: dkim.private_key: cannot read the DKIM private key"),
+     "error: dkim.private_key: the DKIM private key is neither a PEM key nor an existing file"),
     ({"NEWSLETTER_DKIM__PRIVATE_KEY": "config/subscribers.yaml"},
      "config/subscribers.yaml: dkim.private_key: the DKIM private key is not an unencrypted "
      "PEM key"),
