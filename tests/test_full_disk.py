@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ISSUE_DATE, Project, clean_env
+from tests.conftest import ISSUE_DATE, Project, clean_env, mounted_tmpfs
 from tests.smtp_server import Sink, free_port, start_server
 
 ACTIVE = ["ada@example.com.eml", "linus@example.com.eml", "zoe@example.org.eml"]
@@ -43,13 +43,8 @@ def _need_mount() -> None:
 def small_outbox(project: Project) -> Iterator[Path]:
     """The project's outbox as a 1 MB tmpfs of its own."""
     _need_mount()
-    project.outbox.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1M", "tmpfs", str(project.outbox)],
-                   check=True)
-    try:
-        yield project.outbox
-    finally:
-        subprocess.run(["umount", "-l", str(project.outbox)], check=False)
+    with mounted_tmpfs(project.outbox, "1M") as outbox:
+        yield outbox
 
 
 def _fill(outbox: Path, leave: int) -> Path:

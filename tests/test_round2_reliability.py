@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ISSUE_DATE, REPO, Project, clean_env
+from tests.conftest import ISSUE_DATE, REPO, Project, clean_env, mounted_tmpfs
 from tests.smtp_server import Sink, free_port, start_server
 
 ACTIVE = ["ada@example.com", "linus@example.com", "zoe@example.org"]
@@ -390,13 +390,8 @@ def test_a_lock_file_that_is_not_a_file_is_one_line_and_nothing_is_sent(
 def small_outbox(project: Project) -> Iterator[Path]:
     """The project's outbox as a 2 MB tmpfs of its own (root only)."""
     _need_root()
-    project.outbox.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", str(project.outbox)],
-                   check=True)
-    try:
-        yield project.outbox
-    finally:
-        subprocess.run(["umount", "-l", str(project.outbox)], check=False)
+    with mounted_tmpfs(project.outbox, "2M") as outbox:
+        yield outbox
 
 
 READ_ONLY_COMMANDS = [
