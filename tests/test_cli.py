@@ -106,7 +106,7 @@ def test_every_command_explains_itself(project: Project) -> None:
 
 
 def test_a_personal_preview_name_is_a_safe_file_name_of_its_own() -> None:
-    from newsletter.cli import _reader_page
+    from newsletter.cli.issue import _reader_page
 
     day = dt.date(2026, 11, 24)
     assert _reader_page(day, "ada@example.com") == "2026-11-24.ada@example.com"

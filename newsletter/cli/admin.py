@@ -1,0 +1,283 @@
+"""The commands around the issues: schedule, status, unsubscribe, serve, dkim,
+subscribers, config."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from collections import Counter
+from pathlib import Path
+
+import click
+import yaml
+
+from newsletter.cli.common import (
+    DATE,
+    DKIM_KEY_DIR,
+    App,
+    cli,
+    parse_address,
+    pass_app,
+    stop_on_signals,
+    user_errors,
+    utcnow,
+    warn,
+)
+from newsletter.digest import (
+    load_inputs,
+)
+from newsletter.errors import ConfigError
+from newsletter.ledger import ALL_LISTS
+from newsletter.secret import existing_secret
+from newsletter.settings import (
+    ScheduleSection,
+)
+from newsletter.subscribers import load_roster
+from newsletter.unsubscribe import read_request, read_token
+
+
+@cli.command()
+@click.option("--list-jobs", is_flag=True, help="Print the next run times and exit.")
+@pass_app
+@user_errors
+def schedule(app: App, list_jobs: bool) -> None:
+    """Send the daily digest at schedule.time in each reader's time zone, until stopped.
+
+    A reader's zone is their `timezone:` in the subscriber file, else their list's, else
+    schedule.timezone. Runs missed while the machine was off are sent once when it is
+    back, within schedule.misfire_grace_minutes. SIGTERM or Ctrl-C stops it cleanly.
+    """
+    from apscheduler.jobstores.memory import MemoryJobStore
+    from apscheduler.schedulers.background import BackgroundScheduler
+    from apscheduler.triggers.interval import IntervalTrigger
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from newsletter import scheduler as daily
+
+    s = app.settings.schedule
+    roster = load_roster(app.settings.subscribers)
+    zones = daily.delivery_zones(roster, app.settings)
+    if list_jobs:
+        _print_next_runs(s, zones)
+        return
+    warn(roster.warnings)
+    load_inputs(app.settings)  # refuse to start on a broken subscriber file or articles
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    with daily.scheduler_lock(s), stop_on_signals(daily.STOP):
+        scheduler = BackgroundScheduler(timezone=s.tz, jobstores={
+            "default": daily.job_store(s), "memory": MemoryJobStore()})
+        daily.watch_missed_runs(scheduler)
+        try:
+            scheduler.start(paused=True)
+            jobs = daily.install_jobs(scheduler, s, list(zones), app.config_path)
+        except SQLAlchemyError as err:  # a job store that is read-only, full or broken
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+            raise daily.store_failure(s.jobs, err) from err
+        scheduler.add_job(daily.refresh_jobs, IntervalTrigger(minutes=daily.REFRESH_MINUTES),
+                          args=(scheduler, app.config_path), jobstore="memory",
+                          id="refresh", name="re-read subscribers for new time zones")
+        scheduler.resume()
+        first = min(jobs, key=lambda job: job.next_run_time)
+        click.echo(f"scheduler running: daily digest at {s.time} {_zones_label(zones)}; "
+                   f"next at {first.next_run_time:%Y-%m-%d %H:%M %Z} "
+                   f"({first.id.removeprefix(daily.JOB_PREFIX)}); stop with Ctrl-C or SIGTERM")
+        daily.STOP.wait()
+        scheduler.shutdown(wait=True)
+    click.echo("scheduler stopped")
+
+
+def _zones_label(zones: dict[str, int]) -> str:
+    if len(zones) == 1:
+        return next(iter(zones))
+    return f"local time in {len(zones)} time zones (" + ", ".join(
+        f"{zone}: {n} reader{'s' if n != 1 else ''}" for zone, n in zones.items()) + ")"
+
+
+def _print_next_runs(s: ScheduleSection, zones: dict[str, int], count: int = 5) -> None:
+    from newsletter import scheduler as daily
+
+    now = utcnow()
+    if len(zones) == 1:
+        click.echo(f"daily digest at {s.time} {next(iter(zones))}; next runs:")
+        for when in daily.next_run_times(s, now, count, next(iter(zones))):
+            click.echo(f"  {when:%Y-%m-%d %H:%M %Z (%z)}")
+        return
+    click.echo(f"daily digest at {s.time} {_zones_label(zones)}; next runs:")
+    runs = sorted((when, zone) for zone in zones
+                  for when in daily.next_run_times(s, now, count, zone))
+    for when, zone in runs[:count]:
+        click.echo(f"  {when:%Y-%m-%d %H:%M %Z (%z)} {zone} "
+                   f"= {when.astimezone(dt.UTC):%H:%M} UTC")
+
+
+@cli.command()
+@click.option("--date", "date", type=DATE, help="Only issues of this date (YYYY-MM-DD).")
+@click.option("--list", "list_id", metavar="LIST", help="Only this list.")
+@pass_app
+@user_errors
+def status(app: App, date: dt.datetime | None, list_id: str | None) -> None:
+    """Per-issue delivery counts from the ledger, and each failure with the server's reply."""
+    ledger = app.ledger(create=False)
+    records = ledger.issues(list_id, date.date() if date else None) if ledger else []
+    if not records:
+        click.echo(f"no issues recorded in {app.settings.ledger}"
+                   + (" for that date or list" if ledger else " yet"))
+        return
+    for record in records:
+        rows = ledger.deliveries(record.issue_id).values()  # type: ignore[union-attr]
+        counts = Counter(row.status for row in rows)
+        failed = counts["failed-temporary"] + counts["failed-permanent"]
+        note = f" ({record.note})" if record.note else ""
+        click.echo(f"{record.issue_id} [{record.state}{note}]: {counts['sent']} sent, "
+                   f"{counts['pending']} pending, {failed} failed, {counts['skipped']} skipped")
+        for row in sorted(rows, key=lambda r: r.email):
+            if row.status.startswith("failed"):
+                click.echo(f"  {row.status}: {row.email} after {row.attempts} attempt(s): "
+                           f"{row.reply}")
+
+
+@cli.command()
+@click.argument("email", metavar="EMAIL|TOKEN")
+@click.option("--list", "list_id", metavar="LIST", help="Only this list (default: every list).")
+@pass_app
+@user_errors
+def unsubscribe(app: App, email: str, list_id: str | None) -> None:
+    """Stop sending to EMAIL, even while the subscriber file still lists it.
+
+    Instead of an address, give what a reader's unsubscribe mail carries: its subject
+    ("unsubscribe TOKEN", quoted) or the token alone; that reader is unsubscribed from
+    the list the token names.
+    """
+    address, list_id = _unsubscribe_target(app, email, list_id)
+    if list_id is not None:
+        load_roster(app.settings.subscribers).select(list_id)  # the list must exist
+    ledger = app.ledger()
+    assert ledger is not None
+    target = list_id or ALL_LISTS
+    added = ledger.suppress(target, address, "unsubscribed with newsletter unsubscribe")
+    where = f"list {list_id!r}" if list_id else "any list"
+    click.echo(f"{address} will get no more issues of {where}" if added
+               else f"{address} was already unsubscribed from {where}")
+
+
+def _unsubscribe_target(app: App, value: str, list_id: str | None) -> tuple[str, str | None]:
+    """The address and list that `newsletter unsubscribe VALUE [--list L]` means."""
+    request = read_request(value)
+    shown = value if len(value) <= 80 else f"{value[:77]}..."
+    if request is None:
+        raise ConfigError(f"{shown!r} is neither an address nor an unsubscribe token",
+                          field="EMAIL|TOKEN",
+                          fix="give the reader's address, or the subject of their "
+                              "unsubscribe mail in quotes")
+    named = request.list_id
+    if request.token is not None:
+        secret = existing_secret(app.settings)
+        found = read_token(secret, request.token) if secret is not None else None
+        if found is None:
+            raise ConfigError(f"{shown!r} is not an unsubscribe token of this project",
+                              field="EMAIL|TOKEN",
+                              fix="copy the whole token from the mail's subject; a token "
+                                  "made with another secret cannot be read, so unsubscribe "
+                                  "the mail's sender by address")
+        named, email = found
+    else:
+        assert request.email is not None
+        email = request.email
+    if named is not None and list_id is not None and named != list_id:
+        raise ConfigError(f"the request is for list {named!r}, not {list_id!r}",
+                          field="--list", fix=f"leave out --list, or give --list {named}")
+    return parse_address(email, "EMAIL"), named or list_id
+
+
+@cli.command()
+@pass_app
+@user_errors
+def serve(app: App) -> None:
+    """Serve one-click unsubscribe and a health check on serve.host:serve.port.
+
+    Put it behind your web server (see README) so that base_url/unsubscribe reaches it.
+    """
+    import uvicorn
+
+    from newsletter.web import create_app
+
+    web = create_app(app.settings)
+    s = app.settings.serve
+    click.echo(f"serving on http://{s.host}:{s.port} (unsubscribe, healthz); Ctrl-C stops")
+    uvicorn.run(web, host=s.host, port=s.port, log_level="info", proxy_headers=True,
+                server_header=False)
+
+
+@cli.group()
+def dkim() -> None:
+    """DKIM signing keys."""
+
+
+@dkim.command("keygen")
+@click.option("--selector", required=True, help="The DKIM selector, e.g. brief2026.")
+@click.option("--domain", help="Signing domain (default: dkim.domain, else the sender's).")
+@click.option("--out", "out", type=click.Path(path_type=Path),
+              help=f"Where to write the private key (default: {DKIM_KEY_DIR}/SELECTOR.pem, "
+                   "which .gitignore keeps out of git).")
+@click.option("--bits", type=click.Choice(["1024", "2048", "4096"]), default="2048",
+              show_default=True, help="RSA key size.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace a key file that is already there (its DNS record stops working).")
+@pass_app
+@user_errors
+def dkim_keygen(app: App, selector: str, domain: str | None, out: Path | None,
+                bits: str, overwrite: bool) -> None:
+    """Write a new DKIM key pair and print the DNS TXT record to publish."""
+    from newsletter.dkim import dns_record, generate_key
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}", selector):
+        raise ConfigError(f"selector {selector!r} is not a DNS label", field="--selector",
+                          fix="use letters, digits and '-', e.g. brief2026")
+    domain = domain or app.settings.dkim.domain or app.settings.newsletter.sender_domain
+    path = out or DKIM_KEY_DIR / f"{selector}.pem"
+    if path.is_dir():
+        raise ConfigError("is a folder", file=path, field="--out",
+                          fix="give the key file's path, e.g. --out keys/brief.pem")
+    public = generate_key(path, int(bits), overwrite=overwrite)
+    click.echo(f"private key written to {path} (keep it secret; mode 600)")
+    click.echo("\npublish this DNS record:\n")
+    click.echo(dns_record(domain, selector, public))
+    click.echo(f"\nthen set in {app.config_path}:\n\ndkim:\n  domain: {domain}\n"
+               f"  selector: {selector}\n  private_key: {path}")
+
+
+@cli.group()
+def subscribers() -> None:
+    """Subscriber lists."""
+
+
+@subscribers.command("check")
+@pass_app
+@user_errors
+def subscribers_check(app: App) -> None:
+    """Validate the subscriber file and print counts per list."""
+    roster = load_roster(app.settings.subscribers)
+    warn(roster.warnings)
+    for lst in roster.lists.values():
+        active = len(lst.active)
+        click.echo(f"{lst.id}: {len(lst.subscribers)} subscribers ({active} active, "
+                   f"{len(lst.subscribers) - active} unsubscribed)")
+    click.echo(f"{roster.path}: OK")
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Settings."""
+
+
+@config_group.command("show")
+@pass_app
+@user_errors
+def config_show(app: App) -> None:
+    """Print the effective settings (file + environment + .env), secrets masked."""
+    click.echo(f"# {app.config_path}, overridden by NEWSLETTER_* variables and .env")
+    click.echo(yaml.safe_dump(app.settings.masked(), sort_keys=False, allow_unicode=True),
+               nl=False)
+
