@@ -88,3 +88,12 @@ class TemporaryFailure(DeliveryError):
 
 class PermanentFailure(DeliveryError):
     """A recipient was refused for good (SMTP 5xx)."""
+
+
+class MailboxError(NewsletterError):
+    """The bounce mailbox cannot be read now (server down, refused connection, timeout, a
+    broken connection): trying again later may work, so it exits 1, as a failed delivery.
+    What the user must fix in the settings (login, folder, certificate, a missing Maildir)
+    is a `ConfigError`."""
+
+    exit_code = 1
