@@ -26,16 +26,17 @@ import logging
 import secrets
 import threading
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from email.header import decode_header, make_header
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Literal
 
+from newsletter.errors import Problem
 from newsletter.inbound.classify import classify
 from newsletter.inbound.mailbox import Mail, Mailbox, Unreadable, not_configured, open_mailbox
 from newsletter.inbound.policy import apply_event
-from newsletter.ledger import SqliteLedger
+from newsletter.ledger import LedgerError, SqliteLedger
 from newsletter.lock import ProcessLock
 from newsletter.secret import existing_secret
 from newsletter.settings import Settings
@@ -48,6 +49,7 @@ COUNTS = ("hard", "soft", "complaint", "unsubscribe", "delivered", "ignored", "d
 _BY_EVENT = {"bounce-hard": "hard", "bounce-soft": "soft", "complaint": "complaint",
              "unsubscribed": "unsubscribe", "delivered": "delivered"}
 _IGNORED = ("auto-reply", "delayed")
+_SEND_NOTE = "; whoever was not recorded as sent is still pending"
 NO_ADDRESS = ("bounces.address is not set: messages go out without a VERP Return-Path, so "
               "bounces cannot be attributed to a reader (mailto unsubscribes and complaints "
               "that quote our headers still can); set it, e.g. bounces@bounce.example.com")
@@ -126,8 +128,18 @@ def fetch(settings: Settings, ledger: SqliteLedger, mailbox: Mailbox, secret: st
         if stop is not None and stop.is_set():
             report.stopped = True
             break
-        _one(settings, ledger, mailbox, secret, mail, report)
+        try:
+            _one(settings, ledger, mailbox, secret, mail, report)
+        except LedgerError as err:
+            raise LedgerError(problems=[_for_fetch(p) for p in err.problems]) from err
     return report
+
+
+def _for_fetch(problem: Problem) -> Problem:
+    """The ledger's words are about sending; say what it means for the mailbox."""
+    fix = (problem.fix or "").removesuffix(_SEND_NOTE)
+    return replace(problem, fix=f"{fix}; the mail not handled yet stays in the mailbox for "
+                                "the next fetch")
 
 
 def _one(settings: Settings, ledger: SqliteLedger, mailbox: Mailbox, secret: str, mail: Mail,
