@@ -24,6 +24,7 @@ from apscheduler.job import Job
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 
 from newsletter.digest import (
     due_date,
@@ -35,6 +36,7 @@ from newsletter.digest import (
     send_lock,
 )
 from newsletter.errors import ConfigError, NewsletterError
+from newsletter.inbound.settings import BouncesSection
 from newsletter.ledger import SqliteLedger
 from newsletter.lock import ProcessLock
 from newsletter.settings import ScheduleSection, Settings, load_settings
@@ -43,6 +45,7 @@ from newsletter.subscribers import Roster, load_roster
 
 JOB_PREFIX = "digest@"
 LEGACY_JOB_ID = "daily-digest"  # the one job of versions before local-time delivery
+FETCH_JOB_ID = "bounces-fetch"  # `bounces fetch` every bounces.poll_minutes
 # How often a running scheduler re-reads the subscriber file for new time zones.
 REFRESH_MINUTES = 5
 # How long a scheduled run waits for another run to finish. Long, because giving up
@@ -281,6 +284,30 @@ def _day_of(trigger: object, run: dt.datetime) -> dt.date:
     return run_day(run, wall_time(trigger) or dt.time.min, zone)
 
 
+def install_fetch_job(scheduler: BaseScheduler, bounces: BouncesSection, config_path: Path,
+                      now: dt.datetime | None = None) -> Job | None:
+    """A `bounces fetch` every `bounces.poll_minutes` when a bounce mailbox is configured;
+    no such job otherwise. A stored job of the same interval is kept (its next run stays)."""
+    existing = scheduler.get_job(FETCH_JOB_ID)
+    if bounces.source is None:
+        if existing is not None:
+            existing.remove()
+        return None
+    interval = dt.timedelta(minutes=bounces.poll_minutes)
+    args = (str(config_path.resolve()),)
+    if (existing is not None and isinstance(existing.trigger, IntervalTrigger)
+            and existing.trigger.interval == interval and tuple(existing.args) == args):
+        return existing
+    # The first run one interval from now, by the clock the tests control.
+    trigger = IntervalTrigger(minutes=bounces.poll_minutes,
+                              start_date=(now or clock()) + interval, timezone=dt.UTC)
+    # A run later than one interval is skipped: the next one reads the same mail anyway.
+    return scheduler.add_job(
+        scheduled_fetch, trigger=trigger, args=args, id=FETCH_JOB_ID,
+        name=f"bounces fetch every {bounces.poll_minutes} min", replace_existing=True,
+        misfire_grace_time=int(interval.total_seconds()), coalesce=True, max_instances=1)
+
+
 def refresh_jobs(scheduler: BaseScheduler, config_path: Path) -> None:
     """Re-read settings and subscribers; add jobs for new time zones, drop unused ones.
 
@@ -296,19 +323,29 @@ def refresh_jobs(scheduler: BaseScheduler, config_path: Path) -> None:
         return
     before = {job.id for job in scheduler.get_jobs(jobstore="default")}
     install_jobs(scheduler, settings.schedule, list(zones), config_path)
+    install_fetch_job(scheduler, settings.bounces, config_path)
     after = {job.id for job in scheduler.get_jobs(jobstore="default")}
-    for added in sorted(after - before):
+    for added in sorted(after - before - {FETCH_JOB_ID}):
         log.info("now also sending at %s in %s", settings.schedule.time,
                  added.removeprefix(JOB_PREFIX))
-    for removed in sorted(before - after):
+    for removed in sorted(before - after - {FETCH_JOB_ID}):
         log.info("no readers left in %s: its daily job is removed",
                  removed.removeprefix(JOB_PREFIX))
+    if FETCH_JOB_ID in after - before:
+        log.info("now fetching bounces every %d minutes", settings.bounces.poll_minutes)
+    if FETCH_JOB_ID in before - after:
+        log.info("no bounce mailbox configured any more: bounces are no longer fetched")
 
 
 def watch_missed_runs(scheduler: BaseScheduler) -> None:
     """Log each run skipped as stale, with the command that sends it by hand."""
     def missed(event: JobExecutionEvent) -> None:
         when = event.scheduled_run_time
+        if event.job_id == FETCH_JOB_ID:
+            log.info("the bounces fetch due at %s was skipped (the scheduler was busy or "
+                     "down); the next one reads all the mail waiting",
+                     when.isoformat(timespec="minutes"))
+            return
         zone = event.job_id.removeprefix(JOB_PREFIX) if event.job_id.startswith(
             JOB_PREFIX) else None
         by_hand = f"newsletter send --date {when.date().isoformat()}" + (
@@ -365,3 +402,30 @@ def scheduled_send(config_path: str, zone: str | None = None,
         if report.paused:
             log.error("%s: paused after %s", report.issue.id, report.paused)
     return all(r.ok for r in reports)
+
+
+def scheduled_fetch(config_path: str) -> bool:
+    """The scheduled job: exactly what `newsletter bounces fetch` does, logged.
+
+    Settings are read afresh. Counts are logged each run; mail left in the mailbox is
+    logged when first seen, not again every few minutes. Problems are logged, never raised.
+    Returns True when the mailbox was read.
+    """
+    from newsletter.inbound.fetch import LEFT_LOGGED, run_fetch
+    from newsletter.lock import LockHeld
+
+    try:
+        report = run_fetch(load_settings(Path(config_path)), stop=STOP)
+    except LockHeld as err:
+        log.info("bounces fetch skipped: %s", str(err).splitlines()[0])
+        return False
+    except NewsletterError as err:
+        for line in str(err).splitlines():
+            log.error("bounces fetch failed: %s", line)
+        return False
+    for warning in report.warnings:
+        log.warning("%s", warning)
+    log.info("bounces fetch: %s", report.summary())
+    for line in LEFT_LOGGED.new(config_path, report):
+        log.warning("%s (listed once; it stays until moved or deleted)", line)
+    return True

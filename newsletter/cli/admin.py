@@ -28,6 +28,7 @@ from newsletter.digest import (
     load_inputs,
 )
 from newsletter.errors import ConfigError
+from newsletter.inbound.settings import BouncesSection
 from newsletter.ledger import ALL_LISTS
 from newsletter.secret import existing_secret
 from newsletter.settings import (
@@ -46,7 +47,9 @@ def schedule(app: App, list_jobs: bool) -> None:
 
     A reader's zone is their `timezone:` in the subscriber file, else their list's, else
     schedule.timezone. Runs missed while the machine was off are sent once when it is
-    back, within schedule.misfire_grace_minutes. SIGTERM or Ctrl-C stops it cleanly.
+    back, within schedule.misfire_grace_minutes. With a bounce mailbox (bounces.imap or
+    bounces.maildir) it also runs `bounces fetch` every bounces.poll_minutes, logging the
+    counts. SIGTERM or Ctrl-C stops it cleanly.
     """
     from apscheduler.jobstores.memory import MemoryJobStore
     from apscheduler.schedulers.background import BackgroundScheduler
@@ -60,6 +63,7 @@ def schedule(app: App, list_jobs: bool) -> None:
     zones = daily.delivery_zones(roster, app.settings)
     if list_jobs:
         _print_next_runs(s, zones)
+        _print_fetch_job(app.settings.bounces)
         return
     warn(roster.warnings)
     load_inputs(app.settings)  # refuse to start on a broken subscriber file or articles
@@ -71,6 +75,8 @@ def schedule(app: App, list_jobs: bool) -> None:
         try:
             scheduler.start(paused=True)
             jobs = daily.install_jobs(scheduler, s, list(zones), app.config_path)
+            fetching = daily.install_fetch_job(scheduler, app.settings.bounces,
+                                               app.config_path)
         except SQLAlchemyError as err:  # a job store that is read-only, full or broken
             if scheduler.running:
                 scheduler.shutdown(wait=False)
@@ -82,10 +88,23 @@ def schedule(app: App, list_jobs: bool) -> None:
         first = min(jobs, key=lambda job: job.next_run_time)
         click.echo(f"scheduler running: daily digest at {s.time} {_zones_label(zones)}; "
                    f"next at {first.next_run_time:%Y-%m-%d %H:%M %Z} "
-                   f"({first.id.removeprefix(daily.JOB_PREFIX)}); stop with Ctrl-C or SIGTERM")
+                   f"({first.id.removeprefix(daily.JOB_PREFIX)})"
+                   + (f"; bounces fetched every {app.settings.bounces.poll_minutes} min"
+                      if fetching else "") + "; stop with Ctrl-C or SIGTERM")
         daily.STOP.wait()
         scheduler.shutdown(wait=True)
     click.echo("scheduler stopped")
+
+
+def _print_fetch_job(bounces: BouncesSection) -> None:
+    if bounces.imap is not None:
+        where = f"{bounces.imap.folder} on {bounces.imap.host}:{bounces.imap.effective_port}"
+    elif bounces.maildir is not None:
+        where = f"the Maildir {bounces.maildir}"
+    else:
+        return  # no bounce mailbox: no job
+    click.echo(f"bounces fetch every {bounces.poll_minutes} minutes from {where} "
+               "(the first one interval after the scheduler starts)")
 
 
 def _zones_label(zones: dict[str, int]) -> str:

@@ -225,6 +225,25 @@ def _flat(text: str, most: int = 300) -> str:
     return flat if len(flat) <= most else flat[:most - 1] + "…"
 
 
+class LeftLogged:
+    """What the scheduler already logged as left in the mailbox, per settings file: each
+    such mail is logged when first seen, not at every fetch (it is still in the counts)."""
+
+    def __init__(self) -> None:
+        self._lines: dict[str, set[str]] = {}
+        self._lock = threading.Lock()
+
+    def new(self, key: str, report: FetchReport) -> list[str]:
+        lines = report.left_lines()
+        with self._lock:
+            before = self._lines.get(key, set())
+            self._lines[key] = set(lines)  # mail gone and back is news again
+        return [line for line in lines if line not in before]
+
+
+LEFT_LOGGED = LeftLogged()
+
+
 def fetch_lock(settings: Settings) -> ProcessLock:
     """One fetch at a time (the scheduler's and one by hand)."""
     return ProcessLock(settings.ledger.parent / "bounces-fetch.lock", "bounces fetch")
