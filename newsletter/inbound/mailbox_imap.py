@@ -366,8 +366,9 @@ def _connecting(imap: ImapSection, where: str) -> Iterator[None]:
     except TimeoutError as err:
         raise MailboxError(f"the IMAP server at {where} did not answer within "
                            f"{imap.timeout:g} s", field="bounces.imap",
-                           fix="check bounces.imap.host and port, or raise "
-                               "bounces.imap.timeout; the next fetch tries again") from err
+                           fix="check bounces.imap.host and port (a TLS port such as 993 "
+                               "needs security: ssl), or raise bounces.imap.timeout; the "
+                               "next fetch tries again") from err
     except imaplib.IMAP4.abort as err:
         raise MailboxError(f"the IMAP server at {where} closed the connection "
                            f"({server_words(str(err))})", field="bounces.imap",
