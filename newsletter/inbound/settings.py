@@ -23,7 +23,8 @@ class ImapSection(_Section):
     password: SecretStr | None = None
     folder: str = "INBOX"
     # Handled mail is moved here (created if missing); without it, it is flagged \Seen
-    # and left in `folder`. Nothing is deleted unless `delete_processed` says so.
+    # and \Flagged and left in `folder` (mail with both is not read again). Nothing is
+    # deleted unless `delete_processed` says so (then handled mail is deleted instead).
     processed_folder: str | None = "Processed"
     delete_processed: bool = False
     timeout: float = Field(30, gt=0, le=600)
