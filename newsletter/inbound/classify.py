@@ -96,6 +96,10 @@ def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classific
     if len(raw) > MAX_BYTES:
         raw = raw[:MAX_BYTES]
         note = f" (a mail of {len(whole) // (1024 * 1024)} MB: only its first 10 MB read)"
+    if b"\r" in raw:
+        # A bare CR ends a header line for the parser, and the rest of the header block
+        # would become the body; RFC 5322 allows CR only before LF.
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b" ")
     try:
         msg = email.message_from_bytes(raw, policy=email.policy.default)
     except Exception:
@@ -125,7 +129,7 @@ def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classific
         bounce = _nonstandard(mail, to)
         if bounce is not None:
             return bounce
-    return mail.done("unknown", [], "unknown: " + _why_unknown(mail))
+    return mail.done("unknown", [], "unknown: " + _why_unknown(mail, to))
 
 
 def _attribution(mail: _Mail, to: tokens.Found) -> tokens.Found:
@@ -151,7 +155,12 @@ def _dsn(mail: _Mail, to: tokens.Found) -> Classification | None:
         return mail.done("delayed", [], f"delayed {blocks[0].status or ''} for "
                          f"{_names(blocks)}: ignored (the server is still trying)")
     found = _attribution(mail, to)
-    wanted = [b for b in blocks if (b.outcome == "delivered") == (worst == "delivered")]
+    wanted, seen = [], set()
+    for block in blocks:  # worst first; a recipient named twice is one event
+        if (block.outcome == "delivered") == (worst == "delivered") and \
+                block.recipient.lower() not in seen:
+            seen.add(block.recipient.lower())
+            wanted.append(block)
     if found.verp is not None:
         # A VERP address names one delivery, one reader: one event, the worst news.
         wanted = wanted[:1]
@@ -269,7 +278,10 @@ def _unsubscribe(mail: _Mail, to: tokens.Found) -> Classification | None:
     return mail.done("unsubscribe", [event], f"mailto unsubscribe ({_how(found)})")
 
 
-def _why_unknown(mail: _Mail) -> str:
+def _why_unknown(mail: _Mail, to: tokens.Found) -> str:
+    if to.verp is not None:
+        return f"sent to our token address (in {to.where}) but not a bounce, complaint or " \
+               "unsubscribe"
     if tokens.sent_to_token_address(mail.msg, mail.bounces_address):
         return "sent to a token address whose token is not ours (forged, changed or made " \
                "with another secret)"

@@ -20,8 +20,24 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202
 _SANE_ID = re.compile(r"<[!-;=?A-~]{1,200}@[!-;=?A-~]{1,200}>")
 
 
+def _unescape(text: str) -> str:
+    # The parser keeps a header's undecodable bytes as lone surrogates, which no file,
+    # database or terminal takes: they are read back as UTF-8 if they are, else Latin-1.
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def clean(text: str, limit: int = 200) -> str:
-    """One printable line of at most `limit` characters: no control or bidi characters."""
+    """One printable line of at most `limit` characters: no control or bidi characters,
+    no lone surrogates."""
+    if any("\ud800" <= char <= "\udfff" for char in text):
+        text = _unescape(text)
     flat = " ".join(_CONTROL.sub(" ", text).split())
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
