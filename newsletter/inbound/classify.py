@@ -47,6 +47,11 @@ _OPT_OUT_TYPES = ("opt-out", "opt-out-list", "unsubscribe")
 _MAIL_SYSTEM = re.compile(r"mailer-?daemon|postmaster|mail delivery|mail-?daemon|"
                           r"mail administrator", re.IGNORECASE)
 _JMRP_SUBJECT = re.compile(r"complaint about message from", re.IGNORECASE)
+# compat32, not policy.default: every header is read from `raw_items()` here anyway, and
+# policy.default builds (and may raise on) a header object at each read, including the
+# parser's own reads of Content-Type; flufl.bounce's detectors are written and tested
+# against compat32 messages. It makes classification 2-3 times faster (benchmarks/).
+_POLICY = email.policy.compat32
 _RANK = {"hard": 0, "soft": 1, "delivered": 2, "delayed": 3}
 
 
@@ -101,7 +106,7 @@ def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classific
         # would become the body; RFC 5322 allows CR only before LF.
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b" ")
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        msg = email.message_from_bytes(raw, policy=_POLICY)
     except Exception:
         return Classification("unknown", (), "unknown: not a mail the email package can read")
     if not list(msg.raw_items()):

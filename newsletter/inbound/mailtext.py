@@ -2,8 +2,9 @@
 
 `email.policy.default` parses a header into a structured object when it is read, and some
 malformed headers raise then (an address list with a stray quote, a bad encoded word). So
-headers are read here from `raw_items()`, as the bytes left them, and decoded by hand;
-nothing in this module raises on what a mail contains.
+headers are read here from `raw_items()`, as the bytes left them, and decoded by hand,
+whatever the policy the mail was parsed with; nothing in this module raises on what a mail
+contains.
 """
 
 from __future__ import annotations
@@ -83,21 +84,28 @@ def has_header(msg: Message, name: str) -> bool:
 
 
 def content_type(part: Message) -> str:
+    """The part's MIME type, lower-case; read from the raw header, since the parsing
+    policy would build a header object on every call (and a part is asked many times)."""
+    value = header(part, "content-type").split(";", 1)[0].strip().lower()
+    if value.count("/") == 1 and " " not in value:
+        return value
     try:
-        return part.get_content_type()
+        return part.get_default_type()  # text/plain, or message/rfc822 in a digest
     except Exception:
         return "text/plain"
 
 
 def param(part: Message, name: str) -> str:
     """A parameter of the part's Content-Type, lower-cased, or ""."""
-    try:
-        value = part.get_param(name, "", header="content-type")
-    except Exception:
-        return ""
-    if isinstance(value, tuple):  # RFC 2231: (charset, language, text)
-        value = value[2]
-    return str(value).strip().lower()
+    pattern = _params.get(name)
+    if pattern is None:
+        pattern = _params[name] = re.compile(
+            rf";\s*{re.escape(name)}\s*=\s*(?:\"([^\"]*)\"|([^\s;]*))", re.IGNORECASE)
+    found = pattern.search(header(part, "content-type"))
+    return (found.group(1) or found.group(2) or "").strip().lower() if found else ""
+
+
+_params: dict[str, re.Pattern[str]] = {}
 
 
 def walk(msg: Message, limit: int = 500) -> Iterator[Message]:
