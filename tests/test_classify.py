@@ -286,3 +286,77 @@ def test_the_events_go_through_policy_and_suppress_only_with_a_token(tmp_path: P
     soft = run(sample("postfix_soft_5.2.2_full.eml"))
     assert apply_event(ledger, soft.events[0], bounces).outcome == "counted"
     ledger.close()
+
+
+def _strip_recipients(raw: bytes) -> bytes:
+    lines = raw.split(b"\n")
+    head_end = lines.index(b"")
+    kept = [line for line in lines[:head_end]
+            if not line.lower().startswith((b"delivered-to:", b"x-original-to:", b"to:",
+                                             b"envelope-to:", b"x-envelope-to:"))]
+    return b"\n".join(kept + lines[head_end:])
+
+
+@pytest.mark.parametrize("name", ["Delivered-To", "X-Original-To", "Envelope-To",
+                                  "X-Envelope-To", "To"])
+def test_the_first_valid_token_of_the_recipient_headers_wins(name: str) -> None:
+    # The returned headers and Postfix's X-Postfix-Sender are cut, so only the recipient
+    # header can attribute.
+    raw = _strip_recipients(sample("postfix_soft_5.2.2_full.eml"))
+    raw = raw.split(b"\n--4Zq9Fh0vKxz9sWL.1764486131/relay.example.org\n"
+                    b"Content-Description: Undelivered Message Headers")[0]
+    raw = b"\n".join(line for line in raw.split(b"\n") if b"X-Postfix-Sender" not in line)
+    assert run(raw).events[0].verp is None
+    good = verp.address(BASE, SECRET, "b", ISSUE, EMAIL)
+    forged = f"bounces+{_forged('b')}@bounce.example.com"
+    other = verp.address(BASE, OTHER_SECRET, "b", ISSUE, "eve@example.org")
+    # Forged and foreign tokens before it, in the more trusted headers, are passed over.
+    headers = f"Delivered-To: {forged}\nX-Original-To: {other}\n{name}: \"Bounces\" " \
+              f"<{good.upper()}>\n"
+    got = run(headers.encode() + raw)
+    assert got.events[0].verp == verp.Tagged("b", KEY), name
+    # A valid token in Delivered-To (the first of them, for two) wins over any later one.
+    second = verp.address(BASE, SECRET, "b", ISSUE, "grace@example.de")
+    got = run(f"{name}: {good}\nDelivered-To: {second}\n".encode() + raw)
+    expected = KEY if name == "Delivered-To" else verp.delivery_key(ISSUE, "grace@example.de")
+    assert got.events[0].verp == verp.Tagged("b", expected)
+
+
+def test_a_dsn_for_several_recipients() -> None:
+    raw = (SAMPLES / "flufl" / "dsn_11.txt").read_bytes()
+    assert len(run(raw).events) == 1  # eleven blocks, one recipient: one event
+    raw = sample("postfix_hard_5.1.1.eml")
+    second = (b"Final-Recipient: rfc822; grace@example.net\nAction: failed\nStatus: 5.2.2\n"
+              b"Diagnostic-Code: smtp; 552 5.2.2 Mailbox full\n\n")
+    raw = raw.replace(b"Final-Recipient: rfc822; ada@example.net", second +
+                      b"Final-Recipient: rfc822; ada@example.net")
+    unattributed = run(_strip_recipients(raw).replace(b"@@", b"").replace(
+        b"bounces+", b"someone-else+"))
+    assert sorted((e.recipient, e.kind) for e in unattributed.events) == [
+        ("ada@example.net", "bounce-hard"), ("grace@example.net", "bounce-soft")]
+    assert unattributed.summary.startswith("hard bounce 5.1.1 for ada@example.net and 1 more")
+    # To a VERP address, which names one delivery: one event, the worst news.
+    got = run(raw)
+    assert [(e.recipient, e.kind) for e in got.events] == [("ada@example.net", "bounce-hard")]
+
+
+@pytest.mark.parametrize("name", ["exim_01.txt", "postfix_02.txt", "qmail_01.txt"])
+def test_a_mail_system_bounce_that_says_auto_submitted_is_still_a_bounce(name: str) -> None:
+    raw = b"Auto-Submitted: auto-replied\n" + (SAMPLES / "flufl" / name).read_bytes()
+    assert run(raw).kind == "bounce"
+
+
+def test_an_auto_reply_summary_names_its_reason() -> None:
+    got = run(sample("autoreply_en_auto_submitted.eml"))
+    assert got.summary == "auto-reply (Auto-Submitted: auto-replied): ignored"
+    # An Auto-Submitted: no is a person writing: not an auto-reply.
+    raw = sample("stranger.eml").replace(b"Subject:", b"Auto-Submitted: no\nSubject:")
+    assert run(raw).kind == "unknown"
+
+
+def test_not_spam_and_other_feedback_types_attribute_nothing() -> None:
+    for name in ("arf_not_spam.eml", "arf_auth_failure.eml"):
+        got = run(sample(name))
+        assert got.kind == "unknown" and got.events == ()
+    got = run(sample("arf_opt_out.eml"))
+    assert got.kind == "unsubscribe" and got.events[0].kind == "unsubscribed"
