@@ -360,3 +360,28 @@ def test_not_spam_and_other_feedback_types_attribute_nothing() -> None:
         assert got.kind == "unknown" and got.events == ()
     got = run(sample("arf_opt_out.eml"))
     assert got.kind == "unsubscribe" and got.events[0].kind == "unsubscribed"
+
+
+def test_bombs_are_refused_quickly_with_a_reason(capfd: pytest.CaptureFixture[str]) -> None:
+    headers = b"From: MAILER-DAEMON@example.org\n" + b"X-A: b\n" * 1_000_000 + b"\nbody\n"
+    got = run(headers)
+    assert got.kind == "unknown" and "header block of" in got.summary
+    parts = b"From: MAILER-DAEMON@example.org\nContent-Type: multipart/mixed; boundary=x\n\n" \
+        + b"--x\nContent-Type: text/plain\n\nhello\n" * 100_000 + b"--x--\n"
+    got = run(parts)
+    assert got.kind == "unknown" and "more than 500 MIME parts" in got.summary
+    nested = b"".join(b"Content-Type: multipart/mixed; boundary=b%d\n\n--b%d\n" % (i, i)
+                      for i in range(1500))
+    assert run(nested).kind == "unknown"
+    # Nothing printed: a detector's traceback included.
+    run(b"Subject: no From at all\n\nhello\n")
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_bounce_without_a_from_header_is_still_read() -> None:
+    # flufl.bounce's Yale detector raises on a mail without From; the ones after it (qmail
+    # here) must still see the mail.
+    raw = (SAMPLES / "flufl" / "qmail_01.txt").read_bytes()
+    lines = [line for line in raw.split(b"\n") if not line.startswith(b"From: ")]
+    got = run(b"\n".join(lines))
+    assert got.kind == "bounce" and got.events[0].recipient == "userx@example.de"

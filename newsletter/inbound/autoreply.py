@@ -38,7 +38,7 @@ _BULK = ("auto_reply", "junk", "bulk", "list")
 def auto_reply_reason(msg: Message) -> str:
     """Why the mail is an auto-reply or a challenge (a short phrase), or "" if it is not."""
     submitted = header(msg, "auto-submitted").split(";")[0].strip().lower()
-    subject = header(msg, "subject")
+    subject = header(msg, "subject")[:998]
     precedence = header(msg, "precedence").strip().lower()
     if submitted and submitted != "no":
         return f"Auto-Submitted: {clean(submitted, 40)}"

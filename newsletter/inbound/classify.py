@@ -16,6 +16,7 @@ from __future__ import annotations
 import email
 import email.policy
 import hashlib
+import logging
 import re
 from dataclasses import dataclass
 from email.message import Message
@@ -42,6 +43,12 @@ Kind = Literal["bounce", "complaint", "unsubscribe", "auto-reply", "delayed", "d
 # A bounce is a few kilobytes, a complaint with its original some hundreds; what lies past
 # this is an attachment of the original and is not read (the mail is still classified).
 MAX_BYTES = 10 * 1024 * 1024
+# Headers take a DSN some kilobytes; a block of thousands of lines is a bomb whose every
+# header lookup (here and in flufl.bounce's detectors) would walk the whole list.
+MAX_HEADER_BYTES = 256 * 1024
+# A report has three parts, a complaint with its original some dozens; flufl.bounce reads
+# every line of every part, many times over.
+MAX_PARTS = 500
 _COMPLAINT_TYPES = ("abuse", "fraud", "virus", "")
 _OPT_OUT_TYPES = ("opt-out", "opt-out-list", "unsubscribe")
 _MAIL_SYSTEM = re.compile(r"mailer-?daemon|postmaster|mail delivery|mail-?daemon|"
@@ -52,6 +59,10 @@ _JMRP_SUBJECT = re.compile(r"complaint about message from", re.IGNORECASE)
 # parser's own reads of Content-Type; flufl.bounce's detectors are written and tested
 # against compat32 messages. It makes classification 2-3 times faster (benchmarks/).
 _POLICY = email.policy.compat32
+# flufl.bounce logs a detector's exception with its traceback before re-raising it; the
+# exception is handled here (the mail is reported as unknown), the traceback is noise.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+logging.getLogger("flufl.bounce").propagate = False
 _RANK = {"hard": 0, "soft": 1, "delivered": 2, "delayed": 3}
 
 
@@ -105,12 +116,22 @@ def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classific
         # A bare CR ends a header line for the parser, and the rest of the header block
         # would become the body; RFC 5322 allows CR only before LF.
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b" ")
+    if raw.count(b"\n--") > 4 * MAX_PARTS:  # before the parser builds a part of each
+        return Classification("unknown", (), f"unknown: more than {MAX_PARTS} MIME parts: "
+                                             "not read" + note)
+    end = raw.find(b"\n\n")
+    if (end < 0 and len(raw) > MAX_HEADER_BYTES) or end > MAX_HEADER_BYTES:
+        return Classification("unknown", (), f"unknown: a header block of "
+                              f"{(end if end > 0 else len(raw)) // 1024} KB: not read" + note)
     try:
         msg = email.message_from_bytes(raw, policy=_POLICY)
     except Exception:
         return Classification("unknown", (), "unknown: not a mail the email package can read")
     if not list(msg.raw_items()):
         return Classification("unknown", (), "unknown: no mail headers (not a mail)" + note)
+    if sum(1 for _ in walk(msg, MAX_PARTS + 1)) > MAX_PARTS:
+        return Classification("unknown", (), f"unknown: more than {MAX_PARTS} MIME parts: "
+                                             "not read" + note)
     mail = _Mail(msg, message_id(msg) or hashlib.sha256(whole).hexdigest(), secret,
                  bounces_address, note)
     to = tokens.recipient_token(msg, secret, bounces_address)
@@ -195,6 +216,11 @@ def _nonstandard(mail: _Mail, to: tokens.Found) -> Classification | None:
     flufl.bounce's temporary failures are warnings ("delayed 24 hours", "will be
     retried"): the mail may still arrive, so they are "delayed", not soft bounces.
     """
+    if not header(mail.msg, "from").strip():
+        # flufl.bounce's Yale detector raises IndexError on a mail without a From, and the
+        # detectors after it (Postfix, qmail, SimpleMatch…) would never run.
+        del mail.msg["From"]
+        mail.msg["From"] = "nobody@invalid"
     try:
         temporary, permanent = flufl.bounce.all_failures(mail.msg)
     except Exception:  # a detector tripped over this mail: it is no bounce it knows

@@ -17,6 +17,9 @@ from email.message import Message
 # What any one text part may contribute to the search for tokens and codes: a bounce's
 # own words and the original's headers are at the top; the rest is the original's body.
 PART_LIMIT = 256 * 1024
+# A header value past this is no header a mail system wrote (RFC 5322 lines are at most
+# 998 characters; a long To folds over some dozens).
+VALUE_LIMIT = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
 _SANE_ID = re.compile(r"<[!-;=?A-~]{1,200}@[!-;=?A-~]{1,200}>")
 
@@ -65,7 +68,7 @@ def header_values(msg: Message, name: str) -> list[str]:
     for key, value in items:
         if isinstance(key, str) and key.lower() == wanted:
             text = value if isinstance(value, str) else str(value)
-            values.append(_decode(" ".join(text.split())))
+            values.append(_decode(" ".join(text[:VALUE_LIMIT].split())))
     return values
 
 
