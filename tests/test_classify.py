@@ -212,6 +212,9 @@ def test_event_ids_are_stable_and_distinct_per_recipient() -> None:
                        b"Message-Id: no id")
     digest = hashlib.sha256(bare).hexdigest()
     assert run(bare).events[0].event_id == f"mailbox:{digest}:ada@example.net"
+    # The same from IMAP, which gives CRLF line ends.
+    crlf = bare.replace(b"\n", b"\r\n")
+    assert run(crlf).events[0].event_id == f"mailbox:{digest}:ada@example.net"
     several = run((SAMPLES / "flufl" / "yahoo_04.txt").read_bytes())
     ids = [e.event_id for e in several.events]
     assert len(ids) == 2 and len(set(ids)) == 2

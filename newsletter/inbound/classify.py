@@ -104,36 +104,44 @@ def classify(raw: bytes, *, secret: str, bounces_address: str | None) -> Classif
                                              f"({clean(type(err).__name__, 60)})")
 
 
+def _read(raw: bytes) -> Message | str:
+    """The parsed mail, or why it is not read (a bomb, not a mail). Only the first
+    `MAX_BYTES` are parsed: the report is at the top, the rest is the original's."""
+    text = raw[:MAX_BYTES]
+    if b"\r" in text:
+        # A bare CR ends a header line for the parser, and the rest of the header block
+        # would become the body; RFC 5322 allows CR only before LF.
+        text = text.replace(b"\r\n", b"\n").replace(b"\r", b" ")
+    if text.count(b"\n--") > 4 * MAX_PARTS:  # before the parser builds a part of each
+        return f"more than {MAX_PARTS} MIME parts: not read"
+    end = text.find(b"\n\n")
+    if (end < 0 and len(text) > MAX_HEADER_BYTES) or end > MAX_HEADER_BYTES:
+        return f"a header block of {(end if end > 0 else len(text)) // 1024} KB: not read"
+    try:
+        msg = email.message_from_bytes(text, policy=_POLICY)
+    except Exception:
+        return "not a mail the email package can read"
+    if not list(msg.raw_items()):
+        return "no mail headers (not a mail)"
+    if sum(1 for _ in walk(msg, MAX_PARTS + 1)) > MAX_PARTS:
+        return f"more than {MAX_PARTS} MIME parts: not read"
+    return msg
+
+
 def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classification:
     if not raw.strip():
         return Classification("unknown", (), "unknown: an empty mail")
     note = ""
-    whole = raw
     if len(raw) > MAX_BYTES:
-        raw = raw[:MAX_BYTES]
-        note = f" (a mail of {len(whole) // (1024 * 1024)} MB: only its first 10 MB read)"
-    if b"\r" in raw:
-        # A bare CR ends a header line for the parser, and the rest of the header block
-        # would become the body; RFC 5322 allows CR only before LF.
-        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b" ")
-    if raw.count(b"\n--") > 4 * MAX_PARTS:  # before the parser builds a part of each
-        return Classification("unknown", (), f"unknown: more than {MAX_PARTS} MIME parts: "
-                                             "not read" + note)
-    end = raw.find(b"\n\n")
-    if (end < 0 and len(raw) > MAX_HEADER_BYTES) or end > MAX_HEADER_BYTES:
-        return Classification("unknown", (), f"unknown: a header block of "
-                              f"{(end if end > 0 else len(raw)) // 1024} KB: not read" + note)
-    try:
-        msg = email.message_from_bytes(raw, policy=_POLICY)
-    except Exception:
-        return Classification("unknown", (), "unknown: not a mail the email package can read")
-    if not list(msg.raw_items()):
-        return Classification("unknown", (), "unknown: no mail headers (not a mail)" + note)
-    if sum(1 for _ in walk(msg, MAX_PARTS + 1)) > MAX_PARTS:
-        return Classification("unknown", (), f"unknown: more than {MAX_PARTS} MIME parts: "
-                                             "not read" + note)
-    mail = _Mail(msg, message_id(msg) or hashlib.sha256(whole).hexdigest(), secret,
-                 bounces_address, note)
+        note = f" (a mail of {len(raw) // (1024 * 1024)} MB: only its first " \
+               f"{MAX_BYTES // (1024 * 1024)} MB read)"
+    msg = _read(raw)
+    if isinstance(msg, str):
+        return Classification("unknown", (), clean(f"unknown: {msg}{note}", 300))
+    # The digest of the mail, for one without a Message-ID: the same whether IMAP gave it
+    # with CRLF or a Maildir with LF.
+    ident = message_id(msg) or hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
+    mail = _Mail(msg, ident, secret, bounces_address, note)
     to = tokens.recipient_token(msg, secret, bounces_address)
     report = _dsn(mail, to) if reports.is_dsn(msg) else None
     if report is not None:  # a delivery-status part that names nobody: see flufl.bounce
