@@ -388,3 +388,16 @@ def test_a_bounce_without_a_from_header_is_still_read() -> None:
     lines = [line for line in raw.split(b"\n") if not line.startswith(b"From: ")]
     got = run(b"\n".join(lines))
     assert got.kind == "bounce" and got.events[0].recipient == "userx@example.de"
+
+
+def test_an_unsubscribe_button_s_auto_generated_mail_still_unsubscribes() -> None:
+    for name in ("mailto_unsubscribe_subject_token.eml", "mailto_unsubscribe_u_address.eml"):
+        raw = sample(name).replace(b"Subject:", b"Auto-Submitted: auto-generated\nSubject:", 1)
+        assert run(raw).kind == "unsubscribe", name
+        replied = sample(name).replace(b"Subject:", b"Auto-Submitted: auto-replied\nSubject:", 1)
+        assert run(replied).kind == "auto-reply", name
+    # An out-of-office subject is an auto-reply whatever Auto-Submitted says.
+    raw = sample("mailto_unsubscribe_u_address.eml").replace(
+        b"Subject: please take me off this list",
+        b"Auto-Submitted: auto-generated\nSubject: Out of office until Monday", 1)
+    assert run(raw).kind == "auto-reply"

@@ -35,12 +35,17 @@ _AUTO_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-auto-repl
 _BULK = ("auto_reply", "junk", "bulk", "list")
 
 
-def auto_reply_reason(msg: Message) -> str:
-    """Why the mail is an auto-reply or a challenge (a short phrase), or "" if it is not."""
+def auto_reply_reason(msg: Message, *, generated_ok: bool = False) -> str:
+    """Why the mail is an auto-reply or a challenge (a short phrase), or "" if it is not.
+
+    `generated_ok` lets `Auto-Submitted: auto-generated` through: RFC 3834's mark of a
+    mail that a process made on its own, not in answer to one, such as the unsubscribe
+    mail an unsubscribe button sends; every other sign still counts.
+    """
     submitted = header(msg, "auto-submitted").split(";")[0].strip().lower()
     subject = header(msg, "subject")[:998]
     precedence = header(msg, "precedence").strip().lower()
-    if submitted and submitted != "no":
+    if submitted and submitted != "no" and not (generated_ok and submitted == "auto-generated"):
         return f"Auto-Submitted: {clean(submitted, 40)}"
     for name in _AUTO_HEADERS:
         value = header(msg, name).strip().lower()

@@ -8,7 +8,8 @@ Order matters. A delivery report (RFC 3464) wins over everything, since Postfix'
 carry `Auto-Submitted: auto-replied`; then a feedback report (RFC 5965, and Microsoft's
 JMRP, which may have no feedback fields at all); then a non-standard bounce from a mail
 system (Exim's bounces are auto-submitted too); then auto-replies and challenges; then a
-mailto unsubscribe; then any other bounce flufl.bounce recognises.
+mailto unsubscribe (which an unsubscribe button may mark `Auto-Submitted: auto-generated`:
+that alone does not make it an auto-reply); then any other bounce flufl.bounce recognises.
 """
 
 from __future__ import annotations
@@ -154,11 +155,11 @@ def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classific
         if bounce is not None:
             return bounce
     reason = auto_reply_reason(msg)
+    unsubscribed = _unsubscribe(mail, to)
+    if unsubscribed is not None and not auto_reply_reason(msg, generated_ok=True):
+        return unsubscribed
     if reason:
         return mail.done("auto-reply", [], f"auto-reply ({reason}): ignored")
-    unsubscribed = _unsubscribe(mail, to)
-    if unsubscribed is not None:
-        return unsubscribed
     if not system:
         bounce = _nonstandard(mail, to)
         if bounce is not None:
