@@ -256,6 +256,14 @@ def test_latin1_labelled_utf8_gives_printable_text() -> None:
     diagnostic = got.events[0].diagnostic
     assert "gelöscht (Müller)" in diagnostic and "\x1b" not in diagnostic
     diagnostic.encode("utf-8")  # no lone surrogates left
+    # A non-standard bounce in Latin-1 that says it is UTF-8: its words are still read (the
+    # code that makes it soft, the token of the copy it returns).
+    got = run(sample("qmail_latin1_body_labelled_utf8.eml"))
+    event = got.events[0]
+    assert (event.kind, event.status, event.verp) == ("bounce-soft", "5.2.2",
+                                                      verp.Tagged("b", KEY))
+    assert event.diagnostic == "Remote host said: 552 5.2.2 Postfach von Jürgen Müller ist " \
+                               "voll (über dem Kontingent)"
 
 
 def test_a_20_mb_mail_is_read_up_to_the_cap_and_says_so() -> None:

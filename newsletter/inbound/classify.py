@@ -238,6 +238,9 @@ def _nonstandard(mail: _Mail, to: tokens.Found) -> Classification | None:
         own_words = _own_words(mail.msg)
         status = reports.status_in(own_words)
         status = status if status.startswith("5") else ""
+        # The server's words: the line with the code, else the bounce's subject.
+        said = next((line for line in own_words.splitlines() if status and status in line),
+                    header(mail.msg, "subject"))
         outcome = reports.severity(status) if status else "hard"
         found = _attribution(mail, to)
         addresses = sorted(clean(a.decode("ascii", "replace"), 254) for a in permanent)
@@ -245,7 +248,7 @@ def _nonstandard(mail: _Mail, to: tokens.Found) -> Classification | None:
             addresses = addresses[:1]
         kind: EventKind = "bounce-hard" if outcome == "hard" else "bounce-soft"
         events = [mail.event(kind, address, found, recipient=address, status=status,
-                             diagnostic=clean(header(mail.msg, "subject")))
+                             diagnostic=clean(said))
                   for address in addresses]
         more = f" and {len(addresses) - 1} more" if len(addresses) > 1 else ""
         return mail.done("bounce", events, f"{outcome} bounce {status or '(non-standard)'} for "
