@@ -409,3 +409,17 @@ def test_an_unsubscribe_button_s_auto_generated_mail_still_unsubscribes() -> Non
         b"Subject: please take me off this list",
         b"Auto-Submitted: auto-generated\nSubject: Out of office until Monday", 1)
     assert run(raw).kind == "auto-reply"
+
+
+@pytest.mark.parametrize("subject", [
+    "Out of Office: The Daily", "Automatic reply: The Daily", "Abwesenheitsnotiz: The Daily",
+    "=?utf-8?q?R=C3=A9ponse_automatique_=3A_The_Daily?=", "Respuesta automática: The Daily",
+    "Risposta automatica: The Daily", "Automatisch antwoord: The Daily", "Autosvar: The Daily",
+    "=?iso-2022-jp?b?GyRCPCtGMEpWPy4bKEI=?=", "Please confirm your message to ada"])
+def test_out_of_office_subjects_alone_make_an_auto_reply(subject: str) -> None:
+    raw = sample("stranger.eml").replace(b"Subject: Grow your newsletter 10x",
+                                         f"Subject: {subject}".encode())
+    got = run(raw)
+    assert got.kind == "auto-reply", subject
+    assert got.summary in ("auto-reply (out-of-office subject): ignored",
+                           "auto-reply (challenge-response): ignored")

@@ -21,7 +21,12 @@ PART_LIMIT = 256 * 1024
 # 998 characters; a long To folds over some dozens).
 VALUE_LIMIT = 64 * 1024
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b-\u200f\u202a-\u202e\u2066-\u2069]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _SANE_ID = re.compile(r"<[!-;=?A-~]{1,200}@[!-;=?A-~]{1,200}>")
+
+
+def _has_surrogates(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
 
 
 def _unescape(text: str) -> str:
@@ -40,7 +45,7 @@ def _unescape(text: str) -> str:
 def clean(text: str, limit: int = 200) -> str:
     """One printable line of at most `limit` characters: no control or bidi characters,
     no lone surrogates."""
-    if any("\ud800" <= char <= "\udfff" for char in text):
+    if _has_surrogates(text):
         text = _unescape(text)
     flat = " ".join(_CONTROL.sub(" ", text).split())
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
@@ -67,8 +72,10 @@ def header_values(msg: Message, name: str) -> list[str]:
         return []
     for key, value in items:
         if isinstance(key, str) and key.lower() == wanted:
-            text = value if isinstance(value, str) else str(value)
-            values.append(_decode(" ".join(text[:VALUE_LIMIT].split())))
+            text = (value if isinstance(value, str) else str(value))[:VALUE_LIMIT]
+            if _has_surrogates(text):  # raw 8-bit bytes (RFC 6532 allows UTF-8)
+                text = _unescape(text)
+            values.append(_decode(" ".join(text.split())))
     return values
 
 
