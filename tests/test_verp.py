@@ -246,7 +246,8 @@ def test_good_bounce_settings_are_taken(project: Project) -> None:
     project.settings.write_text(project.settings.read_text() + (
         "bounces:\n  address: Bounces@Bounce.Example.com\n  imap:\n    host: 127.0.0.1\n"
         "    security: none\n    username: bounces\n"))
-    result = project.run("config", "show", env={"NEWSLETTER_BOUNCES__IMAP__PASSWORD": "imap-pass-xyz"})
+    result = project.run("config", "show",
+                         env={"NEWSLETTER_BOUNCES__IMAP__PASSWORD": "imap-pass-xyz"})
     assert result.returncode == 0, result.stderr
     assert "  address: Bounces@bounce.example.com\n" in result.stdout  # domain lower-cased
     assert "    password: '**********'\n" in result.stdout and "imap-pass-xyz" not in result.stdout
