@@ -196,7 +196,7 @@ def resubscribe(app: App, email: str, list_id: str | None, note: str, force: boo
     assert ledger is not None
     lifted = ledger.resubscribe(address, list_id, note)
     for s in lifted:
-        click.echo(f"lifted: {shown(address)} on {list_label(s.list_id)} — was {s.reason} "
+        click.echo(f"lifted: {shown(s.email)} on {list_label(s.list_id)} — was {s.reason} "
                    f"since {day(s.created)} ({evidence_text(s)})")
         if s.reason == "hard-bounce":
             click.echo("  note: a hard bounce said the mailbox did not exist; if it still "
