@@ -27,7 +27,7 @@ ISSUE = f"morning-brief/{ISSUE_DATE}"
 # What a hostile server can put in a diagnostic: a colour, a window title with BEL, a
 # carriage return that rewrites the line, a C1 CSI, a right-to-left override, zero-width.
 HOSTILE = ("550 5.1.1 no such user \x1b[31mRED\x1b[0m \x1b]0;owned\x07 \rOVER "
-           "\x9b2J \u202eevil\u200b end")
+           "\x9b2J \u202eevil\u200b \x7fend")
 
 
 def _ledger(project: Project) -> SqliteLedger:
