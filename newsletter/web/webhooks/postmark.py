@@ -51,7 +51,7 @@ _MAX_CONTENT = 256 * 1024
 
 
 class Record(Loose):
-    RecordType: str = ""
+    RecordType: str = Field(min_length=1)
     ID: str = ""
     Type: str = ""
     MessageID: str = ""
