@@ -65,6 +65,11 @@ def endpoint(source: str, handler: Handler) -> Handler:
             if refused.status != 404:  # an endpoint that is off: scanners, not news
                 log.warning("webhook %s: %d, %s", source, refused.status, refused.why)
             return answer(refused.status, refused.why, refused.headers)
+        except (ValueError, TypeError, LookupError, RecursionError) as err:
+            # Reading something odd that the models let through: the request's doing.
+            log.warning("webhook %s: 400, could not be read (%s)", source,
+                        type(err).__name__)
+            return answer(400, "could not be read")
 
     return run
 
@@ -72,7 +77,7 @@ def endpoint(source: str, handler: Handler) -> Handler:
 async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     """The request body, refused (413) past `limit` bytes however it is sent."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Refused(413, f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -106,7 +111,7 @@ def parse(model: type[M] | TypeAdapter[M], data: bytes | object, what: str) -> M
 def check_age(timestamp: str, max_age: int, now: float | None = None) -> None:
     """Refuse (403) a signed timestamp (Unix seconds) outside `max_age` of now: a replay
     window, either way (a sender's clock may run ahead)."""
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise Refused(403, "timestamp is not Unix seconds")
     if abs((now if now is not None else time.time()) - int(timestamp)) > max_age:
         raise Refused(403, f"timestamp outside {max_age} seconds of now (old or replayed)")

@@ -26,6 +26,7 @@ import base64
 import binascii
 import hmac
 from email import message_from_string, policy
+from email.errors import MessageError
 from email.message import EmailMessage
 from typing import Any
 
@@ -101,7 +102,8 @@ def quoted_message_id(content: str) -> str:
                 headers = message_from_string(part.get_content(), policy=policy.default)
                 if headers.get("Message-ID"):
                     return str(headers["Message-ID"])
-    except (ValueError, TypeError, LookupError, IndexError, AttributeError):
+    except (MessageError, ValueError, TypeError, LookupError, AttributeError,
+            RecursionError):
         return ""  # a malformed dump: match by address
     return ""
 
