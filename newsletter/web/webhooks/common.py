@@ -65,6 +65,10 @@ def endpoint(source: str, handler: Handler) -> Handler:
             if refused.status != 404:  # an endpoint that is off: scanners, not news
                 log.warning("webhook %s: %d, %s", source, refused.status, refused.why)
             return answer(refused.status, refused.why, refused.headers)
+        except (NewsletterError, sqlite3.Error) as err:  # the ledger, not the request
+            log.warning("webhook %s: 503, the ledger cannot be read or written: %s", source,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return answer(503, "cannot take events just now; send them again later")
         except (ValueError, TypeError, LookupError, RecursionError) as err:
             # Reading something odd that the models let through: the request's doing.
             log.warning("webhook %s: 400, could not be read (%s)", source,
