@@ -4,8 +4,10 @@ replayed, oversized or malformed requests change nothing and get the right 4xx."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from tests.conftest import (
     SETTINGS_YAML,
     SUBSCRIBERS_YAML,
     Project,
+    mounted_tmpfs,
 )
 from tests.web_server import Answer, call, running
 from tests.webhook_signers import (
@@ -125,10 +128,9 @@ def sent_message_ids(project: Project) -> dict[str, str]:
     return found
 
 
-@pytest.fixture
-def hooked(project: Project, keys: Keys, sent_outbox: Path,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[Hooked]:
-    """The project after a real `send`, served with every webhook configured."""
+@contextlib.contextmanager
+def serving(project: Project, keys: Keys, sent_outbox: Path,
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[Hooked]:
     configure(project, keys, monkeypatch)
     shutil.copytree(sent_outbox, project.outbox, dirs_exist_ok=True)
     ids = sent_message_ids(project)
@@ -145,6 +147,14 @@ def hooked(project: Project, keys: Keys, sent_outbox: Path,
             logger.removeHandler(handler)
     # Whatever a test sent, the server never failed on it nor logged a traceback.
     assert not [r for r in hooked.log if r.exc_info], [r.getMessage() for r in hooked.log]
+
+
+@pytest.fixture
+def hooked(project: Project, keys: Keys, sent_outbox: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[Hooked]:
+    """The project after a real `send`, served with every webhook configured."""
+    with serving(project, keys, sent_outbox, monkeypatch) as hooked:
+        yield hooked
 
 
 def hard(s: Suppression) -> bool:
@@ -490,3 +500,27 @@ def test_serve_names_a_sendgrid_key_it_cannot_read(project: Project) -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("error: webhooks.sendgrid_public_key: is not a public key")
     assert "Traceback" not in result.stderr
+
+
+def test_a_full_disk_is_a_503_and_the_provider_sending_again_gets_it_in(
+        project: Project, keys: Keys, sent_outbox: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.geteuid() != 0 or not shutil.which("mount"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must run the full-disk tests: run them as root (mount)")
+        pytest.skip("needs root to mount a small tmpfs")
+    with mounted_tmpfs(project.outbox, "2M"), \
+            serving(project, keys, sent_outbox, monkeypatch) as hooked:
+        ada = hooked.message_ids["ada@example.com"]
+        body = mailgun_body(mailgun_event("failed", "ada@example.com", ada,
+                                          severity="permanent"))
+        filler = project.outbox / "filler"
+        with open(filler, "wb") as f, contextlib.suppress(OSError):  # ENOSPC: full
+            f.write(b"\0" * shutil.disk_usage(project.outbox).free)
+        full = hooked.post("mailgun", body)
+        assert full.status == 503, full.body
+        assert any("503" in r.getMessage() for r in hooked.log)
+        filler.unlink()
+        again = hooked.post("mailgun", body)  # what Mailgun does after a 503
+        assert again.status == 200, again.body
+        assert [hard(s) for s in hooked.of("ada@example.com")] == [True]
