@@ -141,13 +141,14 @@ async def take(source: str, ledger: SqliteLedger, bounces: BouncesSection,
         log.warning("webhook %s: 503, the ledger cannot be written: %s", source,
                     str(err).splitlines()[0] if str(err) else type(err).__name__)
         return answer(503, "cannot record the events just now; send them again later")
+    # The provider's event id, not the address: the log is no list of readers.
     for one, applied in zip(batch, results, strict=True):
         if applied.handled:
-            log.info("webhook %s: %s %s: %s", source, one.kind, shown(applied.email),
-                     applied.outcome)
+            log.info("webhook %s: %s %s: %s %s", source, one.kind, shown(one.event_id),
+                     applied.outcome, applied.issue_id)
         else:
-            log.warning("webhook %s: %s for %s unmatched: %s", source, one.kind,
-                        shown(one.recipient), applied.detail)
+            log.warning("webhook %s: %s %s unmatched: %s", source, one.kind,
+                        shown(one.event_id), applied.detail)
     return answer(200, f"{len(batch)} event(s) taken")
 
 

@@ -1,43 +1,20 @@
-"""Providers' webhooks over real HTTP against the real `serve` app, after a real `send`:
-signed events suppress the right reader with evidence; forged, unsigned, expired,
-replayed, oversized or malformed requests change nothing and get the right 4xx."""
+"""Each provider's webhook over real HTTP against the real `serve` app, after a real
+`send`: its hard bounces, complaints and unsubscribes suppress the right reader with
+evidence, soft bounces count, replays change nothing; forged, unsigned, expired or
+replayed requests change nothing and get the right 4xx."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-import os
-import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from email import message_from_bytes
-from email import policy as email_policy
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from newsletter.ledger import SqliteLedger
-from newsletter.settings import load_settings
-from newsletter.suppressions import Suppression
-from newsletter.web import create_app
-from tests.conftest import (
-    ARTICLES,
-    ISSUE_DATE,
-    REPO,
-    SETTINGS_YAML,
-    SUBSCRIBERS_YAML,
-    Project,
-    mounted_tmpfs,
-)
-from tests.web_server import Answer, call, running
-from tests.webhook_signers import (
-    MAILGUN_KEY,
-    POSTMARK_PASSWORD,
-    TOPIC,
+from tests.webhooks.conftest import Hooked, hard
+from tests.webhooks.signers import (
     Keys,
     mailgun_body,
     mailgun_event,
@@ -45,121 +22,9 @@ from tests.webhook_signers import (
     sendgrid_headers,
     ses_bounce,
     ses_complaint,
+    sns_confirmation,
     sns_notification,
 )
-
-READERS = ("ada@example.com", "linus@example.com", "zoe@example.org")
-JSON = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return Keys.make(tmp_path_factory.mktemp("keys"))
-
-
-@dataclass
-class Hooked:
-    project: Project
-    base: str
-    keys: Keys
-    message_ids: dict[str, str]
-    log: list[logging.LogRecord] = field(default_factory=list)
-
-    def post(self, provider: str, body: bytes | dict[str, Any] | list[Any],
-             headers: dict[str, str] | None = None) -> Answer:
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        return call(f"{self.base}/webhooks/{provider}", "POST", data,
-                    {**JSON, **(headers or {})})
-
-    def suppressions(self) -> list[Suppression]:
-        ledger = SqliteLedger(self.project.outbox / "newsletter.sqlite3")
-        try:
-            return ledger.suppressions()
-        finally:
-            ledger.close()
-
-    def of(self, email: str) -> list[Suppression]:
-        return [s for s in self.suppressions() if s.email == email]
-
-    def events(self) -> list[Any]:
-        ledger = SqliteLedger(self.project.outbox / "newsletter.sqlite3")
-        try:
-            return ledger.events()
-        finally:
-            ledger.close()
-
-
-def configure(project: Project, keys: Keys, monkeypatch: pytest.MonkeyPatch | None = None
-              ) -> None:
-    project.write("config/newsletter.yaml", SETTINGS_YAML + f"""\
-webhooks:
-  ses_certificate: {keys.sns_cert}
-  ses_topic_arns: ["{TOPIC}"]
-  postmark_username: hooks
-  max_age_seconds: 300
-""")
-    if monkeypatch is None:
-        return
-    monkeypatch.setenv("NEWSLETTER_WEBHOOKS__MAILGUN_SIGNING_KEY", MAILGUN_KEY)
-    monkeypatch.setenv("NEWSLETTER_WEBHOOKS__POSTMARK_PASSWORD", POSTMARK_PASSWORD)
-    monkeypatch.setenv("NEWSLETTER_WEBHOOKS__SENDGRID_PUBLIC_KEY", keys.sendgrid_public)
-
-
-@pytest.fixture(scope="module")
-def sent_outbox(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Path:
-    """The outbox (ledger, sent mail) of a real `send` of the test project, made once."""
-    proj = Project(tmp_path_factory.mktemp("sent"))
-    shutil.copytree(REPO / "templates", proj.templates)
-    proj.write("config/subscribers.yaml", SUBSCRIBERS_YAML)
-    for name, text in ARTICLES.items():
-        proj.write(f"articles/{name}", text)
-    configure(proj, keys)
-    result = proj.run("send", "--date", ISSUE_DATE)
-    assert result.returncode == 0, result.stderr
-    return proj.outbox
-
-
-def sent_message_ids(project: Project) -> dict[str, str]:
-    found = {}
-    for email in READERS:
-        eml = project.outbox / "mail" / "morning-brief" / ISSUE_DATE / f"{email}.eml"
-        found[email] = str(message_from_bytes(eml.read_bytes(),
-                                              policy=email_policy.default)["Message-ID"])
-    return found
-
-
-@contextlib.contextmanager
-def serving(project: Project, keys: Keys, sent_outbox: Path,
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[Hooked]:
-    configure(project, keys, monkeypatch)
-    shutil.copytree(sent_outbox, project.outbox, dirs_exist_ok=True)
-    ids = sent_message_ids(project)
-    with running(create_app(load_settings(project.settings))) as base:
-        # After the server set up its logging (which resets uvicorn's handlers).
-        hooked = Hooked(project, base, keys, ids)
-        handler = logging.Handler()
-        handler.emit = hooked.log.append  # type: ignore[method-assign]
-        logger = logging.getLogger("uvicorn.error")
-        logger.addHandler(handler)
-        try:
-            yield hooked
-        finally:
-            logger.removeHandler(handler)
-    # Whatever a test sent, the server never failed on it nor logged a traceback.
-    assert not [r for r in hooked.log if r.exc_info], [r.getMessage() for r in hooked.log]
-
-
-@pytest.fixture
-def hooked(project: Project, keys: Keys, sent_outbox: Path,
-           monkeypatch: pytest.MonkeyPatch) -> Iterator[Hooked]:
-    """The project after a real `send`, served with every webhook configured."""
-    with serving(project, keys, sent_outbox, monkeypatch) as hooked:
-        yield hooked
-
-
-def hard(s: Suppression) -> bool:
-    return s.reason == "hard-bounce" and s.list_id == "*"
-
 
 # SES ---------------------------------------------------------------------------------
 
@@ -249,7 +114,6 @@ def test_ses_a_signing_cert_url_off_aws_is_refused_even_with_a_valid_signature(
 
 def test_ses_subscription_confirmation_to_a_foreign_url_is_never_fetched(
         hooked: Hooked) -> None:
-    from tests.webhook_signers import sns_confirmation
     body = sns_confirmation(hooked.keys.sns, "http://127.0.0.1:9/?Action=ConfirmSubscription")
     answer = hooked.post("ses", body)
     assert answer.status == 403 and "SubscribeURL" in answer.body
@@ -418,109 +282,3 @@ def test_sendgrid_unsigned_forged_or_old_change_nothing(hooked: Hooked, tmp_path
     assert hooked.suppressions() == [] and hooked.events() == []
 
 
-# Every endpoint ----------------------------------------------------------------------
-
-def test_an_event_about_no_delivery_of_ours_is_taken_and_logged(hooked: Hooked) -> None:
-    stranger = mailgun_event("failed", "stranger@example.net", "<not-ours@elsewhere>",
-                             severity="permanent")
-    assert hooked.post("mailgun", mailgun_body(stranger)).status == 200
-    assert hooked.suppressions() == []
-    assert any("unmatched" in r.getMessage() for r in hooked.log)
-
-
-def signed_junk(hooked: Hooked, provider: str, body: bytes) -> dict[str, str]:
-    """Valid credentials for `body` where they are not in it (Postmark, SendGrid)."""
-    if provider == "postmark":
-        return postmark_auth()
-    if provider == "sendgrid":
-        return sendgrid_headers(hooked.keys.sendgrid, body)
-    return {}
-
-
-@pytest.mark.parametrize("provider", ["ses", "postmark", "mailgun", "sendgrid"])
-@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe\x00", b"[]", b"{}", b"null",
-                                  b'{"Type": 5}', b"[" * 100_000])
-def test_malformed_bodies_are_400(hooked: Hooked, provider: str, body: bytes) -> None:
-    answer = hooked.post(provider, body, signed_junk(hooked, provider, body))
-    expected = 200 if (provider, body) == ("sendgrid", b"[]") else 400  # an empty batch
-    assert answer.status == expected, (answer.status, answer.body)
-    assert hooked.suppressions() == []
-
-
-def raw_post(base: str, provider: str, headers: dict[str, str], pieces: list[bytes]) -> int:
-    """POST `pieces` (a body in chunks when no Content-Length is given) and read the answer
-    as soon as the server gives one, without sending more."""
-    import http.client
-    from urllib.parse import urlsplit
-    parts = urlsplit(base)
-    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-    try:
-        conn.putrequest("POST", f"/webhooks/{provider}")
-        chunked = "Content-Length" not in headers
-        for name, value in {**JSON, **headers,
-                            **({"Transfer-Encoding": "chunked"} if chunked else {})}.items():
-            conn.putheader(name, value)
-        conn.endheaders()
-        for piece in pieces:
-            conn.send(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
-        return conn.getresponse().status
-    finally:
-        conn.close()
-
-
-@pytest.mark.parametrize("provider", ["ses", "postmark", "mailgun", "sendgrid"])
-def test_oversized_bodies_are_413_whatever_content_length_says(hooked: Hooked,
-                                                               provider: str) -> None:
-    auth = signed_junk(hooked, provider, b"")
-    # Declared too long: refused before a byte of it is read.
-    assert raw_post(hooked.base, provider, {**auth, "Content-Length": str(5 << 20)},
-                    []) == 413
-    # Chunked, with no length to go by: refused once it has grown past the cap (4 MB for
-    # SendGrid's batches, 1 MB for the others), not read to its end.
-    pieces = [b"[" + b" " * 65535] + [b" " * 65536] * (80 if provider == "sendgrid" else 20)
-    assert raw_post(hooked.base, provider, auth, pieces) == 413
-    assert hooked.suppressions() == []
-
-
-def test_get_is_not_allowed(hooked: Hooked) -> None:
-    assert call(f"{hooked.base}/webhooks/mailgun").status == 405
-
-
-def test_endpoints_without_their_settings_are_off(project: Project) -> None:
-    result = project.run("send", "--date", ISSUE_DATE)
-    assert result.returncode == 0, result.stderr
-    with running(create_app(load_settings(project.settings))) as base:
-        for provider in ("ses", "postmark", "mailgun", "sendgrid"):
-            answer = call(f"{base}/webhooks/{provider}", "POST", b"{}", JSON)
-            assert answer.status == 404, provider
-
-
-def test_serve_names_a_sendgrid_key_it_cannot_read(project: Project) -> None:
-    result = project.run("serve", env={"NEWSLETTER_WEBHOOKS__SENDGRID_PUBLIC_KEY": "bm9wZQ=="})
-    assert result.returncode == 2
-    assert result.stderr.startswith("error: webhooks.sendgrid_public_key: is not a public key")
-    assert "Traceback" not in result.stderr
-
-
-def test_a_full_disk_is_a_503_and_the_provider_sending_again_gets_it_in(
-        project: Project, keys: Keys, sent_outbox: Path,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    if os.geteuid() != 0 or not shutil.which("mount"):
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must run the full-disk tests: run them as root (mount)")
-        pytest.skip("needs root to mount a small tmpfs")
-    with mounted_tmpfs(project.outbox, "2M"), \
-            serving(project, keys, sent_outbox, monkeypatch) as hooked:
-        ada = hooked.message_ids["ada@example.com"]
-        body = mailgun_body(mailgun_event("failed", "ada@example.com", ada,
-                                          severity="permanent"))
-        filler = project.outbox / "filler"
-        with open(filler, "wb") as f, contextlib.suppress(OSError):  # ENOSPC: full
-            f.write(b"\0" * shutil.disk_usage(project.outbox).free)
-        full = hooked.post("mailgun", body)
-        assert full.status == 503, full.body
-        assert any("503" in r.getMessage() for r in hooked.log)
-        filler.unlink()
-        again = hooked.post("mailgun", body)  # what Mailgun does after a 503
-        assert again.status == 200, again.body
-        assert [hard(s) for s in hooked.of("ada@example.com")] == [True]

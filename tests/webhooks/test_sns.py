@@ -16,7 +16,7 @@ from newsletter.web.webhooks.common import Refused
 from newsletter.web.webhooks.ses import ses_routes
 from newsletter.web.webhooks.sns import FetchError, SnsMessage, SnsVerifier, confirm
 from tests.web_server import call, running
-from tests.webhook_signers import (
+from tests.webhooks.signers import (
     CERT_URL,
     SUBSCRIBE_URL,
     TOPIC,
@@ -41,11 +41,6 @@ class Recorder:
         if isinstance(found, FetchError):
             raise found
         return found
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> Keys:
-    return Keys.make(tmp_path_factory.mktemp("keys"))
 
 
 def message(data: dict[str, object]) -> SnsMessage:
