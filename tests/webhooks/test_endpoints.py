@@ -14,6 +14,7 @@ import pytest
 
 from newsletter.settings import load_settings
 from newsletter.web import create_app
+from newsletter.web.webhooks import enabled
 from tests.conftest import ISSUE_DATE, Project, mounted_tmpfs
 from tests.web_server import call, running
 from tests.webhooks.conftest import JSON, Hooked, hard, serving
@@ -95,9 +96,15 @@ def test_get_is_not_allowed(hooked: Hooked) -> None:
     assert call(f"{hooked.base}/webhooks/mailgun").status == 405
 
 
+def test_serve_says_which_endpoints_are_on(hooked: Hooked) -> None:
+    assert enabled(load_settings(hooked.project.settings)) == ["ses", "postmark", "mailgun",
+                                                               "sendgrid"]
+
+
 def test_endpoints_without_their_settings_are_off(project: Project) -> None:
     result = project.run("send", "--date", ISSUE_DATE)
     assert result.returncode == 0, result.stderr
+    assert enabled(load_settings(project.settings)) == []
     with running(create_app(load_settings(project.settings))) as base:
         for provider in ("ses", "postmark", "mailgun", "sendgrid"):
             answer = call(f"{base}/webhooks/{provider}", "POST", b"{}", JSON)

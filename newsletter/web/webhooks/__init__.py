@@ -21,6 +21,16 @@ from newsletter.web.webhooks.sendgrid import sendgrid_routes
 from newsletter.web.webhooks.ses import ses_routes
 
 
+def enabled(settings: Settings) -> list[str]:
+    """The providers whose endpoint is on with these settings (the others answer 404)."""
+    h = settings.webhooks
+    on = {"ses": bool(h.ses_topic_arns),
+          "postmark": bool(h.postmark_username and h.postmark_password),
+          "mailgun": h.mailgun_signing_key is not None,
+          "sendgrid": h.sendgrid_public_key is not None}
+    return [name for name, yes in on.items() if yes]
+
+
 def webhook_routes(settings: Settings, ledger: SqliteLedger) -> list[Route]:
     """The four endpoints; a key in the settings that cannot be read is a ConfigError."""
     hooks, bounces = settings.webhooks, settings.bounces
