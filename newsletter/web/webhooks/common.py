@@ -147,8 +147,10 @@ async def take(source: str, ledger: SqliteLedger, bounces: BouncesSection,
             log.info("webhook %s: %s %s: %s %s", source, one.kind, shown(one.event_id),
                      applied.outcome, applied.issue_id)
         else:
-            log.warning("webhook %s: %s %s unmatched: %s", source, one.kind,
-                        shown(one.event_id), applied.detail)
+            # A delivery of someone else's mail through the same account is routine.
+            log.log(logging.INFO if one.kind == "delivered" else logging.WARNING,
+                    "webhook %s: %s %s unmatched: %s", source, one.kind,
+                    shown(one.event_id), applied.detail)
     return answer(200, f"{len(batch)} event(s) taken")
 
 
