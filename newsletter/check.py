@@ -177,8 +177,8 @@ def check_issue(rendered: RenderedIssue, lst: SubscriberList, settings: Settings
     # A secret that cannot be read or stored is a `ConfigError` here: `--force` cannot
     # make such links work, so `send` stops on it as `check` does.
     secret = unsubscribe_secret(settings)
-    message = MessageTemplate(rendered, newsletter, now, signer=signer,
-                              secret=secret).build(reader)
+    message = MessageTemplate(rendered, newsletter, now, signer=signer, secret=secret,
+                              bounces=settings.bounces.address).build(reader)
     url = personal_fields(newsletter, lst.id, reader, secret).unsubscribe_url
     findings = _one_click(message.data, newsletter.base_url, secret, lst.id, reader.email)
     if signer is None:

@@ -413,7 +413,7 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
         on_start(issue, len(todo))
     secret = unsubscribe_secret(settings)
     templates = {ids: MessageTemplate(variant, newsletter, now, test=test, signer=signer,
-                                      secret=secret)
+                                      secret=secret, bounces=settings.bounces.address)
                  for ids, variant in rendered.variants.items()}
     general = templates[issue.article_ids]
 
@@ -489,7 +489,8 @@ def _settle(ledger: Ledger, issue_id: str, list_id: str, report: DeliveryReport)
     """After the run: suppress hard bounces; record whether the issue is complete."""
     for result in report.failed:
         if result.status == "failed-permanent":
-            ledger.suppress(list_id, result.recipient, f"{issue_id}: {result.reply}")
+            ledger.suppress(list_id, result.recipient, "refused",
+                            {"issue": issue_id, "reply": result.reply, "source": "smtp"})
     if report.paused:
         ledger.set_state(issue_id, "paused", report.paused)
     elif report.ok and not report.later:

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from newsletter.errors import ConfigError
-from newsletter.settings import DkimSection, control_character
+from newsletter.settings import DkimSection
+from newsletter.settingsbase import control_character
 from newsletter.yamlfile import read_regular
 
 # Everything Gmail and RFC 8058 want covered: List-Unsubscribe-Post included.

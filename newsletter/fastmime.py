@@ -22,6 +22,7 @@ from email.utils import format_datetime
 from newsletter.dkim import DkimSigner
 from newsletter.message import (
     OutgoingMessage,
+    envelope,
     header_text,
     list_unsubscribe,
     message_id,
@@ -51,8 +52,10 @@ class MessageTemplate:
 
     def __init__(self, rendered: RenderedIssue, newsletter: NewsletterSection,
                  now: dt.datetime, *, test: bool = False,
-                 signer: DkimSigner | None = None, secret: str | None = None) -> None:
+                 signer: DkimSigner | None = None, secret: str | None = None,
+                 bounces: str | None = None) -> None:
         self.rendered = rendered
+        self.bounces = bounces
         self.signer = signer
         self.secret = secret
         self.newsletter = newsletter
@@ -60,8 +63,6 @@ class MessageTemplate:
         issue = rendered.issue
         self.subject = subject_of(rendered, test=test)
         self._domain = newsletter.sender_domain
-        # Parsed once: the property parses the sender setting each time it is read.
-        self._sender = newsletter.sender_address
         boundary = "=_nl_" + hashlib.sha256(f"{issue.id}{self.subject}".encode()).hexdigest()[:24]
         self._head = "".join([
             "From: ", mailbox(newsletter.sender_name, newsletter.sender_address), "\r\n",
@@ -98,6 +99,8 @@ class MessageTemplate:
         issue = self.rendered.issue
         personal = personal_fields(self.newsletter, issue.list_id, subscriber, self.secret)
         msg_id = message_id(issue.id, subscriber.email, self._domain, test=self.test)
+        back = envelope(self.newsletter, self.bounces, self.secret, issue.id,
+                        subscriber.email, test=self.test)
         data = b"".join([
             self._head,
             b"To: ", mailbox(subscriber.name or "", subscriber.email).encode("ascii"), CRLF,
@@ -106,7 +109,7 @@ class MessageTemplate:
             self._tail,
             b"List-Unsubscribe: ",
             list_unsubscribe(self.newsletter, issue.list_id, subscriber.email,
-                             personal.unsubscribe_url).encode("ascii"), CRLF,
+                             personal.unsubscribe_url, back.mailto).encode("ascii"), CRLF,
             self._mime,
             self._text.fill(personal),
             self._between,
@@ -116,7 +119,7 @@ class MessageTemplate:
         if self.signer is not None:
             data = self.signer.sign(data)
         return OutgoingMessage(
-            list_id=issue.list_id, issue_id=issue.id, sender=self._sender,
+            list_id=issue.list_id, issue_id=issue.id, sender=back.sender,
             recipient=subscriber.email, message_id=msg_id, subject=self.subject, data=data,
             test=self.test)
 

@@ -20,10 +20,12 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.sqlitefile import failure, has_tables, open_database, open_read_only
+from newsletter.suppressions import SCHEMA as SUPPRESSION_SCHEMA
+from newsletter.suppressions import SuppressionStore, migrate
 
 DeliveryStatus = Literal["pending", "sent", "failed-temporary", "failed-permanent", "skipped"]
 UNSENT: tuple[DeliveryStatus, ...] = ("pending", "failed-temporary")
@@ -84,7 +86,8 @@ class Ledger(Protocol):
     def record_many(self, issue_id: str,
                     outcomes: Iterable[tuple[str, DeliveryStatus, str]]) -> None: ...
     def reset(self, issue_id: str, emails: Iterable[str] | None = None) -> None: ...
-    def suppress(self, list_id: str, email: str, reason: str) -> bool: ...
+    def suppress(self, list_id: str, email: str, reason: str,
+                 evidence: dict[str, Any] | None = None) -> bool: ...
     def suppressed(self, list_id: str) -> dict[str, str]: ...
     def close(self) -> None: ...
 
@@ -127,8 +130,9 @@ CREATE INDEX IF NOT EXISTS deliveries_status ON deliveries (issue_id, status);
 CREATE TABLE IF NOT EXISTS suppressions (
     list_id TEXT NOT NULL,        -- '*' for every list
     email TEXT NOT NULL,
-    reason TEXT NOT NULL,
+    reason TEXT NOT NULL,         -- one of suppressions.REASONS
     created TEXT NOT NULL,
+    evidence TEXT NOT NULL DEFAULT '{}',  -- JSON: kind, status, diagnostic, issue, source…
     PRIMARY KEY (list_id, email)
 );
 """
@@ -141,7 +145,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-class SqliteLedger:
+class SqliteLedger(SuppressionStore):
     """The ledger in one SQLite file. Thread-safe: one connection behind a lock."""
 
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
@@ -151,6 +155,13 @@ class SqliteLedger:
         self._db = (open_read_only(path, "delivery ledger") if read_only
                     else open_database(path, _SCHEMA, "delivery ledger"))
         self._lock = threading.Lock()
+        if not read_only:
+            try:
+                migrate(self._db)
+                self._db.executescript(SUPPRESSION_SCHEMA)
+            except sqlite3.Error as err:
+                self._db.close()
+                raise self._error(err) from err
 
     @classmethod
     def for_reading(cls, path: Path) -> SqliteLedger | None:
@@ -344,28 +355,6 @@ class SqliteLedger:
                     [(_now(), issue_id, email.lower()) for email in emails])
             db.execute("UPDATE issues SET state = 'sending', note = '' WHERE issue_id = ?",
                        (issue_id,))
-
-    # suppression list -----------------------------------------------------------------
-
-    def suppress(self, list_id: str, email: str, reason: str) -> bool:
-        """Never mail `email` on `list_id` (or `ALL_LISTS`) again. False if it already was."""
-        with self._transaction() as db:
-            cursor = db.execute(
-                "INSERT OR IGNORE INTO suppressions (list_id, email, reason, created) "
-                "VALUES (?, ?, ?, ?)", (list_id, email.lower(), reason, _now()))
-            return cursor.rowcount == 1
-
-    def suppressed(self, list_id: str) -> dict[str, str]:
-        """Suppressed addresses (lower-cased) of a list, with the reason for each."""
-        rows = self._query("SELECT email, reason FROM suppressions WHERE list_id IN (?, ?) "
-                           "ORDER BY created", (list_id, ALL_LISTS))
-        return dict(rows)
-
-    def is_suppressed(self, list_id: str, email: str) -> bool:
-        """Whether `email` is suppressed on `list_id` or on every list: one lookup in the
-        primary key's index, however long the list."""
-        return bool(self._query("SELECT 1 FROM suppressions WHERE list_id IN (?, ?) "
-                                "AND email = ? LIMIT 1", (list_id, ALL_LISTS, email.lower())))
 
     def close(self) -> None:
         with self._lock:

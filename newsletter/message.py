@@ -7,7 +7,6 @@ but the reference that `fastmime.MessageTemplate`, used for real sends, is teste
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import re
 from dataclasses import dataclass
 from email.header import Header
@@ -17,11 +16,13 @@ from email.policy import SMTP
 from email.utils import format_datetime, formataddr
 from urllib.parse import quote
 
+from newsletter import verp
 from newsletter.dkim import DkimSigner
 from newsletter.models import Subscriber
 from newsletter.render import PersonalFields, RenderedIssue
 from newsletter.settings import NewsletterSection
 from newsletter.unsubscribe import mailto_subject, unsubscribe_url
+from newsletter.verp import delivery_key
 
 # CRLF line ends. The body's quoted-printable lines follow max_line_length: RFC 2045 allows 76.
 _POLICY = SMTP.clone(max_line_length=76)
@@ -50,19 +51,41 @@ class OutgoingMessage:
 
 def message_id(issue_id: str, email: str, domain: str, *, test: bool = False) -> str:
     """Deterministic Message-ID: the same issue to the same address always gets the same one."""
-    digest = hashlib.sha256(f"{issue_id}\0{email.lower()}".encode()).hexdigest()[:20]
+    digest = delivery_key(issue_id, email)  # what a VERP token names (verp.py)
     label = issue_id.replace("/", ".")
     return f"<{label}.{'test.' if test else ''}{digest}@{domain}>"
 
 
+@dataclass(frozen=True)
+class Envelope:
+    """Where a message's replies go back to: its Return-Path and its mailto unsubscribe."""
+
+    sender: str
+    mailto: str
+
+
+def envelope(newsletter: NewsletterSection, bounces: str | None, secret: str | None,
+             issue_id: str, email: str, *, test: bool = False) -> Envelope:
+    """Without `bounces` (the `bounces.address` setting): the From address and
+    `newsletter.unsubscribe_mailto`, as before. With it, per-delivery VERP addresses
+    (verp.py) on the bounce domain, so what comes back names the delivery; a test send,
+    which the ledger does not keep, gets the bounce mailbox itself."""
+    if not bounces or not secret:
+        return Envelope(newsletter.sender_address, newsletter.unsubscribe_mailto)
+    mailto = verp.address(bounces, secret, "u", issue_id, email)
+    if test:
+        return Envelope(bounces, mailto)
+    return Envelope(verp.address(bounces, secret, "b", issue_id, email), mailto)
+
+
 def list_unsubscribe(newsletter: NewsletterSection, list_id: str, email: str,
-                     url: str) -> str:
+                     url: str, mailto_address: str | None = None) -> str:
     """The List-Unsubscribe value, folded after the https URI: `<https…>,CRLF <mailto…>`.
 
     The mailto's subject is `unsubscribe TOKEN`, the link's token: not the address (`email`
     is not used), which would travel in every forwarded header and every reply.
     """
-    mailto = (f"mailto:{newsletter.unsubscribe_mailto}?subject="
+    mailto = (f"mailto:{mailto_address or newsletter.unsubscribe_mailto}?subject="
               f"{quote(mailto_subject(list_id, url))}")
     return f"<{url}>,\r\n <{mailto}>"
 
@@ -99,6 +122,7 @@ def build_message(
     test: bool = False,
     signer: DkimSigner | None = None,
     secret: str | None = None,
+    bounces: str | None = None,
 ) -> OutgoingMessage:
     """One subscriber's copy: multipart/alternative (text, then HTML), utf-8, CRLF.
 
@@ -110,6 +134,7 @@ def build_message(
     domain = newsletter.sender_domain
     subject = subject_of(rendered, test=test)
     msg_id = message_id(issue.id, subscriber.email, domain, test=test)
+    back = envelope(newsletter, bounces, secret, issue.id, subscriber.email, test=test)
 
     msg = EmailMessage(policy=_POLICY)
     _set_mailbox(msg, "From", newsletter.sender_name, newsletter.sender_address)
@@ -125,7 +150,8 @@ def build_message(
     # RFC 2047 encoded-words, which mail clients do not decode in this header.
     msg.set_raw("List-Unsubscribe", list_unsubscribe(newsletter, issue.list_id,
                                                      subscriber.email,
-                                                     personal.unsubscribe_url))
+                                                     personal.unsubscribe_url,
+                                                     back.mailto))
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(rendered.text.fill(personal), cte="quoted-printable")
     msg.add_alternative(rendered.html.fill(personal), subtype="html", cte="quoted-printable")
@@ -133,7 +159,7 @@ def build_message(
     return OutgoingMessage(
         list_id=issue.list_id,
         issue_id=issue.id,
-        sender=newsletter.sender_address,
+        sender=back.sender,
         recipient=subscriber.email,
         message_id=msg_id,
         subject=subject,

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import functools
-import ipaddress
 import re
-import unicodedata
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -37,6 +34,8 @@ from newsletter.blame import (
     where,
 )
 from newsletter.errors import ConfigError, Problem
+from newsletter.inbound.settings import BouncesSection, WebhooksSection
+from newsletter.settingsbase import _one_line, _Section, is_loopback
 from newsletter.yamlfile import YamlDocument, load_yaml
 
 DEFAULT_CONFIG = Path("config/newsletter.yaml")
@@ -46,56 +45,6 @@ _LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?"
 _DNS_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 _BASE_URL = re.compile(rf"https?://{_LABEL}(?:\.{_LABEL})*(?::\d{{1,5}})?"
                        r"(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*)?")
-
-
-# Line and paragraph separators that are not in Unicode's Cc category but still break lines.
-_LINE_BREAKS = frozenset("\u2028\u2029")
-
-
-def control_character(text: str) -> str | None:
-    """The first control character in `text`, as `U+000D`, or None.
-
-    Settings and titles end up in headers, links and file names: a CR/LF there could add
-    headers (Bcc:) to every message, so one-line text must be exactly that.
-    """
-    for char in text:
-        if char in _LINE_BREAKS or unicodedata.category(char) == "Cc":
-            return f"U+{ord(char):04X}"
-    return None
-
-
-def _is_path(annotation: Any) -> bool:
-    """Whether a field holds a path: Path, Path | None or list[Path]."""
-    return annotation is Path or Path in get_args(annotation)
-
-
-def _one_line(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
-    """Refuse a control character in a text setting (or a list of them), and an empty path
-    (it would mean the current folder); secrets may span lines (a PEM key) and are never
-    shown, so they are left alone."""
-    field = model.model_fields.get(info.field_name or "")
-    annotation = field.annotation if field else None
-    if annotation is SecretStr or SecretStr in get_args(annotation):
-        return value
-    if _is_path(annotation):
-        for text in value if isinstance(value, list | tuple) else (value,):
-            if isinstance(text, str) and not text.strip():
-                raise ValueError("is empty; give a file or folder path")
-    for text in value if isinstance(value, list | tuple) else (value,):
-        if isinstance(text, str) and (char := control_character(text)) is not None:
-            raise ValueError(f"contains a control character ({char}); settings that reach "
-                             "headers and links must be one line of plain text")
-    return value
-
-
-class _Section(BaseModel):
-    # No nan or inf for float settings: a wait of inf seconds hangs, nan compares false.
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
-        return _one_line(cls, value, info)
 
 
 class NewsletterSection(_Section):
@@ -244,6 +193,18 @@ class SmtpSection(_Section):
     messages_per_connection: int = Field(100, ge=1)
     # Reconnects in a row after dropped connections before the run gives up.
     reconnects: int = Field(3, ge=0, le=20)
+    # The EHLO name; default: this machine's fully qualified name (socket.getfqdn()).
+    helo: str | None = None
+
+    @field_validator("helo")
+    @classmethod
+    def _helo(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not _DNS_NAME.fullmatch(value):
+            raise ValueError("must be a DNS name of letters, digits, '-' and '.', "
+                             "e.g. mail.example.com")
+        return value.rstrip(".")
 
     @field_validator("rate_limit_per_connection")
     @classmethod
@@ -370,6 +331,8 @@ class Settings(BaseSettings):
     dkim: DkimSection = Field(default_factory=DkimSection)
     unsubscribe: UnsubscribeSection = Field(default_factory=UnsubscribeSection)
     serve: ServeSection = Field(default_factory=ServeSection)
+    bounces: BouncesSection = Field(default_factory=BouncesSection)
+    webhooks: WebhooksSection = Field(default_factory=WebhooksSection)
 
     @classmethod
     def settings_customise_sources(
@@ -393,7 +356,18 @@ class Settings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-SECRET_KEYS = {("smtp", "password"), ("unsubscribe", "secret")}
+SECRET_KEYS: set[tuple[str, ...]] = {
+    ("smtp", "password"), ("unsubscribe", "secret"), ("bounces", "imap", "password"),
+    ("webhooks", "mailgun_signing_key"), ("webhooks", "postmark_password"),
+    ("webhooks", "sendgrid_public_key")}
+
+
+def _holds(data: dict[str, Any], loc: tuple[str, ...]) -> bool:
+    for part in loc[:-1]:
+        data = data.get(part)  # type: ignore[assignment]
+        if not isinstance(data, dict):
+            return False
+    return loc[-1] in data
 
 
 def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
@@ -407,12 +381,12 @@ def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
         raise ConfigError("the settings file must be a mapping of sections", file=config_path,
                           line=1, fix="start with keys such as 'newsletter:' and 'delivery:'")
     problems = list(doc.duplicate_keys)
-    for section, key in SECRET_KEYS:
-        if isinstance(data.get(section), dict) and key in data[section]:
+    for loc in sorted(SECRET_KEYS):
+        if _holds(data, loc):
             problems.append(Problem(
                 "secrets don't belong in the settings file", config_path,
-                doc.line_of((section, key)), f"{section}.{key}",
-                f"remove it and set {env_name((section, key))} in the environment or .env"))
+                doc.line_of(loc), ".".join(loc),
+                f"remove it and set {env_name(loc)} in the environment or .env"))
     if problems:
         raise ConfigError(problems=problems)
     check_dotenv()
@@ -445,17 +419,6 @@ def _problem(error: Any, doc: YamlDocument) -> Problem:
     return Problem(what, file, line, field, fix)
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` is this machine (localhost, 127.0.0.0/8 or ::1) by name or address."""
-    name = host.strip().strip("[]").rstrip(".").lower()
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
-
-
 def _cross_checks(settings: Settings, doc: YamlDocument) -> list[Problem]:
     """Rules across settings that no single field can check."""
     problems = []
@@ -468,6 +431,25 @@ def _cross_checks(settings: Settings, doc: YamlDocument) -> list[Problem]:
             "smtp.security is none)", file, line, field,
             "use smtp.security: starttls (port 587) or ssl (port 465); 'none' with a login "
             "is only allowed to localhost"))
+    problems.extend(_bounce_checks(settings, doc))
+    return problems
+
+
+def _bounce_checks(settings: Settings, doc: YamlDocument) -> list[Problem]:
+    problems = []
+    bounces = settings.bounces
+    if bounces.imap and bounces.maildir:
+        file, line, field = where(("bounces", "maildir"), doc)
+        problems.append(Problem("bounces.imap and bounces.maildir are both set", file, line,
+                                field, "keep one: the mailbox is read over IMAP or from a "
+                                "local Maildir"))
+    imap = bounces.imap
+    if imap and imap.security == "none" and not is_loopback(imap.host):
+        file, line, field = where(("bounces", "imap", "security"), doc)
+        problems.append(Problem(
+            f"would read the bounce mailbox unencrypted from {imap.host}", file, line, field,
+            "use security: ssl (port 993) or starttls (port 143); 'none' is only allowed "
+            "to localhost"))
     return problems
 
 

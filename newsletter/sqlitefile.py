@@ -25,7 +25,7 @@ SCHEMA_VERSION = 1
 # (sources/feedcache.py). A file without the marker is ours only if it holds some of these.
 PROGRAM_TABLES = frozenset({
     "issues", "issue_variants", "issue_articles", "deliveries", "suppressions",
-    "feed_cache", "feed_entries", "feed_aliases",
+    "feed_cache", "feed_entries", "feed_aliases", "events", "resubscriptions",
 })
 _MAGIC = b"SQLite format 3\x00"
 _START_OVER = ("nothing was changed; to start a new ledger on purpose, move this file away "

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import ConfigError
-from newsletter.settings import control_character, is_loopback, load_settings
+from newsletter.settings import load_settings
+from newsletter.settingsbase import control_character, is_loopback
 from tests.conftest import ISSUE_DATE, Project
 
 SEND = ("send", "--date", ISSUE_DATE)

@@ -15,6 +15,7 @@ from newsletter.ledger import SqliteLedger
 from newsletter.sources.feedcache import _SCHEMA as FEED_SCHEMA
 from newsletter.sources.feedcache import SqliteFeedCache
 from newsletter.sqlitefile import APPLICATION_ID, PROGRAM_TABLES
+from newsletter.suppressions import SCHEMA as SUPPRESSION_SCHEMA
 from tests.conftest import ISSUE_DATE, Project
 
 
@@ -125,7 +126,7 @@ def test_an_empty_file_is_refused_by_the_feed_cache_too(tmp_path: Path) -> None:
 
 def test_program_tables_name_every_table_the_program_creates() -> None:
     db = sqlite3.connect(":memory:")
-    db.executescript(LEDGER_SCHEMA + FEED_SCHEMA)
+    db.executescript(LEDGER_SCHEMA + SUPPRESSION_SCHEMA + FEED_SCHEMA)
     tables = {name for (name,) in db.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == PROGRAM_TABLES

@@ -243,8 +243,8 @@ def test_is_suppressed_is_one_indexed_lookup(project: Project) -> None:
     ledger = SqliteLedger(project.outbox / "newsletter.sqlite3")
     try:
         for n in range(20_000):
-            ledger._db.execute("INSERT INTO suppressions VALUES ('morning-brief', ?, 'x', '')",
-                               (f"r{n}@example.com",))
+            ledger._db.execute("INSERT INTO suppressions (list_id, email, reason, created) "
+                               "VALUES ('morning-brief', ?, 'x', '')", (f"r{n}@example.com",))
         ledger.suppress("*", "everywhere@example.com", "complaint")
         steps = []
         ledger._db.set_progress_handler(lambda: steps.append(1), 1000)

@@ -156,7 +156,8 @@ def unsubscribe(app: App, email: str, list_id: str | None) -> None:
     ledger = app.ledger()
     assert ledger is not None
     target = list_id or ALL_LISTS
-    added = ledger.suppress(target, address, "unsubscribed with newsletter unsubscribe")
+    added = ledger.suppress(target, address, "unsubscribed",
+                            {"via": "newsletter unsubscribe"})
     where = f"list {list_id!r}" if list_id else "any list"
     click.echo(f"{address} will get no more issues of {where}" if added
                else f"{address} was already unsubscribed from {where}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import smtplib
 import socket
@@ -70,7 +71,7 @@ class SmtpBackend(DeliveryBackend):
 
     @classmethod
     def from_settings(cls, settings: Settings, stream: TextIO) -> SmtpBackend:
-        return cls(settings.smtp, local_hostname=settings.newsletter.sender_domain)
+        return cls(settings.smtp, local_hostname=helo_name(settings.smtp))
 
     @property
     def _where(self) -> str:
@@ -316,3 +317,18 @@ def _close_quietly(conn: smtplib.SMTP | None) -> None:
     if conn is not None:
         with contextlib.suppress(OSError):
             conn.close()
+
+
+@functools.cache
+def _fqdn() -> str:
+    return socket.getfqdn()
+
+
+def helo_name(smtp: SmtpSection) -> str:
+    """The EHLO name: `smtp.helo`, else this machine's fully qualified name (looked up once
+    a process: smtplib would ask the resolver for every connection). Relays and receivers
+    check it against the connecting address; the sender's domain, used before, names
+    another machine."""
+    name = smtp.helo or _fqdn()
+    # getfqdn() may give a bare host name or one with characters EHLO cannot carry.
+    return name if name and name.isascii() and " " not in name else "localhost"

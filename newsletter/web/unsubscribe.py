@@ -80,7 +80,8 @@ def unsubscribe_routes(secret: str, titles: dict[str, str], ledger: SqliteLedger
             return found
         list_id, email, title = found
         try:
-            await run_in_threadpool(ledger.suppress, list_id, email, "one-click unsubscribe")
+            await run_in_threadpool(ledger.suppress, list_id, email, "unsubscribed",
+                                    {"via": "one-click link"})
         except sqlite3.Error:
             return _busy()
         return _page("Unsubscribed", f"<p>{html.escape(email)} gets no more "
