@@ -34,8 +34,11 @@ from aiosmtpd.controller import Controller
 from tests.smtp_server import Received, Sink, free_port, start_server
 
 SERVERS = Path(__file__).resolve().parent / "servers"
-BOUNCE_DOMAIN = "bounce.test"
-REMOTE_DOMAIN = "example.test"
+# The product's address checks refuse special-use names such as .test for its own
+# addresses and the readers', so the bounce domain is under example.com.
+BOUNCE_DOMAIN = "bounce.example.com"
+# Postfix relays these to the remote (and nothing else: no DNS, no outside world).
+REMOTE_DOMAINS = ("example.test", "example.com", "example.org", "example.net")
 USER = "bounces"
 MAIL_USER = "mail"  # Debian's; Dovecot delivers as it (never as root)
 POSTFIX = "/usr/sbin/postfix"
@@ -76,7 +79,7 @@ class MailServers:
     remote: Sink            # the aiosmtpd Postfix relays example.test to; `.received`
     remote_port: int
     bounce_domain: str = BOUNCE_DOMAIN
-    remote_domain: str = REMOTE_DOMAIN
+    remote_domains: tuple[str, ...] = REMOTE_DOMAINS
     _postfix_conf: Path = field(default=Path(), repr=False)
 
     @property
@@ -113,7 +116,9 @@ class MailServers:
         smtp.update({"host": self.smtp_host, "port": self.smtp_port, "security": "none"})
         for key in ("username", "password", "ca_file"):
             smtp.pop(key, None)
-        data["bounces"] = {**(data.get("bounces") or {}), **self.bounces_settings(**bounces)}
+        kept = {k: v for k, v in (data.get("bounces") or {}).items()
+                if k not in ("imap", "maildir")}  # one source only
+        data["bounces"] = {**kept, **self.bounces_settings(**bounces)}
         text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
         settings_file.write_text(text, encoding="utf-8")
         return text
@@ -243,8 +248,8 @@ def mail_servers(mail_servers_session: MailServers) -> MailServers:
 # Addresses the remote refuses at RCPT, as a real receiving server would; Postfix turns
 # each into a DSN to the envelope sender. Tests may add their own to `remote.rcpt_replies`.
 REMOTE_REPLIES = {
-    f"dead@{REMOTE_DOMAIN}": "550 5.1.1 <dead@example.test>: no such user",
-    f"full@{REMOTE_DOMAIN}": "452 4.2.2 <full@example.test>: mailbox full",
+    **{f"dead@{d}": f"550 5.1.1 <dead@{d}>: no such user" for d in REMOTE_DOMAINS},
+    **{f"full@{d}": f"452 4.2.2 <full@{d}>: mailbox full" for d in REMOTE_DOMAINS},
 }
 
 
@@ -292,8 +297,9 @@ def _prepare(base: Path, remote: Sink, remote_port: int) -> MailServers:
     values = {
         "BASE": str(base), "INSTANCE": base.name, "IMAP_PORT": str(servers.imap_port),
         "IMAPS_PORT": str(servers.imaps_port), "SMTPD": f"127.0.0.1:{servers.smtp_port}",
-        "MAILBOXES": f"@{BOUNCE_DOMAIN}=ok",
-        "TRANSPORTS": f"{REMOTE_DOMAIN}=smtp:[127.0.0.1]:{remote_port}",
+        "BOUNCE_DOMAIN": BOUNCE_DOMAIN, "MAILBOXES": f"@{BOUNCE_DOMAIN}=ok",
+        "TRANSPORTS": ", ".join(f"{domain}=smtp:[127.0.0.1]:{remote_port}"
+                                for domain in REMOTE_DOMAINS),
     }
     (base / "dovecot").mkdir()
     _render("dovecot.conf", base / "dovecot" / "dovecot.conf", values)

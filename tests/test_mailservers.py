@@ -13,11 +13,13 @@ from email.message import EmailMessage, Message
 
 import pytest
 
+from newsletter.settings import load_settings
+from tests.conftest import Project
 from tests.mailservers import MailServers, running, running_processes
 
-VERP = "bounces+abc123@bounce.test"
-BODY = (b"From: The Test Brief <brief@bounce.test>\r\nTo: readers@example.test\r\n"
-        b"Subject: An issue\r\nMessage-ID: <issue-1@bounce.test>\r\n\r\nHello.\r\n")
+VERP = "bounces+abc123@bounce.example.com"
+BODY = (b"From: The Test Brief <brief@bounce.example.com>\r\nTo: readers@example.test\r\n"
+        b"Subject: An issue\r\nMessage-ID: <issue-1@bounce.example.com>\r\n\r\nHello.\r\n")
 
 
 def _send(servers: MailServers, *recipients: str, sender: str = VERP) -> None:
@@ -47,13 +49,13 @@ def test_a_refused_recipient_comes_back_as_a_dsn_to_the_verp_address(
     assert dsn["Return-Path"] == "<>"  # a DSN has the null sender: it never bounces back
     assert dsn["From"].addresses[0].username == "MAILER-DAEMON"
     per_message, [recipient] = _report(dsn)
-    assert per_message["Reporting-MTA"] == "dns; mta.bounce.test"
+    assert per_message["Reporting-MTA"] == "dns; mta.bounce.example.com"
     assert recipient["Final-Recipient"] == "rfc822; dead@example.test"
     assert recipient["Action"] == "failed"
     assert recipient["Status"] == "5.1.1"
     assert "550 5.1.1" in recipient["Diagnostic-Code"]
     returned = [part for part in dsn.walk() if part.get_content_type() == "message/rfc822"]
-    assert returned and returned[0].get_payload()[0]["Message-ID"] == "<issue-1@bounce.test>"
+    assert returned and returned[0].get_payload()[0]["Message-ID"] == "<issue-1@bounce.example.com>"
 
 
 def test_a_full_mailbox_bounces_at_once_with_status_4_2_2(mail_servers: MailServers) -> None:
@@ -145,7 +147,7 @@ def test_mail_put_in_the_maildir_is_served_and_moved_over_imap(
         assert client.uid("MOVE", "1:*", "Processed")[0] == "OK"
     assert mail_servers.messages() == []
     [moved] = mail_servers.messages("Processed")
-    assert moved["Message-ID"] == "<issue-1@bounce.test>"
+    assert moved["Message-ID"] == "<issue-1@bounce.example.com>"
 
 
 def test_nothing_is_left_running_or_listening_after_the_servers_stop(
@@ -163,3 +165,21 @@ def test_nothing_is_left_running_or_listening_after_the_servers_stop(
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0
     assert not base.exists()
+
+
+@pytest.mark.parametrize("security", ["ssl", "starttls"])
+def test_the_settings_helper_points_a_project_at_the_servers(
+        project: Project, mail_servers: MailServers, security: str) -> None:
+    mail_servers.settings(project.settings, security=security)
+    settings = load_settings(project.settings)
+    assert (settings.delivery.backend, settings.smtp.host, settings.smtp.port) == (
+        "smtp", "127.0.0.1", mail_servers.smtp_port)
+    assert settings.bounces.address == "bounces@bounce.example.com"
+    imap = settings.bounces.imap
+    assert imap is not None and imap.security == security
+    assert imap.effective_port == (mail_servers.imaps_port if security == "ssl"
+                                   else mail_servers.imap_port)
+    assert imap.ca_file == mail_servers.ca_file and imap.username == "bounces"
+    mail_servers.settings(project.settings, source="maildir")
+    settings = load_settings(project.settings)
+    assert settings.bounces.imap is None and settings.bounces.maildir == mail_servers.maildir
