@@ -45,7 +45,7 @@ def test_a_refused_recipient_comes_back_as_a_dsn_to_the_verp_address(
     [delivered] = mail_servers.wait_for_remote(1)
     assert delivered.recipients == ["live@example.test"] and delivered.sender == VERP
     assert b"Hello." in delivered.data
-    assert dsn["Delivered-To"] == VERP and dsn["To"] == VERP
+    assert dsn["Delivered-To"] == dsn["X-Original-To"] == dsn["To"] == VERP
     assert dsn["Return-Path"] == "<>"  # a DSN has the null sender: it never bounces back
     assert dsn["From"].addresses[0].username == "MAILER-DAEMON"
     per_message, [recipient] = _report(dsn)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real mail servers the bounce tests run (issue 11): Debian's Postfix and
-# Dovecot (IMAP + LMTP). The tests start private instances on loopback ports; the
+# Dovecot (IMAP). The tests start private instances on loopback ports; the
 # distribution's own services must not be left running, so a policy-rc.d forbids the
 # packages to start them and whatever is running anyway is stopped.
 #
@@ -8,8 +8,8 @@
 # skips those tests with the reason (and fails them under CI=true).
 set -uo pipefail
 
-PACKAGES=(postfix dovecot-imapd dovecot-lmtpd)
-BINARIES=(/usr/sbin/postfix /usr/sbin/dovecot /usr/lib/dovecot/imap /usr/lib/dovecot/lmtp)
+PACKAGES=(postfix dovecot-imapd)
+BINARIES=(/usr/sbin/postfix /usr/sbin/dovecot /usr/lib/dovecot/imap)
 
 have_all() {
     local binary
