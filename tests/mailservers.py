@@ -10,6 +10,7 @@ stopped at the end. Where they cannot run, `unavailable()` says why.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import secrets
@@ -31,6 +32,14 @@ import trustme
 import yaml
 from aiosmtpd.controller import Controller
 
+from tests.daemons import (
+    ServerError,
+    read_pid,
+    read_text,
+    start_daemon,
+    wait_for_port,
+    wait_gone,
+)
 from tests.smtp_server import Received, Sink, free_port, start_server
 
 SERVERS = Path(__file__).resolve().parent / "servers"
@@ -45,10 +54,6 @@ POSTFIX = "/usr/sbin/postfix"
 DOVECOT = "/usr/sbin/dovecot"
 NEEDED = (POSTFIX, DOVECOT, "/usr/sbin/postqueue", "/usr/sbin/postsuper",
           "/usr/lib/dovecot/imap")
-
-
-class ServerError(RuntimeError):
-    """A server did not start or stop; the message holds the tail of its log."""
 
 
 def unavailable() -> str | None:
@@ -134,8 +139,7 @@ class MailServers:
     def queue_ids(self) -> list[str]:
         """Ids of the messages still in Postfix's queue."""
         done = _run(["/usr/sbin/postqueue", "-c", str(self._postfix_conf), "-j"])
-        return [line.split('"queue_id": "')[1].split('"')[0]
-                for line in done.stdout.splitlines() if '"queue_id": "' in line]
+        return [json.loads(line)["queue_id"] for line in done.stdout.splitlines() if line]
 
     def messages(self, folder: str = "INBOX") -> list[EmailMessage]:
         """The mail now in a folder of the Maildir (new/ and cur/), in order of arrival."""
@@ -189,14 +193,14 @@ class MailServers:
 
     def master_pids(self) -> dict[str, int | None]:
         """Postfix's and Dovecot's master processes (each leads its own process group)."""
-        return {"postfix": _pid(self.base / "postfix" / "queue" / "pid" / "master.pid"),
-                "dovecot": _pid(self.base / "dovecot" / "run" / "master.pid")}
+        return {"postfix": read_pid(self.base / "postfix" / "queue" / "pid" / "master.pid"),
+                "dovecot": read_pid(self.base / "dovecot" / "run" / "master.pid")}
 
     def postfix_log(self) -> str:
-        return _read(self.base / "postfix" / "maillog")
+        return read_text(self.base / "postfix" / "maillog")
 
     def dovecot_log(self) -> str:
-        return _read(self.base / "dovecot" / "dovecot.log")
+        return read_text(self.base / "dovecot" / "dovecot.log")
 
     def clear(self) -> None:
         """Empty the mailbox (every folder), Postfix's queue and what the remote received,
@@ -268,7 +272,7 @@ def running() -> Iterator[MailServers]:
         servers = _prepare(base, remote, remote_port)
         stack.callback(_stop_dovecot, base)
         _start_dovecot(base, servers)
-        stack.callback(_stop_postfix, servers._postfix_conf, base)
+        stack.callback(_stop_postfix, base)
         _start_postfix(servers)
         yield servers
     finally:
@@ -311,7 +315,7 @@ def _prepare(base: Path, remote: Sink, remote_port: int) -> MailServers:
     passwd.write_text(f"{USER}:{{PLAIN}}{password}::::::\n", encoding="ascii")
     passwd.chmod(0o644)
     servers._postfix_conf.mkdir(parents=True)
-    (base / "postfix" / "queue").mkdir()  # its subfolders: `postfix set-permissions`
+    (base / "postfix" / "queue").mkdir()  # `postfix start` makes its subfolders
     for name in ("main.cf", "master.cf"):
         _render(name, servers._postfix_conf / name, values)
     return servers
@@ -340,11 +344,11 @@ def _render(template: str, target: Path, values: dict[str, str]) -> None:
 def _start_dovecot(base: Path, servers: MailServers) -> None:
     conf = base / "dovecot" / "dovecot.conf"
     output = base / "dovecot" / "start.out"
-    if _start_daemon([DOVECOT, "-c", str(conf)], output) != 0:
-        raise ServerError(f"dovecot did not start: {_read(output).strip()}\n"
+    if start_daemon([DOVECOT, "-c", str(conf)], output) != 0:
+        raise ServerError(f"dovecot did not start: {read_text(output).strip()}\n"
                           f"{servers.dovecot_log()[-3000:]}")
     for port in (servers.imap_port, servers.imaps_port):
-        _wait_for_port(port, lambda: servers.dovecot_log())
+        wait_for_port(port, lambda: servers.dovecot_log())
 
 
 def _start_postfix(servers: MailServers) -> None:
@@ -352,99 +356,32 @@ def _start_postfix(servers: MailServers) -> None:
     # `start` first checks the configuration and makes the queue's folders, with their
     # owners (postfix, postdrop).
     output = servers.base / "postfix" / "start.out"
-    if _start_daemon([POSTFIX, "-c", conf, "start"], output) != 0:
-        raise ServerError(f"postfix start failed: {_read(output).strip()}\n"
+    if start_daemon([POSTFIX, "-c", conf, "start"], output) != 0:
+        raise ServerError(f"postfix start failed: {read_text(output).strip()}\n"
                           f"{servers.postfix_log()[-3000:]}")
-    _wait_for_port(servers.smtp_port, servers.postfix_log)
+    wait_for_port(servers.smtp_port, servers.postfix_log)
 
 
-def _stop_postfix(conf: Path, base: Path) -> None:
-    pid = _pid(base / "postfix" / "queue" / "pid" / "master.pid")
+def _stop_postfix(base: Path) -> None:
+    pid = read_pid(base / "postfix" / "queue" / "pid" / "master.pid")
     if pid is None:
         return
     # What `postfix stop` does, without its one-second sleeps: the master takes its
     # children down with it.
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    _wait_gone(pid, "Postfix")
+    wait_gone(pid, "Postfix")
 
 
 def _stop_dovecot(base: Path) -> None:
-    pid = _pid(base / "dovecot" / "run" / "master.pid")
+    pid = read_pid(base / "dovecot" / "run" / "master.pid")
     if pid is None:
         return
     # The whole process group: the master alone waits seconds for its children.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    _wait_gone(pid, "Dovecot")
-
-
-def _pid(path: Path) -> int | None:
-    try:
-        return int(path.read_text(encoding="ascii").split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _wait_gone(pid: int, name: str, timeout: float = 10) -> None:
-    """Wait until the master `pid` and every process of its group (the daemons lead their
-    own) have exited; kill what is left after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not running_processes(pid):
-            return
-        time.sleep(0.05)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    raise ServerError(f"{name} (process group {pid}) did not stop within {timeout}s; killed")
-
-
-def running_processes(pgid: int) -> list[int]:
-    """The processes of group `pgid` that still run. A daemon is init's child, and an init
-    that reaps slowly (as in some containers) leaves zombies for a second: those are gone."""
-    running = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1]
-        except OSError:
-            continue  # exited meanwhile
-        state, _ppid, group = fields.split()[:3]
-        if int(group) == pgid and state != "Z":
-            running.append(int(stat.parent.name))
-    return running
-
-
-def _wait_for_port(port: int, log: Callable[[], str], timeout: float = 10) -> None:
-    def accepting() -> bool:
-        with socket.socket() as sock:
-            sock.settimeout(1)
-            return sock.connect_ex(("127.0.0.1", port)) == 0
-    _wait_for(accepting, f"127.0.0.1:{port}", log, timeout)
-
-
-def _wait_for(ready: Callable[[], bool], what: str, log: Callable[[], str],
-              timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise ServerError(f"{what} not ready after {timeout}s:\n{log()[-3000:]}")
-        time.sleep(0.05)
-
-
-def _start_daemon(command: list[str], output: Path) -> int:
-    """Run a command that leaves a daemon behind: its output goes to a file, since the
-    daemon inherits and keeps open whatever pipes it is given."""
-    with output.open("a", encoding="utf-8") as sink:
-        return subprocess.run(command, stdin=subprocess.DEVNULL, stdout=sink,
-                              stderr=subprocess.STDOUT, timeout=60, check=False).returncode
+    wait_gone(pid, "Dovecot")
 
 
 def _run(command: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=check)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""

@@ -15,7 +15,8 @@ import pytest
 
 from newsletter.settings import load_settings
 from tests.conftest import Project
-from tests.mailservers import MailServers, running, running_processes
+from tests.daemons import running_processes
+from tests.mailservers import MailServers, running
 
 VERP = "bounces+abc123@bounce.example.com"
 BODY = (b"From: The Test Brief <brief@bounce.example.com>\r\nTo: readers@example.test\r\n"
