@@ -24,8 +24,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from email.message import EmailMessage
+from email.message import EmailMessage, Message
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trustme
@@ -150,14 +151,14 @@ class MailServers:
                 for entry in os.scandir(path / sub):
                     with contextlib.suppress(FileNotFoundError):
                         files.append((entry.stat().st_mtime_ns, entry.name, entry.path))
-        messages = []
+        messages: list[EmailMessage] = []
         for _mtime, _name, file in sorted(files):
             try:
                 raw = Path(file).read_bytes()
             except FileNotFoundError:  # Dovecot moved it from new/ to cur/ meanwhile
                 continue
-            messages.append(message_from_bytes(raw, policy=policy.default))
-        return messages  # type: ignore[return-value]
+            messages.append(cast(EmailMessage, message_from_bytes(raw, policy=policy.default)))
+        return messages
 
     def wait_for_mail(self, count: int = 1, *, folder: str = "INBOX", timeout: float = 20,
                       match: Callable[[EmailMessage], bool] = lambda m: True,
@@ -229,6 +230,17 @@ class MailServers:
         final = path / "new" / name
         temporary.rename(final)
         return final
+
+
+def delivery_status(dsn: EmailMessage) -> tuple[Message, list[Message]]:
+    """The per-message and per-recipient fields of a DSN's message/delivery-status part
+    (RFC 3464), as the stdlib parses them; AssertionError when it is no DSN."""
+    assert dsn.get_content_type() == "multipart/report", dsn.get_content_type()
+    assert dsn.get_param("report-type") == "delivery-status"
+    [status] = [part for part in dsn.walk()
+                if part.get_content_type() == "message/delivery-status"]
+    per_message, *per_recipient = cast(list[Message], status.get_payload())
+    return per_message, per_recipient
 
 
 @pytest.fixture(scope="session")

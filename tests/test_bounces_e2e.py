@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import ISSUE_DATE, Project
-from tests.mailservers import MailServers
+from tests.mailservers import MailServers, delivery_status
 
 SUBSCRIBERS = """\
 lists:
@@ -41,8 +41,7 @@ def test_postfix_returns_a_dsn_to_each_refused_readers_verp_address(
     assert local.startswith("bounces+b") and domain == "bounce.example.com"
     by_recipient = {}
     for dsn in sent.messages():
-        [status] = [p for p in dsn.walk() if p.get_content_type() == "message/delivery-status"]
-        _per_message, recipient = status.get_payload()
+        _per_message, [recipient] = delivery_status(dsn)
         by_recipient[recipient["Final-Recipient"]] = (recipient["Status"], dsn["Delivered-To"])
     assert set(by_recipient) == {"rfc822; dead@example.com", "rfc822; full@example.org"}
     assert by_recipient["rfc822; dead@example.com"][0] == "5.1.1"

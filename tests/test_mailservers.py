@@ -9,14 +9,13 @@ import smtplib
 import socket
 import ssl
 import time
-from email.message import EmailMessage, Message
 
 import pytest
 
 from newsletter.settings import load_settings
 from tests.conftest import Project
 from tests.daemons import running_processes
-from tests.mailservers import MailServers, running
+from tests.mailservers import MailServers, delivery_status, running
 
 VERP = "bounces+abc123@bounce.example.com"
 BODY = (b"From: The Test Brief <brief@bounce.example.com>\r\nTo: readers@example.test\r\n"
@@ -29,16 +28,6 @@ def _send(servers: MailServers, *recipients: str, sender: str = VERP) -> None:
     assert refused == {}  # Postfix takes everything; the remote's refusals come back later
 
 
-def _report(dsn: EmailMessage) -> tuple[Message, list[Message]]:
-    """The per-message and per-recipient fields of a DSN's message/delivery-status part."""
-    assert dsn.get_content_type() == "multipart/report"
-    assert dsn.get_param("report-type") == "delivery-status"
-    [status] = [part for part in dsn.walk()
-                if part.get_content_type() == "message/delivery-status"]
-    per_message, *per_recipient = status.get_payload()
-    return per_message, per_recipient
-
-
 def test_a_refused_recipient_comes_back_as_a_dsn_to_the_verp_address(
         mail_servers: MailServers) -> None:
     _send(mail_servers, "dead@example.test", "live@example.test")
@@ -49,14 +38,14 @@ def test_a_refused_recipient_comes_back_as_a_dsn_to_the_verp_address(
     assert dsn["Delivered-To"] == dsn["X-Original-To"] == dsn["To"] == VERP
     assert dsn["Return-Path"] == "<>"  # a DSN has the null sender: it never bounces back
     assert dsn["From"].addresses[0].username == "MAILER-DAEMON"
-    per_message, [recipient] = _report(dsn)
+    per_message, [recipient] = delivery_status(dsn)
     assert per_message["Reporting-MTA"] == "dns; mta.bounce.example.com"
     assert recipient["Final-Recipient"] == "rfc822; dead@example.test"
     assert recipient["Action"] == "failed"
     assert recipient["Status"] == "5.1.1"
     assert "550 5.1.1" in recipient["Diagnostic-Code"]
-    returned = [part for part in dsn.walk() if part.get_content_type() == "message/rfc822"]
-    assert returned and returned[0].get_payload()[0]["Message-ID"] == "<issue-1@bounce.example.com>"
+    [returned] = [part for part in dsn.walk() if part.get_content_type() == "message/rfc822"]
+    assert b"<issue-1@bounce.example.com>" in returned.as_bytes()  # the original comes back
 
 
 def test_a_full_mailbox_bounces_at_once_with_status_4_2_2(mail_servers: MailServers) -> None:
@@ -64,7 +53,7 @@ def test_a_full_mailbox_bounces_at_once_with_status_4_2_2(mail_servers: MailServ
     # but returns the mail at once, keeping the remote's (temporary) status.
     _send(mail_servers, "full@example.test")
     [dsn] = mail_servers.wait_for_mail(1)
-    _per_message, [recipient] = _report(dsn)
+    _per_message, [recipient] = delivery_status(dsn)
     assert recipient["Final-Recipient"] == "rfc822; full@example.test"
     assert (recipient["Action"], recipient["Status"]) == ("failed", "4.2.2")
     assert "452 4.2.2" in recipient["Diagnostic-Code"]
@@ -77,7 +66,7 @@ def test_each_refused_recipient_of_a_message_gets_its_own_dsn(
     # Postfix reports the permanent failure and the expired deferral separately.
     _send(mail_servers, "dead@example.test", "full@example.test", "live@example.test")
     dsns = mail_servers.wait_for_mail(2)
-    statuses = sorted(_report(dsn)[1][0]["Status"] for dsn in dsns)
+    statuses = sorted(delivery_status(dsn)[1][0]["Status"] for dsn in dsns)
     assert statuses == ["4.2.2", "5.1.1"]
     assert [r.recipients for r in mail_servers.wait_for_remote(1)] == [["live@example.test"]]
 
