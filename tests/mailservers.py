@@ -157,7 +157,7 @@ class MailServers:
                 raw = Path(file).read_bytes()
             except FileNotFoundError:  # Dovecot moved it from new/ to cur/ meanwhile
                 continue
-            messages.append(cast(EmailMessage, message_from_bytes(raw, policy=policy.default)))
+            messages.append(message_from_bytes(raw, policy=policy.default))
         return messages
 
     def wait_for_mail(self, count: int = 1, *, folder: str = "INBOX", timeout: float = 20,
