@@ -93,8 +93,11 @@ class MailServers:
     def bounce_address(self) -> str:
         return f"{USER}@{self.bounce_domain}"
 
-    def env(self) -> dict[str, str]:
-        """The environment that gives `newsletter` the IMAP password."""
+    def env(self, source: str = "imap") -> dict[str, str]:
+        """The environment that gives `newsletter` the IMAP password. None for a Maildir:
+        the password alone would make a `bounces.imap` section, and two sources."""
+        if source == "maildir":
+            return {}
         return {"NEWSLETTER_BOUNCES__IMAP__PASSWORD": self.password}
 
     def bounces_settings(self, *, source: str = "imap", security: str = "ssl",
