@@ -48,6 +48,7 @@ class Sink:
 
     received: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
     defer: dict[str, int] = field(default_factory=dict)
     drop_at: set[int] = field(default_factory=set)
     logins: list[str] = field(default_factory=list)
@@ -56,7 +57,6 @@ class Sink:
     on_message: Any = None
     refuse_data: dict[str, str] = field(default_factory=dict)
     refuse_sender: str | None = None
-    rcpt_replies: dict[str, str] = field(default_factory=dict)
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
                           mail_options: list[str]) -> str:
