@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from email import message_from_bytes, policy
 from email.message import EmailMessage, Message
 from pathlib import Path
@@ -213,10 +213,9 @@ class MailServers:
         shutil.rmtree(self.maildir)
         shutil.rmtree(self.base / "mailstate")
         _make_mail_folders(self.base)
-        self.remote.received.clear()
-        self.remote.rcpt_replies.clear()
-        self.remote.rcpt_replies.update(REMOTE_REPLIES)
-        self.remote.refuse.clear()
+        fresh = Sink(rcpt_replies=dict(REMOTE_REPLIES))
+        for name in (f.name for f in fields(Sink)):  # the same object: the server holds it
+            setattr(self.remote, name, getattr(fresh, name))
 
     def add_message(self, raw: bytes, folder: str = "INBOX") -> Path:
         """Put a message into a folder of the mailbox as a delivery would (new/, owned by

@@ -49,6 +49,7 @@ def test_a_refused_recipient_comes_back_as_a_dsn_to_the_verp_address(
 
 
 def test_a_full_mailbox_bounces_at_once_with_status_4_2_2(mail_servers: MailServers) -> None:
+    assert mail_servers.messages() == [] and mail_servers.remote.received == []  # cleared
     # The remote answers 452 4.2.2; with maximal_queue_lifetime = 0 Postfix does not retry
     # but returns the mail at once, keeping the remote's (temporary) status.
     _send(mail_servers, "full@example.test")
