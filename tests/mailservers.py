@@ -275,7 +275,9 @@ REMOTE_REPLIES = {
 @contextlib.contextmanager
 def running() -> Iterator[MailServers]:
     """Start the remote, Dovecot and Postfix; stop all three on the way out."""
-    base = Path(tempfile.mkdtemp(prefix="newsletter-mail-"))
+    # /tmp itself, not $TMPDIR: the servers' users must reach it, and their Unix sockets
+    # inside must stay under the 107 bytes a socket path may have.
+    base = Path(tempfile.mkdtemp(prefix="newsletter-mail-", dir="/tmp"))
     base.chmod(0o755)  # Postfix's and Dovecot's unprivileged processes walk into it
     remote = Sink(rcpt_replies=dict(REMOTE_REPLIES))
     remote_port = free_port()
