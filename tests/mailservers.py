@@ -63,6 +63,11 @@ def unavailable() -> str | None:
     if missing:
         return (f"Postfix/Dovecot not installed ({', '.join(missing)} missing): "
                 "run tests/servers/install.sh as root (make test does)")
+    for user in ("postfix", "dovecot", "dovenull", MAIL_USER):
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            return f"no system user {user!r} (the packages make it): run tests/servers/install.sh"
     if os.geteuid() != 0:
         return ("the private Postfix and Dovecot instances need root (Postfix's master, "
                 "delivery as the `mail` user)")
