@@ -336,9 +336,12 @@ def _prepare(base: Path, remote: Sink, remote_port: int) -> MailServers:
     passwd.write_text(f"{USER}:{{PLAIN}}{password}::::::\n", encoding="ascii")
     passwd.chmod(0o644)
     servers._postfix_conf.mkdir(parents=True)
-    (base / "postfix" / "queue").mkdir()  # `postfix start` makes its subfolders
+    (base / "postfix" / "queue").mkdir(parents=True)  # `postfix start` makes the rest
     for name in ("main.cf", "master.cf"):
         _render(name, servers._postfix_conf / name, values)
+        # Postfix waits (2 s) for a main.cf changed within the last second to settle.
+        past = time.time() - 60
+        os.utime(servers._postfix_conf / name, (past, past))
     return servers
 
 
@@ -374,8 +377,6 @@ def _start_dovecot(base: Path, servers: MailServers) -> None:
 
 def _start_postfix(servers: MailServers) -> None:
     conf = str(servers._postfix_conf)
-    # `start` first checks the configuration and makes the queue's folders, with their
-    # owners (postfix, postdrop).
     output = servers.base / "postfix" / "start.out"
     if start_daemon([POSTFIX, "-c", conf, "start"], output) != 0:
         raise ServerError(f"postfix start failed: {read_text(output).strip()}\n"
