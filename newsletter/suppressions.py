@@ -82,6 +82,15 @@ class Suppression:
 
 
 @dataclass(frozen=True)
+class Lifted:
+    """A suppression that `resubscribe` lifted, when, and the note given."""
+
+    suppression: Suppression
+    lifted: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class StoredEvent:
     event_id: str
     source: str
@@ -147,6 +156,11 @@ class SuppressionStore:
         return any(row[1] == "evidence" for row in self._query(
             "PRAGMA table_info(suppressions)"))
 
+    def _has_table(self, name: str) -> bool:
+        # Nor does it have the tables this version added (events, resubscriptions).
+        return bool(self._query("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                "AND name = ?", (name,)))
+
     # suppressions ---------------------------------------------------------------------
 
     def suppress(self, list_id: str, email: str, reason: str,
@@ -197,6 +211,17 @@ class SuppressionStore:
                            (s.list_id, email))
         return lifted
 
+    def resubscriptions(self, email: str | None = None) -> list[Lifted]:
+        """Every suppression that was lifted (of `email`, when given), oldest first."""
+        if not self._has_table("resubscriptions"):
+            return []
+        rows = self._query(
+            "SELECT list_id, email, reason, evidence, suppressed, lifted, note "
+            "FROM resubscriptions WHERE ? IS NULL OR email = ? ORDER BY lifted, email",
+            (email and email.lower(), email and email.lower()))
+        return [Lifted(Suppression(lst, addr, reason, _evidence(data), suppressed), lifted,
+                       note) for lst, addr, reason, data, suppressed, lifted, note in rows]
+
     def last_lifted(self, email: str) -> str | None:
         rows = self._query("SELECT max(lifted) FROM resubscriptions WHERE email = ?",
                            (email.lower(),))
@@ -244,6 +269,8 @@ class SuppressionStore:
 
     def event_counts(self, issue_id: str) -> dict[str, int]:
         """Readers per event kind for one issue (each reader counted once per kind)."""
+        if not self._has_table("events"):
+            return {}
         rows = self._query("SELECT kind, count(DISTINCT email) FROM events "
                            "WHERE issue_id = ? GROUP BY kind", (issue_id,))
         return dict(rows)

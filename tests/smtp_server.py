@@ -57,6 +57,7 @@ class Sink:
     on_message: Any = None
     refuse_data: dict[str, str] = field(default_factory=dict)
     refuse_sender: str | None = None
+    helos: list[str] = field(default_factory=list)  # the EHLO/HELO name of each message
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
                           mail_options: list[str]) -> str:
@@ -90,6 +91,7 @@ class Sink:
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
                                       envelope.original_content))
         self.sessions.append(id(session))
+        self.helos.append(session.host_name)
         if self.on_message is not None:
             self.on_message(self)
         return "250 Message accepted"

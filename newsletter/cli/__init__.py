@@ -3,7 +3,7 @@
 One module per group of commands; importing them registers their commands on `cli`.
 """
 
-from newsletter.cli import admin, issue  # noqa: F401  (registers the commands)
+from newsletter.cli import admin, issue, suppressions  # noqa: F401  (registers the commands)
 from newsletter.cli.common import cli
 
 __all__ = ["cli", "main"]

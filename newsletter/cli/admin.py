@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import yaml
 
+from newsletter import rates
 from newsletter.cli.common import (
     DATE,
     DKIM_KEY_DIR,
@@ -28,7 +29,7 @@ from newsletter.digest import (
     load_inputs,
 )
 from newsletter.errors import ConfigError
-from newsletter.ledger import ALL_LISTS
+from newsletter.ledger import ALL_LISTS, SqliteLedger
 from newsletter.secret import existing_secret
 from newsletter.settings import (
     ScheduleSection,
@@ -118,7 +119,12 @@ def _print_next_runs(s: ScheduleSection, zones: dict[str, int], count: int = 5) 
 @pass_app
 @user_errors
 def status(app: App, date: dt.datetime | None, list_id: str | None) -> None:
-    """Per-issue delivery counts from the ledger, and each failure with the server's reply."""
+    """Per-issue delivery counts from the ledger, and each failure with the server's reply.
+
+    Below each issue: its bounces and complaints (and unsubscribes) as counts and as rates,
+    against the mailbox providers' thresholds (Gmail and Yahoo: complaints under 0.3 %;
+    Amazon SES: bounces under 5 %, advised under 2 %).
+    """
     ledger = app.ledger(create=False)
     records = ledger.issues(list_id, date.date() if date else None) if ledger else []
     if not records:
@@ -132,10 +138,24 @@ def status(app: App, date: dt.datetime | None, list_id: str | None) -> None:
         note = f" ({record.note})" if record.note else ""
         click.echo(f"{record.issue_id} [{record.state}{note}]: {counts['sent']} sent, "
                    f"{counts['pending']} pending, {failed} failed, {counts['skipped']} skipped")
+        back = _came_back(ledger, record.issue_id, counts)  # type: ignore[arg-type]
+        if back.anything or app.settings.bounces.address:
+            for line in rates.lines(back):
+                click.echo(f"  {line}")
         for row in sorted(rows, key=lambda r: r.email):
             if row.status.startswith("failed"):
                 click.echo(f"  {row.status}: {row.email} after {row.attempts} attempt(s): "
                            f"{row.reply}")
+
+
+def _came_back(ledger: SqliteLedger, issue_id: str, counts: Counter[str]) -> rates.CameBack:
+    events = ledger.event_counts(issue_id)
+    # A refusal at RCPT is a failed-permanent row (and a `refused` suppression of the
+    # issue, unless the reader was suppressed already or has been resubscribed since).
+    return rates.CameBack(sent=counts["sent"], refused=counts["failed-permanent"],
+                          hard=events.get("bounce-hard", 0), soft=events.get("bounce-soft", 0),
+                          complaints=events.get("complaint", 0),
+                          unsubscribed=events.get("unsubscribed", 0))
 
 
 @cli.command()
