@@ -26,6 +26,7 @@ SCHEMA_VERSION = 1
 PROGRAM_TABLES = frozenset({
     "issues", "issue_variants", "issue_articles", "deliveries", "suppressions",
     "feed_cache", "feed_entries", "feed_aliases", "events", "resubscriptions",
+    "webhook_tokens",
 })
 _MAGIC = b"SQLite format 3\x00"
 _START_OVER = ("nothing was changed; to start a new ledger on purpose, move this file away "

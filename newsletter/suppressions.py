@@ -47,6 +47,10 @@ CREATE TABLE IF NOT EXISTS resubscriptions (
     lifted TEXT NOT NULL,
     note TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS webhook_tokens (
+    token TEXT PRIMARY KEY,       -- source:token of a signed webhook already taken (replays)
+    seen TEXT NOT NULL
+);
 CREATE INDEX IF NOT EXISTS deliveries_message_id ON deliveries (message_id);
 CREATE INDEX IF NOT EXISTS deliveries_key
     ON deliveries (substr(message_id, instr(message_id, '@') - 20, 20));
@@ -281,6 +285,20 @@ class SuppressionStore:
             "received FROM events WHERE ? IS NULL OR email = ? ORDER BY received",
             (email and email.lower(), email and email.lower()))
         return [StoredEvent(*row) for row in rows]
+
+    # signed webhooks' one-time tokens -------------------------------------------------
+
+    def token_seen(self, token: str) -> bool:
+        """Whether a signed webhook with this one-time token (`source:token`) was taken."""
+        return bool(self._query("SELECT 1 FROM webhook_tokens WHERE token = ?", (token,)))
+
+    def remember_token(self, token: str, forget_before: str) -> None:
+        """Keep `token` as taken; forget those seen before `forget_before` (ISO time), which
+        their timestamps make too old to be taken again anyway."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM webhook_tokens WHERE seen < ?", (forget_before,))
+            db.execute("INSERT OR IGNORE INTO webhook_tokens (token, seen) VALUES (?, ?)",
+                       (token, now()))
 
     # finding the delivery an event is about ------------------------------------------
 

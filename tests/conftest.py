@@ -21,6 +21,9 @@ from apscheduler.schedulers.base import BaseScheduler
 
 import newsletter.scheduler as scheduler_module
 
+# The real Postfix and Dovecot of the bounce tests (issue 11), as fixtures.
+from tests.mailservers import mail_servers, mail_servers_session  # noqa: F401
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_SAMPLE = REPO.parent / "shared" / "samples" / "the-week-article-page.txt"
 ISSUE_DATE = "2026-11-24"

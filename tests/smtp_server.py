@@ -35,6 +35,8 @@ class Sink:
     """Accepts every message, except as told to misbehave:
 
     - `refuse`: recipients answered 550 (permanent);
+    - `rcpt_replies`: recipient → the reply to its RCPT instead of 250, e.g.
+      "452 4.2.2 mailbox full" (the remote a real Postfix relays to refuses with these);
     - `defer`: recipient → how many times to answer 451 (temporary) before accepting;
     - `drop_at`: message numbers (1-based, counting DATA commands) at which the server
       closes the connection instead of answering;
@@ -46,6 +48,7 @@ class Sink:
 
     received: list[Received] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    rcpt_replies: dict[str, str] = field(default_factory=dict)
     defer: dict[str, int] = field(default_factory=dict)
     drop_at: set[int] = field(default_factory=set)
     logins: list[str] = field(default_factory=list)
@@ -68,6 +71,8 @@ class Sink:
                           rcpt_options: list[str]) -> str:
         if address in self.refuse:
             return "550 5.1.1 mailbox unavailable"
+        if address in self.rcpt_replies:
+            return self.rcpt_replies[address]
         if self.defer.get(address, 0) > 0:
             self.defer[address] -= 1
             return "451 4.3.0 try again later"

@@ -235,17 +235,21 @@ def _unsubscribe_target(app: App, value: str, list_id: str | None) -> tuple[str,
 @pass_app
 @user_errors
 def serve(app: App) -> None:
-    """Serve one-click unsubscribe and a health check on serve.host:serve.port.
+    """Serve one-click unsubscribe, the archive, providers' webhooks and a health check on
+    serve.host:serve.port.
 
     Put it behind your web server (see README) so that base_url/unsubscribe reaches it.
     """
     import uvicorn
 
     from newsletter.web import create_app
+    from newsletter.web.webhooks import enabled
 
     web = create_app(app.settings)
     s = app.settings.serve
-    click.echo(f"serving on http://{s.host}:{s.port} (unsubscribe, healthz); Ctrl-C stops")
+    hooks = ", ".join(enabled(app.settings)) or "none"
+    click.echo(f"serving on http://{s.host}:{s.port} (unsubscribe, archive, healthz; "
+               f"webhooks: {hooks}); Ctrl-C stops")
     uvicorn.run(web, host=s.host, port=s.port, log_level="info", proxy_headers=True,
                 server_header=False)
 

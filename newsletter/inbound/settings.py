@@ -81,9 +81,10 @@ class WebhooksSection(_Section):
     sendgrid_public_key: SecretStr | None = None
     # A local SNS signing certificate (PEM): used instead of fetching SigningCertURL
     # (offline tests, a pinned certificate). Without it the certificate is fetched from
-    # an https URL on an amazonaws.com host, and cached.
+    # https://sns.<region>.amazonaws.com/….pem, and cached.
     ses_certificate: Path | None = None
-    # Only SNS messages of these topics are taken; empty takes every topic (still signed).
+    # Only SNS messages of these topics are taken, and /webhooks/ses is off without them:
+    # SNS signs any AWS account's topic, so a valid signature alone proves nothing of ours.
     ses_topic_arns: list[str] = Field(default_factory=list)
     # Events older than this are refused (Mailgun, SendGrid timestamps): a replay window.
     max_age_seconds: int = Field(900, ge=30, le=7 * 24 * 3600)

@@ -4,6 +4,8 @@
 - `/archive/<list>/` serves the sent issues' web pages and their index, and nothing else:
   see `newsletter.web.archive`.
 - `/healthz` answers `ok`.
+- `POST /webhooks/<provider>`: providers' bounce, complaint and unsubscribe events, each
+  checked for its signature: see `newsletter.web.webhooks`.
 
 Every answer carries the security headers of `newsletter.web.headers`; the access log
 leaves query strings out (`newsletter.web.accesslog`).
@@ -28,6 +30,7 @@ from newsletter.web.accesslog import drop_queries_from_access_log
 from newsletter.web.archive import archive_routes
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.unsubscribe import unsubscribe_routes
+from newsletter.web.webhooks import webhook_routes
 
 
 def create_app(settings: Settings) -> ASGIApp:
@@ -39,6 +42,11 @@ def create_app(settings: Settings) -> ASGIApp:
     secret = unsubscribe_secret(settings)
     titles = {lst.id: lst.title for lst in load_roster(settings.subscribers).lists.values()}
     ledger = SqliteLedger(settings.ledger)
+    try:
+        hooks = webhook_routes(settings, ledger)
+    except BaseException:
+        ledger.close()
+        raise
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -53,6 +61,7 @@ def create_app(settings: Settings) -> ASGIApp:
         *unsubscribe_routes(secret, titles, ledger),
         Route("/healthz", health, methods=["GET"]),
         *archive_routes(settings.delivery.outbox / "archive"),
+        *hooks,
     ], lifespan=lifespan)
     # Starlette would answer `/unsubscribe/?t=…` with an absolute redirect built from the
     # Host header: a reader's token handed to whatever host a request names. No URL we

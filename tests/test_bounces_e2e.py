@@ -1,0 +1,52 @@
+"""What comes back, end to end with real mail software (issue 11): `newsletter send` hands
+the issue to a real Postfix, which relays it to a remote that refuses two readers; Postfix
+writes its own DSNs to the per-message VERP addresses, Dovecot keeps them, and
+`newsletter bounces fetch` reads them over IMAP and suppresses."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import ISSUE_DATE, Project
+from tests.mailservers import MailServers, delivery_status
+
+SUBSCRIBERS = """\
+lists:
+  morning-brief:
+    title: The Morning Brief
+    subscribers:
+      - email: ada@example.com
+        name: Ada Lovelace
+      - dead@example.com
+      - full@example.org
+"""
+
+
+@pytest.fixture
+def sent(project: Project, mail_servers: MailServers) -> MailServers:
+    """The issue sent through Postfix, and the two DSNs it caused in the bounce mailbox."""
+    project.write("config/subscribers.yaml", SUBSCRIBERS)
+    mail_servers.settings(project.settings, security="ssl")
+    done = project.run("send", "--date", ISSUE_DATE, env=mail_servers.env())
+    assert done.returncode == 0, done.stderr
+    mail_servers.wait_for_mail(2)
+    return mail_servers
+
+
+def test_postfix_returns_a_dsn_to_each_refused_readers_verp_address(
+        sent: MailServers) -> None:
+    [delivered] = sent.wait_for_remote(1)
+    assert delivered.recipients == ["ada@example.com"]
+    local, _, domain = delivered.sender.partition("@")
+    assert local.startswith("bounces+b") and domain == "bounce.example.com"
+    by_recipient = {}
+    for dsn in sent.messages():
+        _per_message, [recipient] = delivery_status(dsn)
+        by_recipient[recipient["Final-Recipient"]] = (recipient["Status"], dsn["Delivered-To"])
+    assert set(by_recipient) == {"rfc822; dead@example.com", "rfc822; full@example.org"}
+    assert by_recipient["rfc822; dead@example.com"][0] == "5.1.1"
+    assert by_recipient["rfc822; full@example.org"][0] == "4.2.2"
+    # Each DSN went to that reader's own VERP address, not to the bounce mailbox's base.
+    addresses = {delivered_to for _status, delivered_to in by_recipient.values()}
+    assert len(addresses) == 2 and all(a.startswith("bounces+b") for a in addresses)
+    assert delivered.sender not in addresses
