@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from newsletter.addresses import InvalidAddress, normalize_address
 from newsletter.settingsbase import _Section
@@ -64,6 +64,14 @@ class BouncesSection(_Section):
             raise ValueError("its local part (before @) must be at most 20 characters, "
                              "since each message adds a 34-character token to it")
         return address
+
+    @model_validator(mode="after")
+    def _password_alone_is_no_mailbox(self) -> BouncesSection:
+        # NEWSLETTER_BOUNCES__IMAP__PASSWORD on its own (left in .env beside a Maildir)
+        # would otherwise make an IMAP mailbox of defaults out of nothing.
+        if self.imap is not None and self.imap.model_fields_set <= {"password"}:
+            self.imap = None
+        return self
 
     @property
     def source(self) -> str | None:
