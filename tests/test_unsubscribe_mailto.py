@@ -121,3 +121,17 @@ def test_a_token_before_any_secret_exists_makes_none(project: Project) -> None:
     line = error_line(project.run("unsubscribe", token))
     assert "is not an unsubscribe token of this project" in line
     assert not (project.outbox / "unsubscribe.key").exists()
+
+
+def test_a_token_that_starts_with_a_dash_is_a_token_not_an_option(project: Project) -> None:
+    # URL-safe base64 starts with '-' one time in 64: click took it for an unknown option.
+    token = next(t for n in range(2000) if (t := opaque_token(
+        SECRET, "morning-brief", f"r{n}@example.com")).startswith("-"))
+    env = {"NEWSLETTER_UNSUBSCRIBE__SECRET": SECRET}
+    result = project.run("unsubscribe", token, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "will get no more issues of list 'morning-brief'" in result.stdout
+    assert project.run("unsubscribe", token, "--list", "morning-brief",
+                       env=env).returncode == 0
+    line = error_line(project.run("unsubscribe", token, "--list", "evening-brief", env=env))
+    assert "the request is for list 'morning-brief', not 'evening-brief'" in line

@@ -177,7 +177,27 @@ def _came_back(ledger: SqliteLedger, issue_id: str, counts: Counter[str]) -> rat
                           unsubscribed=events.get("unsubscribed", 0))
 
 
-@cli.command()
+class _TokenArgument(click.Command):
+    """A token is URL-safe base64 and starts with '-' one time in 64: click would take it
+    for options (`-M8Uh…` holds -h). Everything but --list and help is the argument."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        options: list[str] = []
+        rest: list[str] = []
+        items = iter(args)
+        for arg in items:
+            if arg == "--":
+                rest.extend(items)
+            elif arg == "--list":
+                options += [arg, next(items, "")]
+            elif arg.startswith("--list=") or arg in ("-h", "--help"):
+                options.append(arg)
+            else:
+                rest.append(arg)
+        return super().parse_args(ctx, [*options, "--", *rest])
+
+
+@cli.command(cls=_TokenArgument)
 @click.argument("email", metavar="EMAIL|TOKEN")
 @click.option("--list", "list_id", metavar="LIST", help="Only this list (default: every list).")
 @pass_app
