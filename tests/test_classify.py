@@ -153,8 +153,9 @@ def _forged(kind: str) -> str:
 def test_a_forged_token_attributes_nobody() -> None:
     got = run(sample("postfix_hard_5.1.1.eml", b_token=_forged("b"), u_token=_forged("u")))
     assert got.kind == "bounce" and got.events[0].verp is None
-    # A LINK_TOKEN is still valid in the headers returned: that one names the reader.
-    assert got.events[0].list_token == (LIST, EMAIL)
+    # The LINK_TOKEN in the headers returned is valid, but a bounce is attributed by a
+    # Return-Path token only (below).
+    assert got.events[0].list_token is None
     got = run(sample("mailto_unsubscribe_u_address.eml", u_token=_forged("u")))
     assert got.kind == "unknown" and not got.events
     assert "forged" in got.summary
@@ -162,6 +163,25 @@ def test_a_forged_token_attributes_nobody() -> None:
     got = run(sample("mailto_unsubscribe_u_address.eml",
                      u_token=verp.token(SECRET, "b", ISSUE, EMAIL)))
     assert got.kind == "unknown" and not got.events
+
+
+def test_unsubscribe_tokens_never_make_a_bounce() -> None:
+    # The mailto address and the link are in the List-Unsubscribe of every copy a reader
+    # forwards: with them, anyone may take that reader off one list, but a DSN forged
+    # around them must not suppress the reader on every list as a hard bounce.
+    u_address = verp.address(BASE, SECRET, "u", ISSUE, EMAIL)
+    forged_b = f"bounces+{_forged('b')}@bounce.example.com"
+    raw = sample("postfix_hard_5.1.1.eml", b_token=_forged("b"))
+    for name, dsn in (("inside", raw),
+                      ("sent to the u address", raw.replace(forged_b.encode(),
+                                                            u_address.encode(), 2))):
+        got = run(dsn)
+        assert got.kind == "bounce", name
+        assert all(e.verp is None and e.list_token is None for e in got.events), name
+        assert "no token of ours" in got.summary, name
+    # A complaint is still attributed by them (a feedback loop returns no Return-Path).
+    got = run(sample("jmrp_plain_link_only.eml"))
+    assert got.kind == "complaint" and got.events[0].list_token == (LIST, EMAIL)
 
 
 def test_a_stranger_never_unsubscribes_anyone() -> None:

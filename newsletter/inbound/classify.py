@@ -167,11 +167,19 @@ def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classific
     return mail.done("unknown", [], "unknown: " + _why_unknown(mail, to))
 
 
-def _attribution(mail: _Mail, to: tokens.Found) -> tokens.Found:
-    """The report's token: the address it came back to, else one inside the original."""
-    if to.verp is not None:
+def _attribution(mail: _Mail, to: tokens.Found, *, bounce: bool = False) -> tokens.Found:
+    """The report's token: the address it came back to, else one inside the original.
+
+    A bounce is attributed by a Return-Path token (`bounces+b…`) only: the unsubscribe
+    address and link are in the List-Unsubscribe of every copy a reader forwards, and are
+    worth one list's unsubscribe, not a suppression on every list. (Without a
+    `bounces.address` there is no Return-Path token, and the link is all there is.)
+    """
+    bounce = bounce and bool(mail.bounces_address)
+    if to.verp is not None and (to.verp.kind == "b" or not bounce):
         return to
-    return tokens.inside_token(mail.msg, mail.secret, mail.bounces_address)
+    return tokens.inside_token(mail.msg, mail.secret, mail.bounces_address,
+                               return_path_only=bounce)
 
 
 def _how(found: tokens.Found) -> str:
@@ -189,7 +197,7 @@ def _dsn(mail: _Mail, to: tokens.Found) -> Classification | None:
     if worst == "delayed":
         return mail.done("delayed", [], f"delayed {blocks[0].status or ''} for "
                          f"{_names(blocks)}: ignored (the server is still trying)")
-    found = _attribution(mail, to)
+    found = _attribution(mail, to, bounce=worst != "delivered")
     wanted, seen = [], set()
     for block in blocks:  # worst first; a recipient named twice is one event
         if (block.outcome == "delivered") == (worst == "delivered") and \
@@ -242,7 +250,7 @@ def _nonstandard(mail: _Mail, to: tokens.Found) -> Classification | None:
         said = next((line for line in own_words.splitlines() if status and status in line),
                     header(mail.msg, "subject"))
         outcome = reports.severity(status) if status else "hard"
-        found = _attribution(mail, to)
+        found = _attribution(mail, to, bounce=True)
         addresses = sorted(clean(a.decode("ascii", "replace"), 254) for a in permanent)
         if found.verp is not None:
             addresses = addresses[:1]

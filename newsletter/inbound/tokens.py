@@ -102,15 +102,23 @@ def _inside_texts(msg: Message) -> list[str]:
     return texts
 
 
-def inside_token(msg: Message, secret: str, bounces_address: str | None) -> Found:
+def inside_token(msg: Message, secret: str, bounces_address: str | None, *,
+                 return_path_only: bool = False) -> Found:
     """A checked token of ours inside the report: the original's Return-Path or its
-    List-Unsubscribe (the mailto's `bounces+u…`, the link's `?t=TOKEN`)."""
+    List-Unsubscribe (the mailto's `bounces+u…`, the link's `?t=TOKEN`).
+
+    `return_path_only` (for bounces): only a `bounces+b…` token counts. The unsubscribe
+    tokens are in every copy of the message a reader forwards; they may take that reader
+    off one list, never make a forged bounce suppress them on every list.
+    """
     texts = _inside_texts(msg)
     if bounces_address:
         for text in texts:
-            tagged = _verp_in(text, secret, bounces_address)
+            tagged = _verp_in(text, secret, bounces_address, "b" if return_path_only else "bu")
             if tagged is not None:
                 return Found(verp=tagged, where="the returned message")
+    if return_path_only:
+        return Found()
     checked = 0
     for text in texts:
         for found in _LINK.finditer(text):
