@@ -443,3 +443,21 @@ def test_out_of_office_subjects_alone_make_an_auto_reply(subject: str) -> None:
     assert got.kind == "auto-reply", subject
     assert got.summary in ("auto-reply (out-of-office subject): ignored",
                            "auto-reply (challenge-response): ignored")
+
+
+def test_an_exim_bounce_that_gave_up_on_a_full_mailbox_is_soft() -> None:
+    # Exim's text bounce after its retry timeout: "permanent" for Exim, but the remote
+    # server's own code is a 4.x.x (the mailbox is full, the address is good).
+    return_path = verp.address(BASE, SECRET, "b", ISSUE, EMAIL)
+    raw = (f"Delivered-To: {return_path}\nFrom: Mail Delivery System <Mailer-Daemon@mx."
+           "example.org>\nTo: {return_path}\nSubject: Mail delivery failed: returning message "
+           f"to sender\nMessage-Id: <exim-quota@mx.example.org>\nX-Failed-Recipients: {EMAIL}\n"
+           "\nThis message was created automatically by mail delivery software.\n\n"
+           "A message that you sent could not be delivered to one or more of its\n"
+           "recipients. This is a permanent error. The following address(es) failed:\n\n"
+           f"  {EMAIL}\n    retry timeout exceeded\n    SMTP error from remote mail server "
+           f"after RCPT TO:<{EMAIL}>:\n    452 4.2.2 The email account that you tried to "
+           "reach is over quota\n").encode()
+    got = run(raw)
+    assert got.kind == "bounce" and [e.kind for e in got.events] == ["bounce-soft"]
+    assert got.events[0].status == "4.2.2" and got.events[0].verp == verp.Tagged("b", KEY)

@@ -245,11 +245,15 @@ def _nonstandard(mail: _Mail, to: tokens.Found) -> Classification | None:
     if permanent:
         own_words = _own_words(mail.msg)
         status = reports.status_in(own_words)
-        status = status if status.startswith("5") else ""
+        status = status if status.startswith(("5", "4.2.")) else ""
         # The server's words: the line with the code, else the bounce's subject.
         said = next((line for line in own_words.splitlines() if status and status in line),
                     header(mail.msg, "subject"))
-        outcome = reports.severity(status) if status else "hard"
+        # A 4.2.x given up on (Exim's "retry timeout exceeded" on a full mailbox) is a
+        # soft bounce: the mailbox exists. (qmail's #4.4.1 after days of no answer stays
+        # hard: the domain may be gone.)
+        outcome = "soft" if status.startswith("4") else \
+            reports.severity(status) if status else "hard"
         found = _attribution(mail, to, bounce=True)
         addresses = sorted(clean(a.decode("ascii", "replace"), 254) for a in permanent)
         if found.verp is not None:
