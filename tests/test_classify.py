@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -461,3 +462,19 @@ def test_an_exim_bounce_that_gave_up_on_a_full_mailbox_is_soft() -> None:
     got = run(raw)
     assert got.kind == "bounce" and [e.kind for e in got.events] == ["bounce-soft"]
     assert got.events[0].status == "4.2.2" and got.events[0].verp == verp.Tagged("b", KEY)
+
+
+def test_a_line_of_unsubscribe_links_is_no_regex_bomb() -> None:
+    # Four parts of 256 KB of "/unsubscribe?" took the link pattern over 2 minutes (each
+    # start scanned the line to its end); bounded, they take a fraction of a second. The
+    # generous limit only says that it ends: it is no benchmark.
+    part = b"--B\nContent-Type: text/plain\n\n" + b"/unsubscribe?" * 20_000 + b"\n"
+    raw = (b"From: feedback@example.org\nTo: bounces@bounce.example.com\nMIME-Version: 1.0\n"
+           b"Content-Type: multipart/report; report-type=feedback-report; boundary=B\n\n"
+           + part * 4 + b"--B\nContent-Type: message/feedback-report\n\nFeedback-Type: "
+           b"abuse\n\n--B--\n")
+    done: list[Classification] = []
+    worker = threading.Thread(target=lambda: done.append(run(raw)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert done and done[0].kind == "complaint" and done[0].events[0].list_token is None
