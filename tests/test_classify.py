@@ -478,3 +478,18 @@ def test_a_line_of_unsubscribe_links_is_no_regex_bomb() -> None:
     worker.start()
     worker.join(30)
     assert done and done[0].kind == "complaint" and done[0].events[0].list_token is None
+
+
+def test_bounce_detectors_read_only_the_start_of_a_large_mail() -> None:
+    # flufl.bounce reads every line: 10 MB of short lines took it two minutes, again at each
+    # fetch while the mail stays. Its detectors get the first 256 KB (the bounce's own words
+    # come first): the same failure text is found before that mark, not after it.
+    def mail(filler_lines: int) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.example.org\nTo: bounces@bounce.example.com\n"
+                b"Subject: failure notice\n\n" + b"x\n" * filler_lines +
+                b"Hi. This is the qmail-send program at mx.example.org.\nI'm afraid I wasn't "
+                b"able to deliver your message to the following addresses.\nThis is a "
+                b"permanent error; I've given up. Sorry it didn't work out.\n\n"
+                b"<ada@example.net>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n")
+    assert run(mail(1000)).kind == "bounce"
+    assert run(mail(200_000)).kind == "unknown"
