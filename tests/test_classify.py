@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import os
 import random
+import threading
 from pathlib import Path
 
 import pytest
@@ -153,8 +154,9 @@ def _forged(kind: str) -> str:
 def test_a_forged_token_attributes_nobody() -> None:
     got = run(sample("postfix_hard_5.1.1.eml", b_token=_forged("b"), u_token=_forged("u")))
     assert got.kind == "bounce" and got.events[0].verp is None
-    # A LINK_TOKEN is still valid in the headers returned: that one names the reader.
-    assert got.events[0].list_token == (LIST, EMAIL)
+    # The LINK_TOKEN in the headers returned is valid, but a bounce is attributed by a
+    # Return-Path token only (below).
+    assert got.events[0].list_token is None
     got = run(sample("mailto_unsubscribe_u_address.eml", u_token=_forged("u")))
     assert got.kind == "unknown" and not got.events
     assert "forged" in got.summary
@@ -162,6 +164,25 @@ def test_a_forged_token_attributes_nobody() -> None:
     got = run(sample("mailto_unsubscribe_u_address.eml",
                      u_token=verp.token(SECRET, "b", ISSUE, EMAIL)))
     assert got.kind == "unknown" and not got.events
+
+
+def test_unsubscribe_tokens_never_make_a_bounce() -> None:
+    # The mailto address and the link are in the List-Unsubscribe of every copy a reader
+    # forwards: with them, anyone may take that reader off one list, but a DSN forged
+    # around them must not suppress the reader on every list as a hard bounce.
+    u_address = verp.address(BASE, SECRET, "u", ISSUE, EMAIL)
+    forged_b = f"bounces+{_forged('b')}@bounce.example.com"
+    raw = sample("postfix_hard_5.1.1.eml", b_token=_forged("b"))
+    for name, dsn in (("inside", raw),
+                      ("sent to the u address", raw.replace(forged_b.encode(),
+                                                            u_address.encode(), 2))):
+        got = run(dsn)
+        assert got.kind == "bounce", name
+        assert all(e.verp is None and e.list_token is None for e in got.events), name
+        assert "no token of ours" in got.summary, name
+    # A complaint is still attributed by them (a feedback loop returns no Return-Path).
+    got = run(sample("jmrp_plain_link_only.eml"))
+    assert got.kind == "complaint" and got.events[0].list_token == (LIST, EMAIL)
 
 
 def test_a_stranger_never_unsubscribes_anyone() -> None:
@@ -423,3 +444,52 @@ def test_out_of_office_subjects_alone_make_an_auto_reply(subject: str) -> None:
     assert got.kind == "auto-reply", subject
     assert got.summary in ("auto-reply (out-of-office subject): ignored",
                            "auto-reply (challenge-response): ignored")
+
+
+def test_an_exim_bounce_that_gave_up_on_a_full_mailbox_is_soft() -> None:
+    # Exim's text bounce after its retry timeout: "permanent" for Exim, but the remote
+    # server's own code is a 4.x.x (the mailbox is full, the address is good).
+    return_path = verp.address(BASE, SECRET, "b", ISSUE, EMAIL)
+    raw = (f"Delivered-To: {return_path}\nFrom: Mail Delivery System <Mailer-Daemon@mx."
+           "example.org>\nTo: {return_path}\nSubject: Mail delivery failed: returning message "
+           f"to sender\nMessage-Id: <exim-quota@mx.example.org>\nX-Failed-Recipients: {EMAIL}\n"
+           "\nThis message was created automatically by mail delivery software.\n\n"
+           "A message that you sent could not be delivered to one or more of its\n"
+           "recipients. This is a permanent error. The following address(es) failed:\n\n"
+           f"  {EMAIL}\n    retry timeout exceeded\n    SMTP error from remote mail server "
+           f"after RCPT TO:<{EMAIL}>:\n    452 4.2.2 The email account that you tried to "
+           "reach is over quota\n").encode()
+    got = run(raw)
+    assert got.kind == "bounce" and [e.kind for e in got.events] == ["bounce-soft"]
+    assert got.events[0].status == "4.2.2" and got.events[0].verp == verp.Tagged("b", KEY)
+
+
+def test_a_line_of_unsubscribe_links_is_no_regex_bomb() -> None:
+    # Four parts of 256 KB of "/unsubscribe?" took the link pattern over 2 minutes (each
+    # start scanned the line to its end); bounded, they take a fraction of a second. The
+    # generous limit only says that it ends: it is no benchmark.
+    part = b"--B\nContent-Type: text/plain\n\n" + b"/unsubscribe?" * 20_000 + b"\n"
+    raw = (b"From: feedback@example.org\nTo: bounces@bounce.example.com\nMIME-Version: 1.0\n"
+           b"Content-Type: multipart/report; report-type=feedback-report; boundary=B\n\n"
+           + part * 4 + b"--B\nContent-Type: message/feedback-report\n\nFeedback-Type: "
+           b"abuse\n\n--B--\n")
+    done: list[Classification] = []
+    worker = threading.Thread(target=lambda: done.append(run(raw)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert done and done[0].kind == "complaint" and done[0].events[0].list_token is None
+
+
+def test_bounce_detectors_read_only_the_start_of_a_large_mail() -> None:
+    # flufl.bounce reads every line: 10 MB of short lines took it two minutes, again at each
+    # fetch while the mail stays. Its detectors get the first 256 KB (the bounce's own words
+    # come first): the same failure text is found before that mark, not after it.
+    def mail(filler_lines: int) -> bytes:
+        return (b"From: MAILER-DAEMON@mx.example.org\nTo: bounces@bounce.example.com\n"
+                b"Subject: failure notice\n\n" + b"x\n" * filler_lines +
+                b"Hi. This is the qmail-send program at mx.example.org.\nI'm afraid I wasn't "
+                b"able to deliver your message to the following addresses.\nThis is a "
+                b"permanent error; I've given up. Sorry it didn't work out.\n\n"
+                b"<ada@example.net>:\nSorry, no mailbox here by that name. (#5.1.1)\n\n")
+    assert run(mail(1000)).kind == "bounce"
+    assert run(mail(200_000)).kind == "unknown"

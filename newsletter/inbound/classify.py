@@ -50,6 +50,10 @@ MAX_HEADER_BYTES = 256 * 1024
 # A report has three parts, a complaint with its original some dozens; flufl.bounce reads
 # every line of every part, many times over.
 MAX_PARTS = 500
+# flufl.bounce's SimpleMatch reads every line of the mail (some 15 µs each): 10 MB of short
+# lines took it two minutes, at every fetch while the mail stays in the mailbox. A bounce's
+# own words come first, so its detectors see only the start of a larger mail.
+DETECTOR_BYTES = 256 * 1024
 _COMPLAINT_TYPES = ("abuse", "fraud", "virus", "")
 _OPT_OUT_TYPES = ("opt-out", "opt-out-list", "unsubscribe")
 _MAIL_SYSTEM = re.compile(r"mailer-?daemon|postmaster|mail delivery|mail-?daemon|"
@@ -84,6 +88,7 @@ class _Mail:
     secret: str
     bounces_address: str | None
     note: str  # said after the summary (e.g. that only the first 10 MB were read)
+    head: bytes = b""  # the first DETECTOR_BYTES of a larger mail, for flufl.bounce
 
     def done(self, kind: Kind, events: list[Event], summary: str) -> Classification:
         return Classification(kind, tuple(events), clean(summary + self.note, 300))
@@ -142,7 +147,8 @@ def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classific
     # The digest of the mail, for one without a Message-ID: the same whether IMAP gave it
     # with CRLF or a Maildir with LF.
     ident = message_id(msg) or hashlib.sha256(raw.replace(b"\r\n", b"\n")).hexdigest()
-    mail = _Mail(msg, ident, secret, bounces_address, note)
+    mail = _Mail(msg, ident, secret, bounces_address, note,
+                 raw[:DETECTOR_BYTES] if len(raw) > DETECTOR_BYTES else b"")
     to = tokens.recipient_token(msg, secret, bounces_address)
     report = _dsn(mail, to) if reports.is_dsn(msg) else None
     if report is not None:  # a delivery-status part that names nobody: see flufl.bounce
@@ -167,11 +173,19 @@ def _classify(raw: bytes, secret: str, bounces_address: str | None) -> Classific
     return mail.done("unknown", [], "unknown: " + _why_unknown(mail, to))
 
 
-def _attribution(mail: _Mail, to: tokens.Found) -> tokens.Found:
-    """The report's token: the address it came back to, else one inside the original."""
-    if to.verp is not None:
+def _attribution(mail: _Mail, to: tokens.Found, *, bounce: bool = False) -> tokens.Found:
+    """The report's token: the address it came back to, else one inside the original.
+
+    A bounce is attributed by a Return-Path token (`bounces+b…`) only: the unsubscribe
+    address and link are in the List-Unsubscribe of every copy a reader forwards, and are
+    worth one list's unsubscribe, not a suppression on every list. (Without a
+    `bounces.address` there is no Return-Path token, and the link is all there is.)
+    """
+    bounce = bounce and bool(mail.bounces_address)
+    if to.verp is not None and (to.verp.kind == "b" or not bounce):
         return to
-    return tokens.inside_token(mail.msg, mail.secret, mail.bounces_address)
+    return tokens.inside_token(mail.msg, mail.secret, mail.bounces_address,
+                               return_path_only=bounce)
 
 
 def _how(found: tokens.Found) -> str:
@@ -189,7 +203,7 @@ def _dsn(mail: _Mail, to: tokens.Found) -> Classification | None:
     if worst == "delayed":
         return mail.done("delayed", [], f"delayed {blocks[0].status or ''} for "
                          f"{_names(blocks)}: ignored (the server is still trying)")
-    found = _attribution(mail, to)
+    found = _attribution(mail, to, bounce=worst != "delivered")
     wanted, seen = [], set()
     for block in blocks:  # worst first; a recipient named twice is one event
         if (block.outcome == "delivered") == (worst == "delivered") and \
@@ -225,24 +239,31 @@ def _nonstandard(mail: _Mail, to: tokens.Found) -> Classification | None:
     flufl.bounce's temporary failures are warnings ("delayed 24 hours", "will be
     retried"): the mail may still arrive, so they are "delayed", not soft bounces.
     """
-    if not header(mail.msg, "from").strip():
+    target = _read(mail.head) if mail.head else mail.msg
+    if not isinstance(target, Message):
+        return None
+    if not header(target, "from").strip():
         # flufl.bounce's Yale detector raises IndexError on a mail without a From, and the
         # detectors after it (Postfix, qmail, SimpleMatch…) would never run.
-        del mail.msg["From"]
-        mail.msg["From"] = "nobody@invalid"
+        del target["From"]
+        target["From"] = "nobody@invalid"
     try:
-        temporary, permanent = flufl.bounce.all_failures(mail.msg)
+        temporary, permanent = flufl.bounce.all_failures(target)
     except Exception:  # a detector tripped over this mail: it is no bounce it knows
         return None
     if permanent:
         own_words = _own_words(mail.msg)
         status = reports.status_in(own_words)
-        status = status if status.startswith("5") else ""
+        status = status if status.startswith(("5", "4.2.")) else ""
         # The server's words: the line with the code, else the bounce's subject.
         said = next((line for line in own_words.splitlines() if status and status in line),
                     header(mail.msg, "subject"))
-        outcome = reports.severity(status) if status else "hard"
-        found = _attribution(mail, to)
+        # A 4.2.x given up on (Exim's "retry timeout exceeded" on a full mailbox) is a
+        # soft bounce: the mailbox exists. (qmail's #4.4.1 after days of no answer stays
+        # hard: the domain may be gone.)
+        outcome = "soft" if status.startswith("4") else \
+            reports.severity(status) if status else "hard"
+        found = _attribution(mail, to, bounce=True)
         addresses = sorted(clean(a.decode("ascii", "replace"), 254) for a in permanent)
         if found.verp is not None:
             addresses = addresses[:1]

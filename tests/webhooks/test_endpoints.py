@@ -92,6 +92,18 @@ def test_oversized_bodies_are_413_whatever_content_length_says(hooked: Hooked,
     assert hooked.suppressions() == []
 
 
+def test_a_body_that_trickles_in_is_cut_off_not_waited_for(
+        hooked: Hooked, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slow loris: 10 of the 100 bytes it declared, then nothing. Without a deadline the
+    # server waits as long as the client likes (here: until the client's 30 s timeout).
+    from newsletter.web.webhooks import common
+    monkeypatch.setattr(common, "BODY_SECONDS", 0.5, raising=False)
+    auth = signed_junk(hooked, "mailgun", b"")
+    assert raw_post(hooked.base, "mailgun", {**auth, "Content-Length": "100"},
+                    [b'{"signatu']) == 408
+    assert hooked.suppressions() == []
+
+
 def test_get_is_not_allowed(hooked: Hooked) -> None:
     assert call(f"{hooked.base}/webhooks/mailgun").status == 405
 

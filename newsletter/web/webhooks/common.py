@@ -7,6 +7,7 @@ hostile request ends in a 500 or a traceback: every refusal is a `Refused` with 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import sqlite3
@@ -30,6 +31,9 @@ log = logging.getLogger("uvicorn.error").getChild("webhooks")
 
 # One provider event is a few kilobytes; SNS messages are at most 256 KB.
 MAX_BODY = 1 << 20
+# A provider sends its body at once; one that trickles in a byte at a time (a slow loris)
+# would hold a connection, and a worker, for as long as it likes.
+BODY_SECONDS = 30.0
 
 Handler = Callable[[Request], Awaitable[Response]]
 M = TypeVar("M")
@@ -86,13 +90,16 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Refused(413, f"body over {limit} bytes")
-            chunks.append(chunk)
+        async with asyncio.timeout(BODY_SECONDS):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Refused(413, f"body over {limit} bytes")
+                chunks.append(chunk)
     except ClientDisconnect:
         raise Refused(400, "the client left before the body ended") from None
+    except TimeoutError:
+        raise Refused(408, f"the body took over {BODY_SECONDS:g} s to arrive") from None
     return b"".join(chunks)
 
 
