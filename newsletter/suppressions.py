@@ -61,8 +61,13 @@ _KEY = "substr(message_id, instr(message_id, '@') - 20, 20)"
 
 
 # One per issue: a relay that reports the same issue's failure twice is one bad morning.
+# Not counted: X.3 (mail system), X.5 (protocol), X.6 (content) and X.7 (security, policy,
+# blocklists) are about us or the message, not the reader's mailbox: a sending address
+# blocklisted for three mornings must not suppress every reader at that provider (the same
+# rule as a refusal at RCPT, delivery/smtp.py). They are kept as events all the same.
 _SOFT_COUNT = ("SELECT count(DISTINCT CASE WHEN issue_id = '' THEN event_id ELSE issue_id END) "
-               "FROM events WHERE email = ? AND kind = 'bounce-soft' AND received >= ?")
+               "FROM events WHERE email = ? AND kind = 'bounce-soft' AND received >= ? "
+               "AND substr(status, 3, 1) NOT IN ('3', '5', '6', '7')")
 
 
 def now() -> str:

@@ -3,8 +3,11 @@
 - hard bounce: suppressed on every list at once (the mailbox does not exist);
 - soft bounces: counted per reader, one per issue; `bounces.soft_limit` of them within
   `bounces.soft_days` (and since the reader was last resubscribed) suppress on every list;
+  a soft bounce about us or the message (X.3, X.5, X.6, X.7: blocklists, policy, size) is
+  kept but not counted;
 - complaint: suppressed on every list at once (Gmail and Yahoo count each one against the
-  sender: nothing more may reach someone who called it spam);
+  sender: nothing more may reach someone who called it spam), or on the list alone when
+  only an unsubscribe link (which forwarded copies carry) names the reader;
 - unsubscribed: suppressed on the list the message was for;
 - delivered: kept, for the rates in `status`.
 
@@ -92,7 +95,8 @@ def apply_event(ledger: SqliteLedger, event: Event, bounces: BouncesSection,
         email=reader.email, list_id=reader.list_id, issue_id=reader.issue_id,
         status=_one_line(event.status)[:16], diagnostic=_one_line(event.diagnostic),
         received=moment.isoformat(timespec="seconds"))
-    then = _consequence(ledger, stored, bounces, moment)
+    then = _consequence(ledger, stored, bounces, moment,
+                        link_only=event.verp is None and event.list_token is not None)
     new, count, suppressed = ledger.record_event(stored, then)
     if not new:
         return Applied("duplicate", reader.email, reader.list_id, reader.issue_id)
@@ -106,14 +110,18 @@ def apply_event(ledger: SqliteLedger, event: Event, bounces: BouncesSection,
 
 
 def _consequence(ledger: SqliteLedger, event: StoredEvent, bounces: BouncesSection,
-                 moment: dt.datetime) -> Consequence | None:
+                 moment: dt.datetime, *, link_only: bool = False) -> Consequence | None:
     reason: Reason
     if event.kind == "bounce-hard":
         reason, list_id = "hard-bounce", ALL_LISTS
     elif event.kind == "bounce-soft":
         reason, list_id = "soft-bounces", ALL_LISTS
     elif event.kind == "complaint":
-        reason, list_id = "complaint", ALL_LISTS
+        # Named only by the unsubscribe link (a JMRP report with the headers stripped): that
+        # link is in every copy the reader forwards, so whoever holds one could forge the
+        # report; it suppresses on the link's list, not on every list.
+        reason, list_id = "complaint", (event.list_id if link_only and event.list_id
+                                        else ALL_LISTS)
     elif event.kind == "unsubscribed" and event.list_id:
         reason, list_id = "unsubscribed", event.list_id
     else:
