@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -154,11 +155,9 @@ def migrate(db: sqlite3.Connection) -> None:
 class SuppressionStore:
     """The suppression and event methods of the ledger (see module docstring)."""
 
-    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
-        raise NotImplementedError
-
-    def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
-        raise NotImplementedError
+    # Both come from SqliteLedger, which mixes this class in: its one connection and lock.
+    _transaction: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    _query: Callable[..., list[tuple]]
 
     def _has_evidence(self) -> bool:
         # A ledger of an earlier version opened read-only was not migrated.

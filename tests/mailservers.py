@@ -407,3 +407,17 @@ def _stop_dovecot(base: Path) -> None:
 
 def _run(command: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=check)
+
+
+# A list whose readers the remote treats three ways: ada@ accepted, dead@ refused with
+# 550 5.1.1, full@ with 452 4.2.2.
+REFUSING_READERS = """\
+lists:
+  morning-brief:
+    title: The Morning Brief
+    subscribers:
+      - email: ada@example.com
+        name: Ada Lovelace
+      - dead@example.com
+      - full@example.org
+"""

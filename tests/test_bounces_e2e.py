@@ -11,24 +11,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import ISSUE_DATE, Project
-from tests.mailservers import MailServers, delivery_status
-
-SUBSCRIBERS = """\
-lists:
-  morning-brief:
-    title: The Morning Brief
-    subscribers:
-      - email: ada@example.com
-        name: Ada Lovelace
-      - dead@example.com
-      - full@example.org
-"""
+from tests.mailservers import REFUSING_READERS, MailServers, delivery_status
 
 
 @pytest.fixture
 def sent(project: Project, mail_servers: MailServers) -> MailServers:
     """The issue sent through Postfix, and the two DSNs it caused in the bounce mailbox."""
-    project.write("config/subscribers.yaml", SUBSCRIBERS)
+    project.write("config/subscribers.yaml", REFUSING_READERS)
     mail_servers.settings(project.settings, security="ssl")
     done = project.run("send", "--date", ISSUE_DATE, env=mail_servers.env())
     assert done.returncode == 0, done.stderr

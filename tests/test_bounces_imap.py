@@ -14,7 +14,7 @@ import yaml
 
 from tests import bounce_mail
 from tests.conftest import ISSUE_DATE, Project
-from tests.mailservers import MailServers
+from tests.mailservers import REFUSING_READERS, MailServers
 from tests.smtp_server import free_port
 from tests.test_bounces_fetch import (
     BASE,
@@ -234,23 +234,12 @@ def test_plain_imap_on_loopback(sent: Project, mail_servers: MailServers) -> Non
     assert "1 hard bounce," in result.stdout
 
 
-E2E_SUBSCRIBERS = """\
-lists:
-  morning-brief:
-    title: The Morning Brief
-    subscribers:
-      - email: ada@example.com
-        name: Ada Lovelace
-      - dead@example.com
-      - full@example.org
-"""
-
 
 def test_postfix_dsns_fetched_over_imap_suppress_with_evidence(
         project: Project, mail_servers: MailServers) -> None:
     """The whole loop: send through Postfix, the remote refuses two readers, Postfix's own
     DSNs reach Dovecot at their VERP addresses, `bounces fetch` reads them over IMAP."""
-    project.write("config/subscribers.yaml", E2E_SUBSCRIBERS)
+    project.write("config/subscribers.yaml", REFUSING_READERS)
     mail_servers.settings(project.settings, security="ssl")
     env = {**ENV, **mail_servers.env()}
     done = project.run("send", "--date", ISSUE_DATE, env=env)
