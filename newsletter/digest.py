@@ -26,13 +26,14 @@ from newsletter.ledger import UNSENT, Ledger, LedgerError
 from newsletter.lock import ProcessLock
 from newsletter.message import OutgoingMessage, message_id
 from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList, topic_key
+from newsletter.readers.roster import load_readers
 from newsletter.render import RenderedIssue, Renderer
 from newsletter.secret import unsubscribe_secret
 from newsletter.settings import ScheduleSection, Settings
 from newsletter.sources import load_articles
 from newsletter.sources.feed import load_feeds
 from newsletter.sources.feedcache import SqliteFeedCache
-from newsletter.subscribers import Roster, load_roster
+from newsletter.subscribers import Roster
 
 
 @dataclass
@@ -72,12 +73,13 @@ class Inputs:
 
 
 def load_inputs(settings: Settings) -> Inputs:
-    """Read subscribers, article files and feeds named by the settings.
+    """Read subscribers (the file merged with the database's readers), article files and
+    feeds named by the settings.
 
     Feeds are fetched with conditional GET; their validators and last bodies are kept in
     the ledger's database. A feed that fails is a warning; every feed failing is an error.
     """
-    roster = load_roster(settings.subscribers)
+    roster = load_readers(settings)
     warnings = list(roster.warnings)
     articles = load_articles(settings.articles.paths, settings.schedule.tz, warnings)
     feeds_failed = None
@@ -449,6 +451,8 @@ def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: 
             report.skipped.append((s, s.status))
         elif s.email.lower() in suppressed:
             report.skipped.append((s, f"suppressed: {suppressed[s.email.lower()]}"))
+        elif s.paused_on(issue.date):
+            report.skipped.append((s, f"paused until {s.paused_until}"))
     skipped = {s.email for s, _ in report.skipped}
     active = [s for s in lst.subscribers if s.email not in skipped]
     if record is not None:

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from newsletter.errors import ConfigError, DeliveryError
+from newsletter.readers.store import SCHEMA as READER_SCHEMA
+from newsletter.readers.store import ReaderStore
 from newsletter.sqlitefile import failure, has_tables, open_database, open_read_only
 from newsletter.suppressions import SCHEMA as SUPPRESSION_SCHEMA
 from newsletter.suppressions import SuppressionStore, migrate
@@ -145,7 +147,7 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-class SqliteLedger(SuppressionStore):
+class SqliteLedger(SuppressionStore, ReaderStore):
     """The ledger in one SQLite file. Thread-safe: one connection behind a lock."""
 
     def __init__(self, path: Path, *, read_only: bool = False) -> None:
@@ -159,6 +161,7 @@ class SqliteLedger(SuppressionStore):
             try:
                 migrate(self._db)
                 self._db.executescript(SUPPRESSION_SCHEMA)
+                self._db.executescript(READER_SCHEMA)
             except sqlite3.Error as err:
                 self._db.close()
                 raise self._error(err) from err

@@ -19,6 +19,7 @@ from urllib.parse import quote
 from newsletter import verp
 from newsletter.dkim import DkimSigner
 from newsletter.models import Subscriber
+from newsletter.readers.tokens import preferences_url
 from newsletter.render import PersonalFields, RenderedIssue
 from newsletter.settings import NewsletterSection
 from newsletter.unsubscribe import mailto_subject, unsubscribe_url
@@ -105,11 +106,12 @@ def subject_of(rendered: RenderedIssue, *, test: bool = False) -> str:
 
 def personal_fields(newsletter: NewsletterSection, list_id: str, subscriber: Subscriber,
                     secret: str | None = None) -> PersonalFields:
-    """What differs per reader; `secret` signs the unsubscribe link."""
+    """What differs per reader; `secret` signs the unsubscribe and preferences links."""
     return PersonalFields(
         email=subscriber.email,
         name=subscriber.name or "",
         unsubscribe_url=unsubscribe_url(newsletter.base_url, list_id, subscriber.email, secret),
+        preferences_url=preferences_url(newsletter.base_url, list_id, subscriber.email, secret),
     )
 
 

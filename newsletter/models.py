@@ -39,6 +39,8 @@ class Article(BaseModel):
 
 
 Status = Literal["active", "unsubscribed"]
+# Where a reader came from: the publisher's file, the sign-up form, or an import.
+Origin = Literal["file", "signup", "import"]
 
 
 @pydantic_dataclass(frozen=True, slots=True)
@@ -53,6 +55,12 @@ class Subscriber:
     topics: tuple[str, ...] = ()
     # IANA zone for local-time delivery; None means the list's (or the schedule's).
     timezone: str | None = None
+    origin: Origin = "file"
+    # The reader's own pause: no issue dated before this day.
+    paused_until: dt.date | None = None
+
+    def paused_on(self, day: dt.date) -> bool:
+        return self.paused_until is not None and day < self.paused_until
 
 
 class SubscriberList(BaseModel):
@@ -65,6 +73,7 @@ class SubscriberList(BaseModel):
     sections: tuple[str, ...] = ()
     locale: str | None = None  # None: the settings' newsletter.locale
     timezone: str | None = None  # None: schedule.timezone
+    double_opt_in: bool | None = None  # None: signup.double_opt_in
 
     @property
     def active(self) -> list[Subscriber]:

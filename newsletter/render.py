@@ -1,6 +1,7 @@
 """Render an issue through the Jinja2 templates and inline its CSS, once per issue.
 
-Personal fields (`subscriber.name`, `.first_name`, `.email`, `.unsubscribe_url`) are not
+Personal fields (`subscriber.name`, `.first_name`, `.email`, `.unsubscribe_url`,
+`.preferences_url`) are not
 known while rendering: the templates see letters-and-digits sentinels in their place,
 which survive premailer untouched. The result is split at those sentinels, so each
 subscriber's copy is a cheap join (`PersonalTemplate.fill`) with no Jinja and no premailer.
@@ -65,6 +66,8 @@ class PersonalFields:
     email: str
     unsubscribe_url: str
     name: str = ""
+    # The reader's preference page (topics, time zone, pause, name, leave).
+    preferences_url: str = ""
 
     @property
     def first_name(self) -> str:

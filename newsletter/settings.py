@@ -35,6 +35,7 @@ from newsletter.blame import (
 )
 from newsletter.errors import ConfigError, Problem
 from newsletter.inbound.settings import BouncesSection, WebhooksSection
+from newsletter.readers.settings import SignupSection
 from newsletter.settingsbase import _one_line, _Section, is_loopback
 from newsletter.yamlfile import YamlDocument, load_yaml
 
@@ -333,6 +334,7 @@ class Settings(BaseSettings):
     serve: ServeSection = Field(default_factory=ServeSection)
     bounces: BouncesSection = Field(default_factory=BouncesSection)
     webhooks: WebhooksSection = Field(default_factory=WebhooksSection)
+    signup: SignupSection = Field(default_factory=SignupSection)
 
     @classmethod
     def settings_customise_sources(

@@ -15,7 +15,7 @@ from newsletter.yamlfile import YamlDocument, load_yaml
 
 # List ids become folder names and the List-Id label, so keep them DNS-label friendly.
 LIST_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-LIST_KEYS = ("title", "subscribers", "sections", "locale", "timezone")
+LIST_KEYS = ("title", "subscribers", "sections", "locale", "timezone", "double_opt_in")
 ENTRY_KEYS = ("email", "name", "status", "topics", "timezone")
 STATUSES: tuple[str, ...] = get_args(Status)
 # C0 and C1 controls and DEL (a tab is only white space). A list title reaches the List-Id
@@ -106,6 +106,11 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
                       doc.line_of((*loc, "locale")), problems)
     timezone = _checked(body.get("timezone"), check_timezone, "timezone", doc.path,
                         doc.line_of((*loc, "timezone")), problems)
+    double_opt_in = body.get("double_opt_in")
+    if double_opt_in is not None and not isinstance(double_opt_in, bool):
+        problems.append(Problem("double_opt_in must be true or false", doc.path,
+                                doc.line_of((*loc, "double_opt_in")), field="double_opt_in"))
+        double_opt_in = None
     entries = body.get("subscribers") or []
     if not isinstance(entries, list):
         problems.append(Problem("'subscribers' must be a list of addresses", doc.path,
@@ -130,7 +135,8 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
         warnings.append(Problem(f"list {list_id!r} has no subscribers", doc.path, here))
     return SubscriberList(id=list_id, title=title.strip(), subscribers=tuple(subscribers),
                           sections=sections, locale=locale,
-                          timezone=timezone and str(body["timezone"]))
+                          timezone=timezone and str(body["timezone"]),
+                          double_opt_in=double_opt_in)
 
 
 # Readers share a handful of topic choices and zones: one object each, not one per reader

@@ -85,7 +85,8 @@ def preview(app: App, date: dt.datetime | None, list_id: str | None,
             copies = [(edition.for_reader(reader), _reader_page(day, reader.email))]
         else:  # neutral copies, fit to show colleagues: the general issue and each variant
             personal = PersonalFields(email=f"reader@{newsletter.sender_domain}",
-                                      unsubscribe_url=f"{newsletter.base_url}/unsubscribe")
+                                      unsubscribe_url=f"{newsletter.base_url}/unsubscribe",
+                                      preferences_url=f"{newsletter.base_url}/preferences")
             copies = [(variant, page_name(variant.issue))
                       for variant in edition.variants.values()]
         for rendered, name in copies:
@@ -214,8 +215,11 @@ def _summarise(report: DeliveryReport, backend: str, dry_run: bool) -> None:
     unsubscribed = sum(reason == "unsubscribed" for _, reason in report.skipped)
     if unsubscribed:
         parts.append(f"{unsubscribed} skipped (unsubscribed)")
-    if len(report.skipped) > unsubscribed:
-        parts.append(f"{len(report.skipped) - unsubscribed} suppressed")
+    paused = [reason for _, reason in report.skipped if reason.startswith("paused")]
+    if paused:
+        parts.append(f"{len(paused)} paused")
+    if len(report.skipped) > unsubscribed + len(paused):
+        parts.append(f"{len(report.skipped) - unsubscribed - len(paused)} suppressed")
     parts.append(f"{len(report.failed)} failed")
     if report.not_attempted:
         parts.append(f"{len(report.not_attempted)} not attempted")

@@ -3,6 +3,9 @@
 - `/unsubscribe?t=…` (and the links of earlier versions): see `newsletter.web.unsubscribe`.
 - `/archive/<list>/` serves the sent issues' web pages and their index, and nothing else:
   see `newsletter.web.archive`.
+- `/subscribe/<list>` and `/confirm?token=…`: sign-up with double opt-in
+  (`newsletter.web.signup`); `/preferences?token=…`: a reader's own choices
+  (`newsletter.web.preferences`).
 - `/healthz` answers `ok`.
 - `POST /webhooks/<provider>`: providers' bounce, complaint and unsubscribe events, each
   checked for its signature: see `newsletter.web.webhooks`.
@@ -25,10 +28,13 @@ from starlette.types import ASGIApp
 from newsletter.ledger import SqliteLedger
 from newsletter.secret import unsubscribe_secret
 from newsletter.settings import Settings
-from newsletter.subscribers import load_roster
 from newsletter.web.accesslog import drop_queries_from_access_log
 from newsletter.web.archive import archive_routes
+from newsletter.web.context import RosterCache, WebContext
 from newsletter.web.headers import SecurityHeaders
+from newsletter.web.pages import Pages
+from newsletter.web.preferences import preferences_routes
+from newsletter.web.signup import signup_routes
 from newsletter.web.unsubscribe import unsubscribe_routes
 from newsletter.web.webhooks import webhook_routes
 
@@ -40,13 +46,16 @@ def create_app(settings: Settings) -> ASGIApp:
     links of every issue sent from this project work.
     """
     secret = unsubscribe_secret(settings)
-    titles = {lst.id: lst.title for lst in load_roster(settings.subscribers).lists.values()}
+    roster = RosterCache(settings)
     ledger = SqliteLedger(settings.ledger)
     try:
         hooks = webhook_routes(settings, ledger)
     except BaseException:
         ledger.close()
         raise
+    web = WebContext(settings, secret, ledger,
+                     Pages(settings.templates, settings.newsletter.locale), roster)
+    titles = web.titles()
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -59,6 +68,8 @@ def create_app(settings: Settings) -> ASGIApp:
     drop_queries_from_access_log()
     app = Starlette(routes=[
         *unsubscribe_routes(secret, titles, ledger),
+        *signup_routes(web),
+        *preferences_routes(web),
         Route("/healthz", health, methods=["GET"]),
         *archive_routes(settings.delivery.outbox / "archive"),
         *hooks,
