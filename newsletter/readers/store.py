@@ -374,3 +374,10 @@ class ReaderStore:
             db.execute("INSERT OR IGNORE INTO forgotten (digest, created) VALUES (?, ?)",
                        (digest, _now()))
         return removed
+
+    def purge_unconfirmed(self, before: str) -> int:
+        """Drop sign-ups still pending since before `before` (ISO time): people who never
+        confirmed gave no consent, and their address is not kept for ever."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM readers WHERE state = 'pending' AND origin = "
+                              "'signup' AND updated < ?", (before,)).rowcount
