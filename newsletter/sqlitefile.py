@@ -28,7 +28,6 @@ PROGRAM_TABLES = frozenset({
     "feed_cache", "feed_entries", "feed_aliases", "events", "resubscriptions",
     "webhook_tokens",
 })
-_MAGIC = b"SQLite format 3\x00"
 _START_OVER = ("nothing was changed; to start a new ledger on purpose, move this file away "
                "(e.g. mv {path} {path}.old) and run again")
 
@@ -45,6 +44,10 @@ def open_database(path: Path, schema: str, what: str) -> sqlite3.Connection:
     except sqlite3.Error as err:
         raise _cannot_open(path, what, err) from err
     try:
+        try:
+            db.execute("PRAGMA schema_version").fetchone()  # reads the header
+        except sqlite3.Error as err:
+            raise _not_sqlite(path, err) or _cannot_open(path, what, err) from err
         _check_marker(db, path, what)
         db.execute("PRAGMA journal_mode=WAL")
         # A committed record must survive the process being killed: in WAL mode NORMAL
@@ -92,6 +95,8 @@ def open_read_only(path: Path, what: str) -> sqlite3.Connection:
                 "SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.Error as err:
             db.close()
+            if (refusal := _not_sqlite(path, err)) is not None:
+                raise refusal from err
             last = err
             continue
         if app_id not in (0, APPLICATION_ID) or (tables and not tables & PROGRAM_TABLES):
@@ -168,15 +173,24 @@ def _check_file(path: Path, what: str) -> None:
                               "the ledger file itself")
     if not path.is_file():
         raise refuse("is not a regular file")
+    # The size, not the header: opening and closing the file here would drop every POSIX
+    # lock this process holds on it (a ledger already open, serve's own connection), and
+    # another process would then delete the -wal file under that connection. The header
+    # is SQLite's to read: `_not_sqlite` turns its "file is not a database" into ours.
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(_MAGIC))
+        size = path.stat().st_size
     except OSError as err:
         raise _cannot_open(path, what, err) from err
-    if not head:
+    if not size:
         raise refuse("is empty (0 bytes)")
-    if head != _MAGIC:
-        raise refuse("is not an SQLite database")
+
+
+def _not_sqlite(path: Path, err: sqlite3.Error) -> ConfigError | None:
+    """Our refusal of a file that is no SQLite database, from SQLite's own error."""
+    if getattr(err, "sqlite_errorcode", None) != sqlite3.SQLITE_NOTADB:
+        return None
+    return ConfigError("is not an SQLite database, not a newsletter ledger", file=path,
+                       field="ledger", fix=_START_OVER.format(path=path))
 
 
 def _check_marker(db: sqlite3.Connection, path: Path, what: str) -> None:
