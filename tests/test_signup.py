@@ -3,14 +3,20 @@ button, and the next `newsletter send` (the real CLI) mailing the new reader."""
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
+from babel.messages.pofile import read_po
 
 from newsletter.readers.tokens import read_confirm_token, read_preferences_token
+from newsletter.web import confirm, signup
+from newsletter.web.mails import SUBJECTS
+from newsletter.web.pages import BUILT_IN
 from tests.conftest import ISSUE_DATE, Project
 from tests.signup_site import SECRET, Site, form_field, link_in, prepare, serving, text_of
 from tests.web_server import call
@@ -208,3 +214,21 @@ def test_an_unknown_list_is_404(site: Site) -> None:
     assert answer.status == 404 and "no such newsletter" in answer.body
     site.settle()
     assert not (site.project.outbox / "confirmations").exists()
+
+
+def test_every_string_of_the_sign_up_pages_and_mails_has_a_german_translation() -> None:
+    catalog = read_po((BUILT_IN / "locale/de/LC_MESSAGES/messages.po").open("rb"))
+    wanted = set(SUBJECTS.values()) | set(signup.ERRORS.values())
+    for template in ("subscribe.html", "confirm.html", "confirm-mail.txt", "confirm-mail.html",
+                     "welcome-mail.txt", "welcome-mail.html", "already-mail.txt",
+                     "already-mail.html"):
+        wanted |= set(re.findall(r'_\("([^"]+)"', (BUILT_IN / template).read_text("utf-8")))
+    for module in (signup, confirm):  # note(list, status, TITLE, TEXT, (href, LINK TEXT))
+        for node in ast.walk(ast.parse(Path(module.__file__).read_text("utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "note":
+                wanted |= {a.value for a in node.args[2:4] if isinstance(a, ast.Constant)}
+            elif isinstance(node, ast.FunctionDef) and node.name in ("again", "preferences"):
+                wanted |= {e.value for r in ast.walk(node) if isinstance(r, ast.Tuple)
+                           for e in r.elts[1:] if isinstance(e, ast.Constant)}
+    assert len(wanted) > 40
+    assert sorted(m for m in wanted if not (catalog.get(m) and catalog[m].string)) == []
