@@ -51,6 +51,12 @@ from newsletter.web.context import WebContext
 from newsletter.web.forms import FormRefused, check_form_token, form_token, read_form, same_site
 
 PURPOSE = "preferences"
+_REFUSED = {
+    413: "The form is too large. Open the preferences link again and send the form from "
+         "there.",
+    415: "This is not a web form. Open the preferences link again and send the form from "
+         "there.",
+}
 # Offered in the time zone field's list; any other zone of the tz database may be typed.
 COMMON_ZONES = (
     "Europe/London", "Europe/Dublin", "Europe/Lisbon", "Europe/Paris", "Europe/Berlin",
@@ -203,9 +209,9 @@ def preferences_routes(web: WebContext) -> list[Route]:
         try:
             form = await read_form(request)
         except FormRefused as refused:
-            return problem(lst, refused.status, "Not saved", (
-                "The form could not be read (%(why)s). Open the preferences link again and "
-                "send the form from there.", {"why": refused.why}))
+            return problem(lst, refused.status, "Not saved", (_REFUSED.get(
+                refused.status, "The form could not be read. Open the preferences link "
+                "again and send the form from there."), {}))
         if not same_site(request, web.settings.newsletter.base_url) or not check_form_token(
                 web.secret, PURPOSE, token, form.get("form"), now()):
             return problem(lst, 403, "Not saved", (
