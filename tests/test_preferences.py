@@ -139,6 +139,9 @@ def send(project: Project, *args: str) -> str:
 def test_the_page_shows_the_current_values_and_the_form(site: Site) -> None:
     page = site.get(site.token("zoe@example.org"))
     assert page.status == 200 and page.headers["Cache-Control"] == "no-store"
+    # The token is in the URL: no other site may learn it, frame the page or take the form.
+    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert "form-action 'self'" in page.headers["Content-Security-Policy"]
     body = page.body
     assert "The Morning Brief" in body and "zoe@example.org" in body
     assert 'name="name" value="Zoë Ångström"' in body
@@ -209,6 +212,12 @@ def test_choices_made_on_the_page_reach_the_next_issue(site: Site) -> None:
     assert ada_mail["To"].addresses[0].display_name == "Ada King"
     assert str(ada_mail["Subject"]).endswith("Museum opens a gallery of ship models")
     assert "Ferry timetable" not in text_of(ada_mail)
+    # The link in the issue opens the same page, with what Ada chose.
+    link = re.search(r"https://news\.example\.com(/preferences\?token=[\w-]+)",
+                     text_of(ada_mail))
+    assert link, text_of(ada_mail)
+    opened = call(site.base + link.group(1))
+    assert opened.status == 200 and 'value="Ada King"' in opened.body
 
     # A day later Sam resumes and picks the city; the next issue comes to Sam again.
     site.now[0] = MONDAY.timestamp() + 86400
