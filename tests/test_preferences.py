@@ -440,7 +440,7 @@ VALUES = st.one_of(
                      "Europe/Berlin", "UTC", "", "\r\n", "%00", "<b>", "\u202e"]))
 
 
-def test_no_form_body_gets_a_5xx(site: Site) -> None:
+def test_no_form_body_gets_a_server_error(site: Site) -> None:
     token = site.token("linus@example.com")
     good = form_token(site.secret, "preferences", token, MONDAY.timestamp())
     seen: set[int] = set()
