@@ -99,7 +99,7 @@ def site(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
     made: list[WebContext] = []
 
     def context(*args: object) -> WebContext:
-        made.append(WebContext(*args, clock=lambda: now[0]))  # type: ignore[arg-type]
+        made.append(WebContext(*args[:5], clock=lambda: now[0]))  # type: ignore[arg-type]
         return made[0]
 
     monkeypatch.setattr(app_module, "WebContext", context)
