@@ -55,11 +55,12 @@ def read_bytes(path: Path, limit: int = MAX_BYTES) -> bytes:
                           fix="give the path of the .csv file") from err
     except OSError as err:
         raise ConfigError(f"cannot be read: {err.strerror}", file=path) from err
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ConfigError("is not a regular file (a folder, a device or a pipe)",
+                          file=path, fix="give the path of the .csv file")
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError("is not a regular file (a folder, a device or a pipe)",
-                              file=path, fix="give the path of the .csv file")
         if info.st_size > limit:
             raise ConfigError(f"is {info.st_size:,} bytes, more than the {limit:,} allowed",
                               file=path, fix="split it into smaller files and import each")
@@ -86,8 +87,8 @@ def decode(data: bytes, name: str) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         raise ConfigError(
-            f"is not UTF-8: byte {err.start} (0x{data[err.start]:02x}) on line {line} is not "
-            "UTF-8 text (the file is likely Latin-1 or Windows-1252)", file=name, line=line,
+            f"is not UTF-8: byte {err.start} (0x{data[err.start]:02x}), on line {line} (likely "
+            "a Latin-1 or Windows-1252 file); nothing imported", file=name, line=line,
             fix=_UTF8_FIX) from err
 
 
