@@ -20,7 +20,7 @@ from newsletter.cli.issue import _reader_page
 from newsletter.cli.readers import subscribers
 from newsletter.cli.suppressions import day, evidence_text, list_label, shown
 from newsletter.delivery.file import file_name
-from newsletter.errors import NewsletterError
+from newsletter.errors import ConfigError, NewsletterError
 from newsletter.ledger import SqliteLedger
 from newsletter.readers.store import ReaderRow
 from newsletter.subscribers import Roster, load_roster
@@ -120,16 +120,11 @@ def subscribers_show(app: App, email: str) -> None:
 
 def _print_deliveries(ledger: SqliteLedger, key: str) -> bool:
     found = False
-    for record in ledger.issues():
-        delivery = ledger.deliveries(record.issue_id).get(key)
-        if delivery is None:
-            continue
+    for issue_id, status, attempts, reply, updated in ledger.deliveries_of(key):
         found = True
-        reply = f" — “{shown(delivery.reply, 120)}”" if delivery.reply and \
-            delivery.status.startswith("failed") else ""
-        click.echo(f"delivery {shown(record.issue_id)}: {delivery.status} {day(delivery.updated)}"
-                   f" ({delivery.attempts} attempt{'s' if delivery.attempts != 1 else ''})"
-                   + reply)
+        words = f" — “{shown(reply, 120)}”" if reply and status.startswith("failed") else ""
+        click.echo(f"delivery {shown(issue_id)}: {status} {day(updated)} ({attempts} "
+                   f"attempt{'s' if attempts != 1 else ''}){words}")
     return found
 
 
@@ -166,7 +161,11 @@ def subscribers_forget(app: App, email: str, yes: bool, delete_outbox: bool) -> 
             raise NewsletterError(f"forgetting {address} cannot be undone: nothing done",
                                   field="EMAIL", fix="add --yes")
         click.confirm(f"Forget {address}? This cannot be undone", abort=True)
-    roster = load_roster(app.settings.subscribers)
+    try:
+        roster: Roster | None = load_roster(app.settings.subscribers)
+    except ConfigError as err:  # a broken file must not hold up an erasure
+        roster = None
+        click.echo(f"warning: {err.problems[0]} (so not checked for {address})", err=True)
     ledger = app.ledger()
     assert ledger is not None
     removed = ledger.forget(address)
@@ -177,7 +176,8 @@ def subscribers_forget(app: App, email: str, yes: bool, delete_outbox: bool) -> 
             click.echo(f"  {table}: {count} {what}")
     if not any(removed.values()):
         click.echo("  the database held nothing else about it")
-    for list_id, line, _ in _file_entries(roster, address):
+    for list_id, line, _ in _file_entries(roster, address) if roster else []:
+        assert roster is not None
         click.echo(f"note: {roster.path}:{line} still lists it in {list_id}; it is not "
                    "mailed, but delete the entry (the tool never edits that file)", err=True)
     files = outbox_files(app.settings.delivery.outbox, address)

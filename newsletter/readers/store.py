@@ -388,6 +388,12 @@ class ReaderStore:
                     counts.already_suppressed += 1
         return counts
 
+    def deliveries_of(self, email: str) -> list[tuple[str, str, int, str, str]]:
+        """(issue, status, attempts, reply, updated) of every delivery to `email`, for
+        `subscribers show`: one scan in SQLite, not every issue's rows in Python."""
+        return self._query("SELECT issue_id, status, attempts, reply, updated FROM deliveries "
+                           "WHERE email = ? ORDER BY updated, issue_id", (email.lower(),))
+
     def confirmation_mail_sent(self, email: str) -> str | None:
         """When the last confirmation mail went to `email` (ISO time), if one did."""
         if not self._has_table("confirmation_mails"):
