@@ -39,9 +39,10 @@ from newsletter.errors import ConfigError, NewsletterError
 from newsletter.inbound.settings import BouncesSection
 from newsletter.ledger import SqliteLedger
 from newsletter.lock import ProcessLock
+from newsletter.readers.roster import load_readers
 from newsletter.settings import ScheduleSection, Settings, load_settings
 from newsletter.sqlitefile import failure
-from newsletter.subscribers import Roster, load_roster
+from newsletter.subscribers import Roster
 
 JOB_PREFIX = "digest@"
 LEGACY_JOB_ID = "daily-digest"  # the one job of versions before local-time delivery
@@ -316,7 +317,7 @@ def refresh_jobs(scheduler: BaseScheduler, config_path: Path) -> None:
     """
     try:
         settings = load_settings(config_path)
-        zones = delivery_zones(load_roster(settings.subscribers), settings)
+        zones = delivery_zones(load_readers(settings), settings)
     except NewsletterError as err:
         for line in str(err).splitlines():
             log.error("could not refresh the schedule: %s", line)

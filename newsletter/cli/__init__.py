@@ -3,7 +3,14 @@
 One module per group of commands; importing them registers their commands on `cli`.
 """
 
-from newsletter.cli import admin, bounces, issue, suppressions  # noqa: F401  (registers the commands)
+from newsletter.cli import (  # noqa: F401  (registers the commands)
+    admin,
+    bounces,
+    issue,
+    reader_data,
+    readers,
+    suppressions,
+)
 from newsletter.cli.common import cli
 
 __all__ = ["cli", "main"]

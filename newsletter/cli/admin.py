@@ -25,12 +25,14 @@ from newsletter.cli.common import (
     utcnow,
     warn,
 )
+from newsletter.cli.readers import count_lines
 from newsletter.digest import (
     load_inputs,
 )
 from newsletter.errors import ConfigError
 from newsletter.inbound.settings import BouncesSection
 from newsletter.ledger import ALL_LISTS, SqliteLedger
+from newsletter.readers.roster import load_readers
 from newsletter.secret import existing_secret
 from newsletter.settings import (
     ScheduleSection,
@@ -60,7 +62,9 @@ def schedule(app: App, list_jobs: bool) -> None:
     from newsletter import scheduler as daily
 
     s = app.settings.schedule
-    roster = load_roster(app.settings.subscribers)
+    # The file merged with the database: confirmed sign-ups in a zone of their own get
+    # their run too.
+    roster = load_readers(app.settings)
     zones = daily.delivery_zones(roster, app.settings)
     if list_jobs:
         _print_next_runs(s, zones)
@@ -145,6 +149,9 @@ def status(app: App, date: dt.datetime | None, list_id: str | None) -> None:
     Amazon SES: bounces under 5 %, advised under 2 %).
     """
     ledger = app.ledger(create=False)
+    for line in count_lines(app):
+        if list_id is None or line.startswith(f"{list_id}: "):
+            click.echo(line)
     records = ledger.issues(list_id, date.date() if date else None) if ledger else []
     if not records:
         click.echo(f"no issues recorded in {app.settings.ledger}"
@@ -310,25 +317,6 @@ def dkim_keygen(app: App, selector: str, domain: str | None, out: Path | None,
     click.echo(dns_record(domain, selector, public))
     click.echo(f"\nthen set in {app.config_path}:\n\ndkim:\n  domain: {domain}\n"
                f"  selector: {selector}\n  private_key: {path}")
-
-
-@cli.group()
-def subscribers() -> None:
-    """Subscriber lists."""
-
-
-@subscribers.command("check")
-@pass_app
-@user_errors
-def subscribers_check(app: App) -> None:
-    """Validate the subscriber file and print counts per list."""
-    roster = load_roster(app.settings.subscribers)
-    warn(roster.warnings)
-    for lst in roster.lists.values():
-        active = len(lst.active)
-        click.echo(f"{lst.id}: {len(lst.subscribers)} subscribers ({active} active, "
-                   f"{len(lst.subscribers) - active} unsubscribed)")
-    click.echo(f"{roster.path}: OK")
 
 
 @cli.group("config")

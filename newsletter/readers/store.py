@@ -113,6 +113,17 @@ class NewReader:
     consent: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class ImportCounts:
+    """What `import_batch` did."""
+
+    added: int = 0
+    kept: int = 0  # already in the database: left as they are
+    forgotten: int = 0  # asked to be forgotten: left out
+    suppressed: int = 0
+    already_suppressed: int = 0
+
+
 def _row(values: tuple) -> ReaderRow:
     (list_id, email, address, origin, state, name, topics, timezone, paused, nonce, consent,
      created, updated) = values
@@ -328,14 +339,24 @@ class ReaderStore:
                        ) -> tuple[int, int]:
         """Add every reader in one transaction (all or nothing). Readers already in the
         database are left as they are. Returns (added, already there)."""
+        counts = self.import_batch([(r, state) for r in readers], ())
+        return counts.added, counts.kept + counts.forgotten
+
+    def import_batch(self, readers: Iterable[tuple[NewReader, ReaderState]],
+                     suppressions: Iterable[tuple[str, str, dict[str, Any]]]
+                     ) -> ImportCounts:
+        """`import_readers` with a state per reader, plus suppressions (list, address,
+        evidence: reason "unsubscribed") of people who left in the old tool, all in one
+        transaction. A forgotten address is neither added nor suppressed (that would
+        keep it in clear again); it is never mailed anyway."""
         stamp = _now()
-        added = kept = 0
+        counts = ImportCounts()
         with self._transaction() as db:
             forgotten = {d for (d,) in db.execute("SELECT digest FROM forgotten")}
-            for reader in readers:
+            for reader, state in readers:
                 email = reader.address.lower()
                 if forgotten_digest(email) in forgotten:
-                    kept += 1
+                    counts.forgotten += 1
                     continue
                 consent = dict(reader.consent, joined=stamp)
                 if state == "confirmed":
@@ -348,10 +369,38 @@ class ReaderStore:
                      new_nonce() if state == "pending" else None, json.dumps(consent),
                      stamp, stamp))
                 if cursor.rowcount == 1:
-                    added += 1
+                    counts.added += 1
                 else:
-                    kept += 1
-        return added, kept
+                    counts.kept += 1
+            for list_id, address, evidence in suppressions:
+                email = address.lower()
+                if forgotten_digest(email) in forgotten:
+                    counts.forgotten += 1
+                    continue
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO suppressions (list_id, email, reason, evidence, "
+                    "created) VALUES (?, ?, 'unsubscribed', ?, ?)",
+                    (list_id, email, json.dumps({k: str(v) for k, v in evidence.items()},
+                                                ensure_ascii=False), stamp))
+                if cursor.rowcount == 1:
+                    counts.suppressed += 1
+                else:
+                    counts.already_suppressed += 1
+        return counts
+
+    def deliveries_of(self, email: str) -> list[tuple[str, str, int, str, str]]:
+        """(issue, status, attempts, reply, updated) of every delivery to `email`, for
+        `subscribers show`: one scan in SQLite, not every issue's rows in Python."""
+        return self._query("SELECT issue_id, status, attempts, reply, updated FROM deliveries "
+                           "WHERE email = ? ORDER BY updated, issue_id", (email.lower(),))
+
+    def confirmation_mail_sent(self, email: str) -> str | None:
+        """When the last confirmation mail went to `email` (ISO time), if one did."""
+        if not self._has_table("confirmation_mails"):
+            return None
+        rows = self._query("SELECT sent FROM confirmation_mails WHERE email = ?",
+                           (email.lower(),))
+        return rows[0][0] if rows else None
 
     # forgetting -----------------------------------------------------------------------
 
