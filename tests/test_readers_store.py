@@ -160,3 +160,21 @@ def test_every_message_links_to_the_readers_preference_page(project: Project,
     from newsletter.secret import unsubscribe_secret
     secret = unsubscribe_secret(load_settings(project.settings))
     assert read_preferences_token(secret, token) == (LIST, "ada@example.com")
+
+
+def test_sign_ups_nobody_confirmed_are_purged_once_their_links_expired(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.sign_up(NewReader(LIST, "old@example.com"))
+    ledger.sign_up(NewReader(LIST, "asked-again@example.com"))
+    ledger.sign_up(NewReader(LIST, "fresh@example.com"))
+    ledger.sign_up(NewReader(LIST, "kept@example.com"), confirmed=True)
+    ledger.import_readers([NewReader(LIST, "imported@example.com")], "pending")
+    with ledger._transaction() as db:  # three days ago
+        db.execute("UPDATE readers SET updated = '2000-01-01T00:00:00+00:00' "
+                   "WHERE email != 'fresh@example.com'")
+    # Asking again makes the pending row new: its new mail's link must still work.
+    assert ledger.sign_up(NewReader(LIST, "asked-again@example.com"))[0] == "pending"
+    assert ledger.purge_unconfirmed(49) == 1
+    assert sorted(r.email for r in ledger.reader_rows(LIST)) == [
+        "asked-again@example.com", "fresh@example.com", "imported@example.com",
+        "kept@example.com"]

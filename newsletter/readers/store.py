@@ -50,6 +50,7 @@ CREATE TABLE IF NOT EXISTS readers (
     PRIMARY KEY (list_id, email)
 );
 CREATE INDEX IF NOT EXISTS readers_email ON readers (email);
+CREATE INDEX IF NOT EXISTS readers_pending ON readers (updated) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS confirmation_mails (
     email TEXT PRIMARY KEY,       -- at most one confirmation mail an hour per address
     sent TEXT NOT NULL
@@ -208,6 +209,10 @@ class ReaderStore:
                 if row.state == "confirmed" and not self._left(db, reader.list_id, email):
                     return "confirmed", row
                 if row.state == "pending":
+                    # Asked again: the new mail's link must outlive the purge of sign-ups
+                    # nobody confirmed (`purge_unconfirmed`), which goes by this time.
+                    db.execute("UPDATE readers SET updated = ? WHERE list_id = ? AND "
+                               "email = ?", (stamp, reader.list_id, email))
                     return "pending", row
                 # A reader who left and asks to join again: pending again, a new nonce (the
                 # old confirmation links stay dead), their old choices forgotten.
@@ -424,9 +429,12 @@ class ReaderStore:
                        (digest, _now()))
         return removed
 
-    def purge_unconfirmed(self, before: str) -> int:
-        """Drop sign-ups still pending since before `before` (ISO time): people who never
-        confirmed gave no consent, and their address is not kept for ever."""
+    def purge_unconfirmed(self, hours: float) -> int:
+        """Drop sign-ups nobody confirmed whose last request is over `hours` old (their
+        links have expired): no consent was given, so the address is not kept. By the
+        database's own clock, the one `updated` is written with."""
+        before = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours)).isoformat(
+            timespec="seconds")
         with self._transaction() as db:
             return db.execute("DELETE FROM readers WHERE state = 'pending' AND origin = "
                               "'signup' AND updated < ?", (before,)).rowcount

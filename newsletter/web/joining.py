@@ -64,6 +64,8 @@ class Joiner:
         email = request.address.lower()
         single = not self.web.double_opt_in(lst)
         try:
+            # Sign-ups nobody confirmed, whose last link has expired, are not kept.
+            ledger.purge_unconfirmed(self.web.settings.signup.confirm_hours + 1)
             if ledger.is_forgotten(email):
                 return
             known = self._file_reader(request.list_id, email)
