@@ -246,3 +246,14 @@ def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# Headless Chromium for the reader pages (issue 12): its fixtures, and the hook that stops it
+# when no more test needs it. Imported last: tests.browser uses this module's names.
+from tests.browser import (  # noqa: E402,F401
+    browser_device,
+    chromium,
+    pytest_runtest_teardown,
+    reader_site,
+    web_page,
+)
