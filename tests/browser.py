@@ -28,11 +28,18 @@ import pytest
 
 from newsletter.settings import load_settings
 from newsletter.web import create_app
-from tests.conftest import ISSUE_DATE, Project
 from tests.web_server import running
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Playwright
+
+    from tests.conftest import Project
+
+# tests/conftest.py imports this module (last) for its fixtures: the issue date is read
+# from it when needed, not at import, so either module may be imported first.
+def _issue_date() -> str:
+    from tests.conftest import ISSUE_DATE
+    return ISSUE_DATE
 
 CHROMIUM = Path("/usr/bin/chromium")
 # The probe's flags for this closed network: without the background ones Chromium keeps
@@ -164,8 +171,8 @@ class Site:
         return self.local(links[0])
 
     def issue_to(self, address: str, list_id: str = "morning-brief") -> EmailMessage | None:
-        """The issue of ISSUE_DATE written for `address`, or None."""
-        folder = self.project.outbox / "mail" / list_id / ISSUE_DATE
+        """The issue of the tests' issue date written for `address`, or None."""
+        folder = self.project.outbox / "mail" / list_id / _issue_date()
         for path in folder.glob("*.eml") if folder.is_dir() else ():
             msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
             assert isinstance(msg, EmailMessage)
@@ -174,8 +181,8 @@ class Site:
         return None
 
     def send(self) -> None:
-        """The real `newsletter send` of ISSUE_DATE, as the publisher runs it."""
-        done = self.project.run("send", "--date", ISSUE_DATE)
+        """The real `newsletter send` of the tests' issue date, as the publisher runs it."""
+        done = self.project.run("send", "--date", _issue_date())
         assert done.returncode == 0, done.stdout + done.stderr
 
 
