@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import axe_playwright_python
 import pytest
 from playwright.sync_api import Browser, Page
 
@@ -23,6 +25,12 @@ from tests.browser import Site, new_context
 FORMS = ("subscribe", "subscribe-de", "confirm", "preferences")
 PAGES = (*FORMS, "unknown-list", "altered-token")
 PENDING = "pending@example.net"
+# axe-core (Deque's rules engine, MPL-2.0) as the axe-playwright-python wheel carries it:
+# injected through the DevTools protocol, which the pages' CSP (no scripts) does not stop.
+AXE = Path(axe_playwright_python.__file__).parent / "axe.min.js"
+AXE_RUN = """axe.run(document, {runOnly: {type: 'tag', values: [
+  'wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice']},
+  resultTypes: ['violations']})"""
 
 # Shared by the checks below: what counts as a control, and what is hidden from everyone.
 JS_COMMON = """
@@ -237,3 +245,14 @@ def test_the_honeypot_is_neither_reachable_nor_announced(
     # Nor does any role or name of it reach the accessibility tree.
     tree = web_page.locator("body").aria_snapshot()
     assert "website" not in tree.lower()
+
+
+@pytest.mark.parametrize("name", PAGES)
+def test_axe_core_finds_no_violation_in_either_scheme(
+        scheme_page: Page, urls: dict[str, str], name: str) -> None:
+    _open(scheme_page, urls[name])
+    scheme_page.evaluate(AXE.read_text(encoding="utf-8"))
+    result: dict[str, Any] = scheme_page.evaluate(AXE_RUN)
+    found = [f"{v['id']} ({v['impact']}): {v['help']} — "
+             + "; ".join(n["html"][:80] for n in v["nodes"][:3]) for v in result["violations"]]
+    assert not found, f"{name}: axe-core: {found}"
