@@ -1,9 +1,12 @@
 """Write each message as an `.eml` file: `outbox/mail/<list>/<date>/<address>.eml`.
 
+A sign-up's mail (confirmation, welcome; issue id `<list>/confirmations`, which no issue
+has) goes to `outbox/confirmations/<list>/<address>.eml`: the latest one per address.
+
 Every name at the top of the outbox is the program's own (`mail/`, `test/`, `archive/`,
-`preview/`, the ledger), and lists are only ever the folders one level down: a list called
-`archive` or `preview` has its mail in `mail/archive/`, never in the folder `serve`
-publishes or beside another list's pages.
+`preview/`, `confirmations/`, the ledger), and lists are only ever the folders one level
+down: a list called `archive` or `preview` has its mail in `mail/archive/`, never in the
+folder `serve` publishes or beside another list's pages.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9@._+-]")
 _LONGEST_NAME = 200
 MAIL_FOLDER = "mail"
 TEST_FOLDER = "test"
+READER_MAILS = "confirmations"
 
 
 def file_name(address: str) -> str:
@@ -53,6 +57,8 @@ class FileBackend(DeliveryBackend):
         # Test sends live apart, so they are never taken for the issue's delivery.
         folder = self.outbox / (TEST_FOLDER if message.test else MAIL_FOLDER)
         list_id, _, date = message.issue_id.partition("/")
+        if date == READER_MAILS:
+            return self.outbox / READER_MAILS / list_id / f"{file_name(message.recipient)}.eml"
         return folder / list_id / date / f"{file_name(message.recipient)}.eml"
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:

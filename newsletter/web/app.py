@@ -17,7 +17,7 @@ leaves query strings out (`newsletter.web.accesslog`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +30,7 @@ from newsletter.secret import unsubscribe_secret
 from newsletter.settings import Settings
 from newsletter.web.accesslog import drop_queries_from_access_log
 from newsletter.web.archive import archive_routes
+from newsletter.web.background import Background
 from newsletter.web.context import RosterCache, WebContext
 from newsletter.web.headers import SecurityHeaders
 from newsletter.web.pages import Pages
@@ -39,11 +40,12 @@ from newsletter.web.unsubscribe import unsubscribe_routes
 from newsletter.web.webhooks import webhook_routes
 
 
-def create_app(settings: Settings) -> ASGIApp:
+def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) -> ASGIApp:
     """The web app for these settings; the secret, subscriber file and ledger are read once.
 
     With no secret configured, the generated one is used (and made, on a first run), so the
-    links of every issue sent from this project work.
+    links of every issue sent from this project work. `clock` (Unix seconds) is for tests.
+    The sign-ups' background jobs are `app.app.state.jobs` (tests wait on `.join()`).
     """
     secret = unsubscribe_secret(settings)
     roster = RosterCache(settings)
@@ -54,8 +56,9 @@ def create_app(settings: Settings) -> ASGIApp:
         ledger.close()
         raise
     web = WebContext(settings, secret, ledger,
-                     Pages(settings.templates, settings.newsletter.locale), roster)
+                     Pages(settings.templates, settings.newsletter.locale), roster, clock)
     titles = web.titles()
+    jobs = Background("serve-signups")
 
     async def health(request: Request) -> Response:
         return PlainTextResponse("ok")
@@ -63,12 +66,13 @@ def create_app(settings: Settings) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        jobs.close()  # the sign-ups answered are stored and mailed before the ledger closes
         ledger.close()
 
     drop_queries_from_access_log()
     app = Starlette(routes=[
         *unsubscribe_routes(secret, titles, ledger),
-        *signup_routes(web),
+        *signup_routes(web, jobs),
         *preferences_routes(web),
         Route("/healthz", health, methods=["GET"]),
         *archive_routes(settings.delivery.outbox / "archive"),
@@ -78,4 +82,5 @@ def create_app(settings: Settings) -> ASGIApp:
     # Host header: a reader's token handed to whatever host a request names. No URL we
     # publish ends in a slash (the archive redirects its folders itself, relatively).
     app.router.redirect_slashes = False
+    app.state.jobs = jobs
     return SecurityHeaders(app)
