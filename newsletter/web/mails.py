@@ -59,7 +59,7 @@ def build_reader_mail(pages: Pages, settings: Settings, mail: ReaderMail, now: d
                       signer: DkimSigner | None = None) -> OutgoingMessage:
     """The message, ready for a delivery backend."""
     newsletter = settings.newsletter
-    context = {"list_title": mail.list_title, "name": mail.name, "link": mail.link,
+    context = {"list_title": mail.list_title, "reader_name": mail.name, "link": mail.link,
                "hours": settings.signup.confirm_hours, "newsletter_title": newsletter.title}
     text = pages.render(f"{mail.kind}-mail.txt", mail.locale, **context)
     html = pages.render(f"{mail.kind}-mail.html", mail.locale, **context)

@@ -154,13 +154,14 @@ def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
     def form_page(lst: SubscriberList, status: int = 200, typed: Typed | None = None,
                   errors: dict[str, str] | None = None) -> Response:
         locale = web.locale_of(lst)
-        messages = {f: web.pages.gettext(locale, ERRORS[key])
-                    for f, key in (errors or {}).items()}
+        messages = {"email": "", "name": "", "timezone": ""}  # "": no error
+        messages.update({f: web.pages.gettext(locale, ERRORS[key])
+                         for f, key in (errors or {}).items()})
         zones = (lst.timezone, *COMMON_ZONES) if lst.timezone else COMMON_ZONES
         return web.pages.page(
             "subscribe.html", locale, status, list_id=lst.id, list_title=lst.title,
             newsletter_title=lst.title, sections=lst.sections, zones=dict.fromkeys(zones),
-            typed=typed or Typed("", "", (), ""), errors=messages,
+            typed=typed or Typed("", "", (), ""), errors=messages, failed=bool(errors),
             form=form_token(web.secret, "subscribe", lst.id, clock()))
 
     def note(lst: SubscriberList | None, status: int, title: str, text: str, /,
