@@ -15,8 +15,9 @@ from newsletter.settings import load_settings
 from tests.browser import DEVICES, Site, body_html, body_text, new_context
 
 READER = "reader@example.net"
-# The German strings the German pages must show (the f-signup stream's catalog).
-GERMAN = {"email": "E-Mail-Adresse", "subscribe": "Abonnieren"}
+# What the German pages say (newsletter/web/templates/locale/de/LC_MESSAGES/messages.po).
+GERMAN = {"email": "E-Mail-Adresse", "topics": "Themen", "subscribe": "Abonnieren",
+          "confirm": "Abonnement bestätigen"}
 
 
 class Recorder:
@@ -171,13 +172,28 @@ def test_leaving_from_the_preference_page_stops_the_next_issue(
 
 def test_a_german_list_gets_german_pages(
         context: BrowserContext, reader_site: Site, browser_device: str) -> None:
+    site, device = reader_site, browser_device
     page = context.new_page()
-    page.goto(reader_site.url("/subscribe/morgen"))
+    page.goto(site.url("/subscribe/morgen"))
     expect(page.locator("html")).to_have_attribute("lang", "de")
-    page.get_by_label(GERMAN["email"]).fill(READER)
-    expect(page.get_by_role("button", name=GERMAN["subscribe"])).to_be_visible()
     expect(page.get_by_role("button", name="Subscribe", exact=True)).to_have_count(0)
-    assert_fits(page, browser_device)
+    page.get_by_label(GERMAN["email"]).fill(READER)
+    page.get_by_role("group", name=GERMAN["topics"]).get_by_label(
+        re.compile("culture", re.I)).check()
+    assert_fits(page, device)
+    with page.expect_navigation():
+        page.get_by_role("button", name=GERMAN["subscribe"]).click()
+    expect(page.locator("html")).to_have_attribute("lang", "de")
+    assert_fits(page, device)
+
+    page.goto(site.confirmation_link(READER))
+    expect(page.locator("html")).to_have_attribute("lang", "de")
+    with page.expect_navigation():
+        page.get_by_role("button", name=GERMAN["confirm"]).click()
+    expect(page.locator("html")).to_have_attribute("lang", "de")
+    row = reader(site, "morgen")
+    assert row is not None and row.state == "confirmed" and row.topics == ("culture",)
+    assert reader(site, "morning-brief") is None  # the other list is not theirs
 
 
 def test_with_images_off_the_form_is_the_same_and_nothing_else_loads(
