@@ -17,6 +17,7 @@ import email.policy
 import importlib.util
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -26,6 +27,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from newsletter.readers.store import _COLUMNS, ReaderRow, _row
 from newsletter.settings import load_settings
 from newsletter.web import create_app
 from tests.web_server import running
@@ -151,6 +153,22 @@ class Site:
         """A link from a mail (under the public base_url), pointed at the test server."""
         parts = urlsplit(link)
         return self.base + parts.path + (f"?{parts.query}" if parts.query else "")
+
+    def reader(self, list_id: str, address: str) -> ReaderRow | None:
+        """The reader's row as the database holds it now.
+
+        Read with a plain SQLite connection, not a second `SqliteLedger`: opening one in
+        the process that serves would drop the server's locks on the file (see the
+        report on `sqlitefile._check_file`), and the next `send` would delete the WAL
+        under it."""
+        path = load_settings(self.project.settings).ledger
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            found = db.execute(f"SELECT {_COLUMNS} FROM readers WHERE list_id = ? AND email = ?",
+                               (list_id, address.lower())).fetchone()
+        finally:
+            db.close()
+        return None if found is None else _row(found)
 
     def mails_to(self, address: str) -> list[EmailMessage]:
         """Every .eml under outbox/ addressed to `address`, oldest first."""

@@ -5,21 +5,21 @@ the honeypot is neither reachable nor announced."""
 
 from __future__ import annotations
 
-import time
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import axe_playwright_python
 import pytest
 from playwright.sync_api import Browser, Page
 
-from newsletter.ledger import SqliteLedger
-from newsletter.readers.store import NewReader
-from newsletter.readers.tokens import confirm_token, preferences_url
+from newsletter.readers.tokens import preferences_url
 from newsletter.secret import unsubscribe_secret
 from newsletter.settings import load_settings
 from tests.browser import Site, new_context
+from tests.web_server import call
 
 # The pages with a form, and every other kind of page a reader meets.
 FORMS = ("subscribe", "subscribe-de", "confirm", "preferences")
@@ -141,24 +141,24 @@ TARGETS_JS = JS_COMMON + """
 
 @pytest.fixture
 def urls(reader_site: Site) -> dict[str, str]:
-    """A URL of each page: a pending reader's confirmation, a file reader's preferences."""
-    settings = load_settings(reader_site.project.settings)
-    ledger = SqliteLedger(settings.ledger)
-    try:
-        _, row = ledger.sign_up(NewReader("morning-brief", PENDING))
-    finally:
-        ledger.close()
-    assert row is not None and row.nonce
-    secret = unsubscribe_secret(settings)
-    token = confirm_token(secret, "morning-brief", PENDING, row.nonce, int(time.time()))
+    """A URL of each page: a pending reader's confirmation (signed up over HTTP, the link
+    taken from the mail), a file reader's preferences."""
+    site = reader_site
+    form = call(site.url("/subscribe/morning-brief"))
+    token = re.search(r'name="form" value="([^"]+)"', form.body)
+    assert form.status == 200 and token, form.body[:300]
+    posted = call(site.url("/subscribe/morning-brief"), "POST",
+                  urlencode({"email": PENDING, "form": token.group(1)}).encode())
+    assert posted.status == 200, posted.body[:300]
+    confirm = site.confirmation_link(PENDING)
+    secret = unsubscribe_secret(load_settings(site.project.settings))
     return {
-        "subscribe": reader_site.url("/subscribe/morning-brief"),
-        "subscribe-de": reader_site.url("/subscribe/morgen"),
-        "confirm": reader_site.url(f"/confirm?token={token}"),
-        "preferences": preferences_url(reader_site.base, "morning-brief", "ada@example.com",
-                                       secret),
-        "unknown-list": reader_site.url("/subscribe/no-such-list"),
-        "altered-token": reader_site.url(f"/confirm?token={token[:-4]}AAAA"),
+        "subscribe": site.url("/subscribe/morning-brief"),
+        "subscribe-de": site.url("/subscribe/morgen"),
+        "confirm": confirm,
+        "preferences": preferences_url(site.base, "morning-brief", "ada@example.com", secret),
+        "unknown-list": site.url("/subscribe/no-such-list"),
+        "altered-token": confirm[:-4] + ("AAAA" if not confirm.endswith("AAAA") else "BBBB"),
     }
 
 

@@ -9,9 +9,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, Request, expect
 
-from newsletter.ledger import SqliteLedger
 from newsletter.readers.store import ReaderRow
-from newsletter.settings import load_settings
 from tests.browser import DEVICES, Site, body_html, body_text, new_context
 
 READER = "reader@example.net"
@@ -46,11 +44,7 @@ def context(chromium: Browser, browser_device: str) -> Iterator[BrowserContext]:
 
 
 def reader(site: Site, list_id: str, address: str = READER) -> ReaderRow | None:
-    ledger = SqliteLedger(load_settings(site.project.settings).ledger)
-    try:
-        return ledger.reader_row(list_id, address)
-    finally:
-        ledger.close()
+    return site.reader(list_id, address)
 
 
 def assert_fits(page: Page, device: str) -> None:
