@@ -19,7 +19,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,7 +144,7 @@ class Site:
 
     project: Project
     base: str
-    seen: set[Path] = field(default_factory=set)
+    jobs: Any  # the app's sign-up worker (newsletter.web.background.Background)
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -171,7 +171,9 @@ class Site:
         return None if found is None else _row(found)
 
     def mails_to(self, address: str) -> list[EmailMessage]:
-        """Every .eml under outbox/ addressed to `address`, oldest first."""
+        """Every .eml under outbox/ addressed to `address`, oldest first, once the sign-ups
+        answered so far are stored and mailed (the app does that after answering)."""
+        self.jobs.join()
         found = []
         for path in sorted(self.project.outbox.rglob("*.eml"), key=lambda p: p.stat().st_mtime_ns):
             msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
@@ -220,8 +222,9 @@ def body_html(msg: EmailMessage) -> str:
 def reader_site(project: Project) -> Iterator[Site]:
     """The real `serve` app of a project with an English and a German list, on loopback."""
     project.write("config/subscribers.yaml", SUBSCRIBERS_YAML)
-    with running(create_app(load_settings(project.settings))) as base:
-        yield Site(project, base)
+    app = create_app(load_settings(project.settings))
+    with running(app) as base:
+        yield Site(project, base, app.app.state.jobs)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(params=sorted(DEVICES))
