@@ -19,6 +19,7 @@ import os
 import re
 import sqlite3
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -218,13 +219,35 @@ def body_html(msg: EmailMessage) -> str:
     return str(part.get_content())
 
 
-@pytest.fixture
-def reader_site(project: Project) -> Iterator[Site]:
-    """The real `serve` app of a project with an English and a German list, on loopback."""
+@contextmanager
+def serving(project: Project) -> Iterator[Site]:
     project.write("config/subscribers.yaml", SUBSCRIBERS_YAML)
     app = create_app(load_settings(project.settings))
     with running(app) as base:
         yield Site(project, base, app.app.state.jobs)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def reader_site(project: Project) -> Iterator[Site]:
+    """The real `serve` app of a project with an English and a German list, on loopback."""
+    with serving(project) as site:
+        yield site
+
+
+@pytest.fixture(scope="module")
+def shared_reader_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One such site for a module of tests that only look at pages (they change nothing
+    but what a test signs up itself). The settings' paths are relative: served from its
+    folder."""
+    from tests.conftest import make_project
+    root = tmp_path_factory.mktemp("site")
+    with pytest.MonkeyPatch.context() as patch:
+        for name in list(os.environ):
+            if name.startswith("NEWSLETTER_"):
+                patch.delenv(name)
+        patch.chdir(root)
+        with serving(make_project(root)) as site:
+            yield site
 
 
 @pytest.fixture(params=sorted(DEVICES))

@@ -147,6 +147,12 @@ def test_sign_up_confirm_choose_and_get_the_next_issue(
     text = body_text(issue)
     assert "Museum opens a gallery of ship models" in text  # culture: their topic
     assert "Harbour bridge reopens" not in text  # city: no longer theirs
+    # The issue's own link opens their preferences as they left them.
+    [link] = set(re.findall(r"https?://\S+/preferences\?token=[\w-]+", text))
+    page.goto(site.local(link))
+    expect(topic(page, "culture")).to_be_checked()
+    expect(topic(page, "city")).not_to_be_checked()
+    expect(page.get_by_label("Time zone")).to_have_value("America/New_York")
     recorder.assert_documents_only()
 
 
