@@ -112,7 +112,9 @@ def test_sign_up_confirm_choose_and_get_the_next_issue(
     recorder = Recorder(context)
     sign_up(page, site, device)
     [mail] = site.mails_to(READER)
-    assert "<b>" not in body_html(mail), "a reader-typed name became markup in the mail"
+    # The name the reader typed greets them, as text: never markup in the HTML part.
+    assert "Hello Rosalind <b>Franklin</b>," in body_text(mail)
+    assert "Rosalind &lt;b&gt;Franklin&lt;/b&gt;" in body_html(mail)
     preferences = confirm(page, site, device)
 
     page.goto(preferences)
