@@ -415,6 +415,21 @@ def test_a_hostile_name_is_text_on_the_page_and_in_the_next_issue(site: Site) ->
     assert html_part is not None and "<script>" not in html_part.get_content()
 
 
+def test_a_database_that_cannot_be_written_or_read_is_a_503_page(site: Site) -> None:
+    token = site.token("ada@example.com")
+    form = site.form_of(token)
+    ledger = site.web.ledger
+    ledger._db.execute("PRAGMA query_only = ON")  # as a read-only disk would answer
+    for action in ("save", "leave"):
+        answer = site.post(token, [("name", "Ada B"), ("action", action)], form=form)
+        assert answer.status == 503 and "try again in a minute" in answer.body, action
+    ledger._db.execute("PRAGMA query_only = OFF")
+    assert site.post(token, [("name", "Ada B")], form=form).status == 200
+    ledger._db.close()  # nothing can be read any more
+    assert site.get(token).status == 503
+    assert site.post(token, [("name", "Ada C")], form=form).status == 503
+
+
 # a small fuzz ----------------------------------------------------------------------------
 
 FIELDS = st.sampled_from(["name", "topics", "timezone", "pause_weeks", "action", "form",
@@ -425,7 +440,7 @@ VALUES = st.one_of(
                      "Europe/Berlin", "UTC", "", "\r\n", "%00", "<b>", "\u202e"]))
 
 
-def test_no_form_body_gets_a_5xx(site: Site) -> None:
+def test_no_form_body_gets_a_server_error(site: Site) -> None:
     token = site.token("linus@example.com")
     good = form_token(site.secret, "preferences", token, MONDAY.timestamp())
     seen: set[int] = set()

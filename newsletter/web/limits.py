@@ -44,8 +44,8 @@ class RateLimit:
             # A clock that steps back gives nothing back, and takes nothing either.
             tokens = min(self.capacity, tokens + max(0.0, now - last) * self.rate)
             wait = 0.0
-            if tokens >= 1.0:
-                tokens -= 1.0
+            if tokens >= 1.0 - 1e-9:  # a whole token, give or take the float's last bit
+                tokens = max(0.0, tokens - 1.0)
             else:
                 wait = (1.0 - tokens) / self.rate
             self._buckets[digest] = (tokens, max(now, last))
