@@ -38,15 +38,9 @@ if TYPE_CHECKING:
 
     from tests.conftest import Project
 
-# tests/conftest.py imports this module (last) for its fixtures: the issue date is read
-# from it when needed, not at import, so either module may be imported first.
-def _issue_date() -> str:
-    from tests.conftest import ISSUE_DATE
-    return ISSUE_DATE
-
 CHROMIUM = Path("/usr/bin/chromium")
-# The probe's flags for this closed network: without the background ones Chromium keeps
-# opening connections that are refused (updates, sync, safe browsing).
+# The test machines reach no network but loopback: without the background flags Chromium
+# keeps opening connections that are refused (updates, sync, safe browsing).
 FLAGS = ["--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync"]
 # A phone as Chrome's device list has it (iPhone SE class): headless Chromium opens no
@@ -58,6 +52,13 @@ DEVICES: dict[str, dict[str, Any]] = {
                 "is_mobile": False, "has_touch": False},
 }
 TIMEOUT_MS = 10_000  # a locator waits this long for its element, then the test fails
+
+
+def _issue_date() -> str:
+    # tests/conftest.py imports this module (last) for its fixtures: the date is read from
+    # it when needed, not at import, so either module may be imported first.
+    from tests.conftest import ISSUE_DATE
+    return ISSUE_DATE
 
 SUBSCRIBERS_YAML = """\
 lists:
@@ -158,10 +159,10 @@ class Site:
     def reader(self, list_id: str, address: str) -> ReaderRow | None:
         """The reader's row as the database holds it now.
 
-        Read with a plain SQLite connection, not a second `SqliteLedger`: opening one in
-        the process that serves would drop the server's locks on the file (see the
-        report on `sqlitefile._check_file`), and the next `send` would delete the WAL
-        under it."""
+        Read with a plain SQLite connection, not a second `SqliteLedger`: opening one
+        reads the file's header with Python's `open()`, whose close releases the POSIX
+        locks SQLite holds for the server's connection in this process; the next `send`
+        then deletes the WAL under the server ("disk I/O error")."""
         path = load_settings(self.project.settings).ledger
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
