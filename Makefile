@@ -25,12 +25,14 @@ demo: $(VENV)/.installed
 	$(BIN)/newsletter preview --date $(DEMO_DATE)
 	$(BIN)/newsletter send --date $(DEMO_DATE)
 
-# The bounce tests run a real Postfix and Dovecot: installed here (Debian packages, as
-# root) when missing; without them those tests skip, saying why (and fail under CI=true).
+# The bounce tests run a real Postfix and Dovecot, the reader-page tests a headless
+# Chromium: installed here (Debian packages, as root) when missing; without them those
+# tests skip, saying why (and fail under CI=true).
 test: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/mypy newsletter
 	tests/servers/install.sh
+	tests/servers/install-browser.sh
 	$(BIN)/python -m pytest
 
 # Generates 100,000 subscribers; takes a few minutes. Figures: table + benchmarks/results.json

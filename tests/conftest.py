@@ -168,13 +168,19 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     for name in list(os.environ):
         if name.startswith("NEWSLETTER_"):
             monkeypatch.delenv(name)
-    proj = Project(tmp_path)
+    proj = make_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    return proj
+
+
+def make_project(root: Path) -> Project:
+    """The files of the `project` fixture in `root` (for fixtures of a wider scope)."""
+    proj = Project(root)
     shutil.copytree(REPO / "templates", proj.templates)
     proj.write("config/newsletter.yaml", SETTINGS_YAML)
     proj.write("config/subscribers.yaml", SUBSCRIBERS_YAML)
     for name, text in ARTICLES.items():
         proj.write(f"articles/{name}", text)
-    monkeypatch.chdir(tmp_path)
     return proj
 
 
@@ -246,3 +252,15 @@ def mounted_tmpfs(folder: Path, size: str) -> Iterator[Path]:
         yield folder
     finally:
         subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+# Headless Chromium for the reader pages (issue 12): its fixtures, and the hook that stops it
+# when no more test needs it. Imported last: tests.browser uses this module's names.
+from tests.browser import (  # noqa: E402,F401
+    browser_device,
+    chromium,
+    pytest_runtest_teardown,
+    reader_site,
+    shared_reader_site,
+    web_page,
+)
