@@ -181,12 +181,20 @@ class ReaderStore:
         return bool(self._query("SELECT 1 FROM forgotten WHERE digest = ?",
                                 (forgotten_digest(email),)))
 
+    def has_complained(self, list_id: str, email: str) -> bool:
+        """Whether `email` reported our mail as spam (on `list_id` or every list): only
+        the publisher lifts that, so no sign-up mails it."""
+        return bool(self._query("SELECT 1 FROM suppressions WHERE list_id IN (?, '*') AND "
+                                "email = ? AND reason = 'complaint' LIMIT 1",
+                                (list_id, email.lower())))
+
     # joining --------------------------------------------------------------------------
 
     def sign_up(self, reader: NewReader, *, origin: str = "signup",
                 confirmed: bool = False) -> tuple[SignupResult, ReaderRow | None]:
         """Add a reader who asked to join, pending (or `confirmed`, for a list without
-        double opt-in). One transaction: of two at once, one adds and the other finds it.
+        double opt-in, unless the address is suppressed there). One transaction: of two
+        at once, one adds and the other finds it.
 
         Returns what was there: "new" (added now), "pending" (waiting for confirmation,
         kept as it was), "confirmed" (already a reader) or "forgotten" (asked to be
@@ -201,6 +209,12 @@ class ReaderStore:
             if db.execute("SELECT 1 FROM forgotten WHERE digest = ?",
                           (forgotten_digest(email),)).fetchone():
                 return "forgotten", None
+            if confirmed and self._left(db, reader.list_id, email):
+                # Without double opt-in a post joins at once; but an address that left or
+                # bounced is not brought back on anyone's word: it confirms by mail, and
+                # only that click lifts the suppression.
+                confirmed = False
+                consent.pop("confirmed", None)
             existing = db.execute(f"SELECT {_COLUMNS} FROM readers WHERE list_id = ? AND "
                                   "email = ?", (reader.list_id, email)).fetchone()
             if existing is not None:

@@ -4,12 +4,13 @@ Run by the background thread (`newsletter.web.background`), never on the request
 the answer was the same whatever is found here, and took no longer.
 
 - a new address: stored pending and sent a confirmation (or, on a list without double
-  opt-in, stored confirmed and sent a welcome with the preference link);
+  opt-in, stored confirmed and sent a welcome with the preference link; an address
+  suppressed there, though, is stored pending and confirms as on any list);
 - a pending one: sent the confirmation again, with the nonce it has (its name, topics
   and time zone stay as first given: the mail's link confirms what is stored);
 - a reader already (an active, unsuppressed reader of the file, or a confirmed row): a
   short "you are already subscribed" with the preference link, and nothing changed;
-- a forgotten address: nothing at all.
+- a forgotten address, or one that reported our mail as spam: nothing at all.
 
 At most one mail an hour goes to an address (`claim_confirmation_mail`), whatever the list;
 a mail that could not be sent gives its claim back, so the next sign-up may try again.
@@ -64,7 +65,7 @@ class Joiner:
         email = request.address.lower()
         single = not self.web.double_opt_in(lst)
         try:
-            if ledger.is_forgotten(email):
+            if ledger.is_forgotten(email) or ledger.has_complained(request.list_id, email):
                 return
             known = self._file_reader(request.list_id, email)
             if known is not None:

@@ -1,0 +1,89 @@
+"""A hostile internet against the reader side of `serve` (sign-up, confirm, preferences),
+over real HTTP: each test is an attack that once worked, or one that must keep failing."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import pytest
+
+from newsletter.readers.store import NewReader
+from tests.conftest import Project
+from tests.signup_site import SECRET, Site, ledger, prepare, serving
+
+
+@pytest.fixture
+def secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NEWSLETTER_UNSUBSCRIBE__SECRET", SECRET)
+
+
+@pytest.fixture
+def site(project: Project, secret: None) -> Iterator[Site]:
+    prepare(project)
+    with serving(project) as running_site:
+        yield running_site
+
+
+def suppressions(project: Project, email: str) -> list[tuple[str, str]]:
+    """(list, reason) of every suppression of `email`, read while `serve` runs."""
+    uri = (project.outbox / "newsletter.sqlite3").resolve().as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT list_id, reason FROM suppressions WHERE email = ? "
+                          "ORDER BY list_id", (email,)).fetchall()
+    finally:
+        db.close()
+
+
+def test_a_stranger_cannot_lift_an_unsubscribe_or_a_bounce_on_a_single_opt_in_list(
+        project: Project, secret: None) -> None:
+    """Without double opt-in a post subscribes at once. For an address that left (its
+    own unsubscribe) or bounced, anyone posting it must not undo that: the address is
+    sent a confirmation instead, and only its owner's click lifts the suppression."""
+    prepare(project)
+    with ledger(project) as db:
+        db.sign_up(NewReader("open-door", "left@example.com"), confirmed=True)
+        db.suppress("open-door", "left@example.com", "unsubscribed", {})
+        db.suppress("*", "bounced@example.com", "hard-bounce", {})
+    with serving(project) as site:
+        for address, kept in (("left@example.com", [("open-door", "unsubscribed")]),
+                              ("bounced@example.com", [("*", "hard-bounce")])):
+            assert site.post("open-door", email=address).status == 200
+            site.settle()
+            assert suppressions(project, address) == kept
+            row = site.row(address, "open-door")
+            assert row is not None and row.state == "pending"
+            assert "confirmed" not in row.consent
+            msg = site.mail(address, "open-door")
+            assert msg is not None and msg["Subject"].startswith("Please confirm")
+            # The owner's click is what brings them back.
+            assert site.confirm(site.confirm_link(address, "open-door")).status == 200
+            assert suppressions(project, address) == []
+            assert site.row(address, "open-door").state == "confirmed"  # type: ignore[union-attr]
+        # A new address still joins at once.
+        assert site.post("open-door", email="new@example.com").status == 200
+        site.settle()
+        assert site.row("new@example.com", "open-door").state == "confirmed"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("list_id", ["morning-brief", "open-door"])
+def test_an_address_that_complained_gets_no_mail_from_a_sign_up(project: Project, secret: None,
+                                                                list_id: str) -> None:
+    """A complaint ("this is spam") is lifted only by the publisher, so no sign-up can
+    make the address a reader again: mailing it would only be more mail it called spam,
+    sent on a stranger's word. Nothing is stored or sent; the answer is the usual one."""
+    prepare(project)
+    with ledger(project) as db:
+        db.suppress("*", "angry@example.com", "complaint", {})
+        db.suppress("morning-brief", "cross@example.com", "complaint", {})
+        db.suppress("open-door", "cross@example.com", "complaint", {})
+    with serving(project) as site:
+        for address in ("angry@example.com", "cross@example.com"):
+            answer = site.post(list_id, email=address)
+            assert answer.status == 200
+            assert answer.body == site.post(list_id, email=f"x{address}").body
+            site.settle()
+            assert site.mail(address, list_id) is None
+            assert site.row(address, list_id) is None
+        assert site.mail("xangry@example.com", list_id) is not None
