@@ -87,3 +87,50 @@ def test_an_address_that_complained_gets_no_mail_from_a_sign_up(project: Project
             assert site.mail(address, list_id) is None
             assert site.row(address, list_id) is None
         assert site.mail("xangry@example.com", list_id) is not None
+
+
+def sent_mails(project: Project) -> list[str]:
+    """The addresses every sign-up mail so far went to (file backend)."""
+    folder = project.outbox / "confirmations"
+    return sorted(p.stem for p in folder.rglob("*.eml")) if folder.exists() else []
+
+
+def test_one_ipv6_network_is_one_client(project: Project, secret: None) -> None:
+    """Anyone with an IPv6 /64 (every home line) has 2**64 addresses: a limit per address
+    would be no limit. The client is its /64."""
+    prepare(project, "signup:\n  per_client_hour: 2\n  per_address_hour: 100\n"
+                     "  trusted_proxies: [127.0.0.1]\n")
+    with serving(project) as site:
+        statuses = [site.post(email=f"v6-{i}@example.com",
+                              headers={"X-Forwarded-For": f"2001:db8:1:2::{i:x}"}).status
+                    for i in range(1, 5)]
+        assert statuses == [200, 200, 429, 429]
+        other = {"X-Forwarded-For": "2001:db8:1:3::1"}  # the next /64: someone else
+        assert site.post(email="v6-next@example.com", headers=other).status == 200
+        site.settle()
+        assert site.row("v6-1@example.com").consent["network"] == "2001:db8:1::/48"  # type: ignore[union-attr]
+
+
+def test_sub_addresses_of_one_mailbox_share_its_limits(project: Project,
+                                                       secret: None) -> None:
+    """victim+1@, victim+2@, … and Gmail's dotted spellings all reach one mailbox:
+    counted apart, one client could send it a mail per variant. They share the limit per
+    address and the one mail an hour."""
+    prepare(project, "signup:\n  per_client_hour: 100\n  per_address_hour: 3\n")
+    with serving(project) as site:
+        variants = ["victim@example.com", "victim+1@example.com", "Victim+news@example.com",
+                    "victim+2@example.com"]
+        assert [site.post(email=v).status for v in variants] == [200, 200, 200, 429]
+        site.settle()
+        assert sent_mails(project) == ["victim@example.com"]
+        gmail = ["some.one@gmail.com", "someone@gmail.com", "s.o.m.e.o.n.e+x@gmail.com"]
+        assert [site.post(email=v).status for v in gmail] == [200, 200, 200]
+        assert site.post(email="so.meone@googlemail.com").status == 429  # the same mailbox
+        site.settle()
+        assert sent_mails(project) == ["some.one@gmail.com", "victim@example.com"]
+        # Each variant is still its own sign-up, confirmed by its own mail.
+        assert site.row("victim+1@example.com").state == "pending"  # type: ignore[union-attr]
+        site.clock.advance(3601)
+        assert site.post(email="victim+9@example.com").status == 200
+        site.settle()
+        assert "victim+9@example.com" in sent_mails(project)

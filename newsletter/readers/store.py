@@ -73,6 +73,18 @@ def forgotten_digest(email: str) -> str:
     return hashlib.sha256(b"newsletter forgotten v1\n" + email.lower().encode()).hexdigest()
 
 
+def mailbox_key(email: str) -> str:
+    """The mailbox `email` reaches, for counting mails to it: its `+tag` left out, and
+    Gmail's dots (which Gmail ignores). Else one could mail a victim once per spelling."""
+    local, at, domain = email.lower().rpartition("@")
+    if not at:
+        return email.lower()
+    local = local.split("+", 1)[0] or local
+    if domain in ("gmail.com", "googlemail.com"):
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
+
+
 @dataclass(frozen=True)
 class ReaderRow:
     list_id: str
@@ -295,7 +307,8 @@ class ReaderStore:
     def claim_confirmation_mail(self, email: str, *, hours: float = 1.0,
                                 now: dt.datetime | None = None) -> bool:
         """Whether a confirmation mail may go to `email` now (and note that one does): at
-        most one an hour, whatever the list, however many sign-ups."""
+        most one an hour to its mailbox (`mailbox_key`), whatever the list, however many
+        sign-ups."""
         moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         stamp = moment.isoformat(timespec="seconds")
         before = (moment - dt.timedelta(hours=hours)).isoformat(timespec="seconds")
@@ -303,13 +316,13 @@ class ReaderStore:
             cursor = db.execute(
                 "INSERT INTO confirmation_mails (email, sent) VALUES (?, ?) "
                 "ON CONFLICT (email) DO UPDATE SET sent = excluded.sent "
-                "WHERE confirmation_mails.sent <= ?", (email.lower(), stamp, before))
+                "WHERE confirmation_mails.sent <= ?", (mailbox_key(email), stamp, before))
             return cursor.rowcount == 1
 
     def release_confirmation_mail(self, email: str) -> None:
         """The mail could not be sent: the next sign-up may try again at once."""
         with self._transaction() as db:
-            db.execute("DELETE FROM confirmation_mails WHERE email = ?", (email.lower(),))
+            db.execute("DELETE FROM confirmation_mails WHERE email = ?", (mailbox_key(email),))
 
     # choosing -------------------------------------------------------------------------
 
@@ -413,7 +426,7 @@ class ReaderStore:
         if not self._has_table("confirmation_mails"):
             return None
         rows = self._query("SELECT sent FROM confirmation_mails WHERE email = ?",
-                           (email.lower(),))
+                           (mailbox_key(email),))
         return rows[0][0] if rows else None
 
     # forgetting -----------------------------------------------------------------------
@@ -427,8 +440,10 @@ class ReaderStore:
         with self._transaction() as db:
             for table in ("readers", "confirmation_mails", "events", "resubscriptions",
                           "suppressions"):
+                # confirmation_mails is keyed by the mailbox, not the address.
+                key = mailbox_key(email) if table == "confirmation_mails" else email
                 removed[table] = db.execute(f"DELETE FROM {table} WHERE email = ?",
-                                            (email,)).rowcount
+                                            (key,)).rowcount
             # The deliveries stay, counted in `status`, under the digest instead of the
             # address (its Message-ID names no address: it is a digest too).
             removed["deliveries"] = db.execute(

@@ -12,6 +12,8 @@
 - Topics not among the list's sections are left out, not refused: a publisher's form may
   still offer a section removed since, and the sign-up should not fail for it.
 - Rate limits (`signup.per_client_hour`, `signup.per_address_hour`): 429 with Retry-After.
+  A client is its IPv4 address or its IPv6 /64; an address is its mailbox (`mailbox_key`:
+  `+tags` and Gmail's dots left out).
 - What is kept of the consent: when (the store adds it), "form", the page the post came
   from (scheme, host and path only, at most 200 characters: a query may hold anything),
   and the client's network cut to /24 (IPv4) or /48 (IPv6), never its address.
@@ -33,6 +35,7 @@ from starlette.routing import Route
 
 from newsletter.addresses import InvalidAddress, normalize_address
 from newsletter.models import SubscriberList
+from newsletter.readers.store import mailbox_key
 from newsletter.settings import check_timezone
 from newsletter.web.background import Background
 from newsletter.web.confirm import confirm_routes
@@ -141,6 +144,18 @@ def _network(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+def _client_key(address: str) -> str:
+    """What the limit per client counts: an IPv4 address, or an IPv6 /64 (the least a
+    home line gets: its 2**64 addresses are one client)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+
+
 def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
     """The sign-up form and post, and the confirmation pages."""
     clock: Callable[[], float] = web.clock if callable(web.clock) else time.time
@@ -185,7 +200,7 @@ def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
         if lst is None:
             return unknown()
         client = client_address(request, networks)
-        wait = by_client.hit(client)
+        wait = by_client.hit(_client_key(client))
         if wait:
             return too_many(lst, wait)
         try:
@@ -198,7 +213,7 @@ def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
         typed, errors = check_fields(form, lst)
         if errors:
             return form_page(lst, 400, typed, errors)
-        wait = by_address.hit(typed.email.lower())
+        wait = by_address.hit(mailbox_key(typed.email))
         if wait:
             return too_many(lst, wait)
         own = check_form_token(web.secret, "subscribe", lst.id, form.get("form"), clock())
