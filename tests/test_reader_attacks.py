@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from newsletter.readers.store import NewReader
+from newsletter.readers.roster import load_readers
+from newsletter.readers.store import Choices, NewReader
+from newsletter.settings import load_settings
 from tests.conftest import Project
 from tests.signup_site import SECRET, Site, ledger, prepare, serving
 
@@ -134,3 +136,27 @@ def test_sub_addresses_of_one_mailbox_share_its_limits(project: Project,
         assert site.post(email="victim+9@example.com").status == 200
         site.settle()
         assert "victim+9@example.com" in sent_mails(project)
+
+
+def test_a_file_reader_the_file_dropped_can_sign_up_again(project: Project,
+                                                          secret: None) -> None:
+    """A file reader's choices are a row of origin `file`, which counts only while the file
+    has them as active. Once the publisher drops them (or marks them unsubscribed), such
+    a row must not pass for a confirmed reader: they were told "already subscribed" and
+    got no issue, for ever. A sign-up makes them a pending sign-up like anyone new."""
+    prepare(project)
+    with ledger(project) as db:
+        for address in ("grace@example.com", "dropped@example.com"):
+            db.choose("morning-brief", address, Choices(name="Chosen"), origin="file")
+    with serving(project) as site:
+        for address in ("grace@example.com", "dropped@example.com"):
+            assert site.post(email=address, name="Again").status == 200
+            msg = site.mail(address)
+            assert msg is not None and msg["Subject"].startswith("Please confirm"), address
+            assert site.confirm(site.confirm_link(address)).status == 200
+            row = site.row(address)
+            assert row is not None and (row.origin, row.state) == ("signup", "confirmed")
+    readers = {s.email: s for s in load_readers(load_settings(project.settings))
+               .lists["morning-brief"].subscribers}
+    for address in ("grace@example.com", "dropped@example.com"):
+        assert readers[address].status == "active" and readers[address].name == "Again"

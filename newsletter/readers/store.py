@@ -205,8 +205,9 @@ class ReaderStore:
     def sign_up(self, reader: NewReader, *, origin: str = "signup",
                 confirmed: bool = False) -> tuple[SignupResult, ReaderRow | None]:
         """Add a reader who asked to join, pending (or `confirmed`, for a list without
-        double opt-in, unless the address is suppressed there). One transaction: of two
-        at once, one adds and the other finds it.
+        double opt-in, unless the address is suppressed there). For an address the file
+        does not have as an active reader. One transaction: of two at once, one adds and
+        the other finds it.
 
         Returns what was there: "new" (added now), "pending" (waiting for confirmation,
         kept as it was), "confirmed" (already a reader) or "forgotten" (asked to be
@@ -231,17 +232,21 @@ class ReaderStore:
                                   "email = ?", (reader.list_id, email)).fetchone()
             if existing is not None:
                 row = _row(existing)
-                if row.state == "confirmed" and not self._left(db, reader.list_id, email):
+                # A `file` row is only a file reader's overrides: the caller asks because the
+                # file has them no more (or not as active), so it is no reader here.
+                if row.state == "confirmed" and row.origin != "file" \
+                        and not self._left(db, reader.list_id, email):
                     return "confirmed", row
                 if row.state == "pending":
                     return "pending", row
                 # A reader who left and asks to join again: pending again, a new nonce (the
                 # old confirmation links stay dead), their old choices forgotten.
                 db.execute(
-                    "UPDATE readers SET state = ?, nonce = ?, name = ?, topics = ?, "
-                    "timezone = ?, paused_until = NULL, consent = ?, updated = ? "
+                    "UPDATE readers SET origin = ?, state = ?, nonce = ?, name = ?, "
+                    "topics = ?, timezone = ?, paused_until = NULL, consent = ?, updated = ? "
                     "WHERE list_id = ? AND email = ?",
-                    ("confirmed" if confirmed else "pending", None if confirmed else new_nonce(),
+                    (origin if row.origin == "file" else row.origin,
+                     "confirmed" if confirmed else "pending", None if confirmed else new_nonce(),
                      reader.name, _topics(reader.topics), reader.timezone,
                      json.dumps(consent), stamp, reader.list_id, email))
             else:
