@@ -109,8 +109,13 @@ def test_one_ipv6_network_is_one_client(project: Project, secret: None) -> None:
         assert statuses == [200, 200, 429, 429]
         other = {"X-Forwarded-For": "2001:db8:1:3::1"}  # the next /64: someone else
         assert site.post(email="v6-next@example.com", headers=other).status == 200
+        # IPv4 clients as a dual-stack socket names them are each their own client.
+        for i in range(3):
+            mapped = {"X-Forwarded-For": f"::ffff:198.51.100.{i}"}
+            assert site.post(email=f"v4-{i}@example.com", headers=mapped).status == 200
         site.settle()
         assert site.row("v6-1@example.com").consent["network"] == "2001:db8:1::/48"  # type: ignore[union-attr]
+        assert site.row("v4-1@example.com").consent["network"] == "198.51.100.0/24"  # type: ignore[union-attr]
 
 
 def test_sub_addresses_of_one_mailbox_share_its_limits(project: Project,

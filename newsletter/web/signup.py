@@ -134,11 +134,22 @@ def _page_of(request: Request) -> str:
     return ""
 
 
-def _network(address: str) -> str:
-    """The client's network, not its address: enough to see a flood, not to find a home."""
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address; an IPv4 one as such when a dual-stack socket maps it into
+    IPv6 (`::ffff:a.b.c.d`: as a /64 every IPv4 client would be one)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _network(address: str) -> str:
+    """The client's network, not its address: enough to see a flood, not to find a home."""
+    ip = _ip(address)
+    if ip is None:
         return ""
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
@@ -147,9 +158,8 @@ def _network(address: str) -> str:
 def _client_key(address: str) -> str:
     """What the limit per client counts: an IPv4 address, or an IPv6 /64 (the least a
     home line gets: its 2**64 addresses are one client)."""
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
+    ip = _ip(address)
+    if ip is None:
         return address
     if ip.version == 4:
         return str(ip)
