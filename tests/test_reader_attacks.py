@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import pytest
 
 from newsletter.readers.roster import load_readers
 from newsletter.readers.store import Choices, NewReader
+from newsletter.readers.tokens import preferences_token
 from newsletter.settings import load_settings
 from tests.conftest import Project
-from tests.signup_site import SECRET, Site, ledger, prepare, serving
+from tests.signup_site import SECRET, Site, form_field, ledger, prepare, serving
+from tests.web_server import call
 
 
 @pytest.fixture
@@ -165,3 +168,27 @@ def test_a_file_reader_the_file_dropped_can_sign_up_again(project: Project,
                .lists["morning-brief"].subscribers}
     for address in ("grace@example.com", "dropped@example.com"):
         assert readers[address].status == "active" and readers[address].name == "Again"
+
+
+INVISIBLE = ["Ad\u200bmin", "\u200fAda", "Ada\u200e", "\u061cAda", "Ad\u2060a", "\ufeffAda",
+             "\u200b"]
+
+
+@pytest.mark.parametrize("name", INVISIBLE)
+def test_names_with_invisible_or_bidi_marks_are_refused(site: Site, name: str) -> None:
+    """A zero-width space or a direction mark shows as nothing: "Ad\\u200bmin" looks like
+    "Admin", a name of marks alone like no name, in the To line of every issue and in
+    `subscribers show`. Refused on the sign-up form and on the preference page alike.
+    (ZWJ and ZWNJ stay: scripts and emoji need them.)"""
+    answer = site.post(email="marks@example.com", name=name)
+    assert answer.status == 400 and "control characters" in answer.body
+    site.settle()
+    assert site.row("marks@example.com") is None
+    token = preferences_token(SECRET, "morning-brief", "ada@example.com")
+    page = call(f"{site.base}/preferences?token={token}")
+    saved = call(f"{site.base}/preferences?token={token}", "POST",
+                 urlencode({"form": form_field(page.body), "name": name}).encode())
+    assert saved.status == 400 and "cannot be shown" in saved.body
+    assert site.row("ada@example.com") is None
+    for fine in ("Nasrin\u200cFar", "\U0001f469\u200d\U0001f4bb Ada"):
+        assert site.post(email="fine@example.com", name=fine).status == 200

@@ -66,7 +66,9 @@ COMMON_ZONES = (
 )
 # Bidirectional embeddings, overrides and isolates: they would reorder the text around a
 # name wherever it is shown (a mail client's To line, our pages).
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                           "\u200e\u200f\u061c"  # direction marks
+                           "\u200b\u2060\ufeff")  # zero-width: "Ad\u200bmin" shows as "Admin"
 
 ERRORS = {
     "email": "Enter your email address, such as name@example.com.",
