@@ -192,3 +192,17 @@ def test_names_with_invisible_or_bidi_marks_are_refused(site: Site, name: str) -
     assert site.row("ada@example.com") is None
     for fine in ("Nasrin\u200cFar", "\U0001f469\u200d\U0001f4bb Ada"):
         assert site.post(email="fine@example.com", name=fine).status == 200
+
+
+@pytest.mark.parametrize("list_id", ["morning-brief", "open-door"])
+def test_a_strangers_name_is_not_relayed_in_our_mail(site: Site, list_id: str) -> None:
+    """The name field is a stranger's free text until the address's owner has seen it:
+    put in the greeting or the To line of a confirmation it turns the form into a relay
+    for spam and phishing ("You won, call …") sent to anyone under our name and DKIM."""
+    lure = "Your account is locked call 555 0100 or visit evil.example"
+    assert site.post(list_id, email="target@example.com", name=lure).status == 200
+    msg = site.mail("target@example.com", list_id)
+    assert msg is not None and msg["To"].addresses[0].display_name == ""
+    assert "evil.example" not in site.mail_path("target@example.com", list_id).read_text()
+    assert "Hello," in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert site.row("target@example.com", list_id).name == lure  # type: ignore[union-attr]

@@ -10,6 +10,8 @@ the answer was the same whatever is found here, and took no longer.
   and time zone stay as first given: the mail's link confirms what is stored);
 - a reader already (an active, unsuppressed reader of the file, or a confirmed row): a
   short "you are already subscribed" with the preference link, and nothing changed;
+- the name posted is stored, but a confirmation or welcome greets no one by it, nor puts
+  it in the To header: it is a stranger's text until the owner sees it on their page;
 - a forgotten address, or one that reported our mail as spam: nothing at all.
 
 At most one mail an hour goes to an address (`claim_confirmation_mail`), whatever the list;
@@ -96,6 +98,10 @@ class Joiner:
             link = confirm_url(base, confirm_token(secret, lst.id, email, nonce, int(now)))
         else:
             link = preferences_url(base, lst.id, email, secret)
+        if kind != "already":
+            # Typed by whoever posted, not (yet) by the address's owner: in our mail it
+            # would carry a stranger's text ("You won! Call …") under our name and DKIM.
+            name = ""
         mail = ReaderMail(kind, lst.id, lst.title, self.web.locale_of(lst), address, name, link)
         if not self.mailer.send(mail, moment):
             # Should this fail too, the claim lapses by itself within the hour.
