@@ -74,6 +74,18 @@ def forgotten_digest(email: str) -> str:
     return hashlib.sha256(b"newsletter forgotten v1\n" + email.lower().encode()).hexdigest()
 
 
+def mailbox_key(email: str) -> str:
+    """The mailbox `email` reaches, for counting mails to it: its `+tag` left out, and
+    Gmail's dots (which Gmail ignores). Else one could mail a victim once per spelling."""
+    local, at, domain = email.lower().rpartition("@")
+    if not at:
+        return email.lower()
+    local = local.split("+", 1)[0] or local
+    if domain in ("gmail.com", "googlemail.com"):
+        local, domain = local.replace(".", ""), "gmail.com"
+    return f"{local}@{domain}"
+
+
 @dataclass(frozen=True)
 class ReaderRow:
     list_id: str
@@ -182,12 +194,21 @@ class ReaderStore:
         return bool(self._query("SELECT 1 FROM forgotten WHERE digest = ?",
                                 (forgotten_digest(email),)))
 
+    def has_complained(self, list_id: str, email: str) -> bool:
+        """Whether `email` reported our mail as spam (on `list_id` or every list): only
+        the publisher lifts that, so no sign-up mails it."""
+        return bool(self._query("SELECT 1 FROM suppressions WHERE list_id IN (?, '*') AND "
+                                "email = ? AND reason = 'complaint' LIMIT 1",
+                                (list_id, email.lower())))
+
     # joining --------------------------------------------------------------------------
 
     def sign_up(self, reader: NewReader, *, origin: str = "signup",
                 confirmed: bool = False) -> tuple[SignupResult, ReaderRow | None]:
         """Add a reader who asked to join, pending (or `confirmed`, for a list without
-        double opt-in). One transaction: of two at once, one adds and the other finds it.
+        double opt-in, unless the address is suppressed there). For an address the file
+        does not have as an active reader. One transaction: of two at once, one adds and
+        the other finds it.
 
         Returns what was there: "new" (added now), "pending" (waiting for confirmation,
         kept as it was), "confirmed" (already a reader) or "forgotten" (asked to be
@@ -202,11 +223,20 @@ class ReaderStore:
             if db.execute("SELECT 1 FROM forgotten WHERE digest = ?",
                           (forgotten_digest(email),)).fetchone():
                 return "forgotten", None
+            if confirmed and self._left(db, reader.list_id, email):
+                # Without double opt-in a post joins at once; but an address that left or
+                # bounced is not brought back on anyone's word: it confirms by mail, and
+                # only that click lifts the suppression.
+                confirmed = False
+                consent.pop("confirmed", None)
             existing = db.execute(f"SELECT {_COLUMNS} FROM readers WHERE list_id = ? AND "
                                   "email = ?", (reader.list_id, email)).fetchone()
             if existing is not None:
                 row = _row(existing)
-                if row.state == "confirmed" and not self._left(db, reader.list_id, email):
+                # A `file` row is only a file reader's overrides: the caller asks because the
+                # file has them no more (or not as active), so it is no reader here.
+                if row.state == "confirmed" and row.origin != "file" \
+                        and not self._left(db, reader.list_id, email):
                     return "confirmed", row
                 if row.state == "pending":
                     # Asked again: the new mail's link must outlive the purge of sign-ups
@@ -217,10 +247,11 @@ class ReaderStore:
                 # A reader who left and asks to join again: pending again, a new nonce (the
                 # old confirmation links stay dead), their old choices forgotten.
                 db.execute(
-                    "UPDATE readers SET state = ?, nonce = ?, name = ?, topics = ?, "
-                    "timezone = ?, paused_until = NULL, consent = ?, updated = ? "
+                    "UPDATE readers SET origin = ?, state = ?, nonce = ?, name = ?, "
+                    "topics = ?, timezone = ?, paused_until = NULL, consent = ?, updated = ? "
                     "WHERE list_id = ? AND email = ?",
-                    ("confirmed" if confirmed else "pending", None if confirmed else new_nonce(),
+                    (origin if row.origin == "file" else row.origin,
+                     "confirmed" if confirmed else "pending", None if confirmed else new_nonce(),
                      reader.name, _topics(reader.topics), reader.timezone,
                      json.dumps(consent), stamp, reader.list_id, email))
             else:
@@ -286,7 +317,8 @@ class ReaderStore:
     def claim_confirmation_mail(self, email: str, *, hours: float = 1.0,
                                 now: dt.datetime | None = None) -> bool:
         """Whether a confirmation mail may go to `email` now (and note that one does): at
-        most one an hour, whatever the list, however many sign-ups."""
+        most one an hour to its mailbox (`mailbox_key`), whatever the list, however many
+        sign-ups."""
         moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
         stamp = moment.isoformat(timespec="seconds")
         before = (moment - dt.timedelta(hours=hours)).isoformat(timespec="seconds")
@@ -294,13 +326,13 @@ class ReaderStore:
             cursor = db.execute(
                 "INSERT INTO confirmation_mails (email, sent) VALUES (?, ?) "
                 "ON CONFLICT (email) DO UPDATE SET sent = excluded.sent "
-                "WHERE confirmation_mails.sent <= ?", (email.lower(), stamp, before))
+                "WHERE confirmation_mails.sent <= ?", (mailbox_key(email), stamp, before))
             return cursor.rowcount == 1
 
     def release_confirmation_mail(self, email: str) -> None:
         """The mail could not be sent: the next sign-up may try again at once."""
         with self._transaction() as db:
-            db.execute("DELETE FROM confirmation_mails WHERE email = ?", (email.lower(),))
+            db.execute("DELETE FROM confirmation_mails WHERE email = ?", (mailbox_key(email),))
 
     # choosing -------------------------------------------------------------------------
 
@@ -404,7 +436,7 @@ class ReaderStore:
         if not self._has_table("confirmation_mails"):
             return None
         rows = self._query("SELECT sent FROM confirmation_mails WHERE email = ?",
-                           (email.lower(),))
+                           (mailbox_key(email),))
         return rows[0][0] if rows else None
 
     # forgetting -----------------------------------------------------------------------
@@ -418,8 +450,10 @@ class ReaderStore:
         with self._transaction() as db:
             for table in ("readers", "confirmation_mails", "events", "resubscriptions",
                           "suppressions"):
+                # confirmation_mails is keyed by the mailbox, not the address.
+                key = mailbox_key(email) if table == "confirmation_mails" else email
                 removed[table] = db.execute(f"DELETE FROM {table} WHERE email = ?",
-                                            (email,)).rowcount
+                                            (key,)).rowcount
             # The deliveries stay, counted in `status`, under the digest instead of the
             # address (its Message-ID names no address: it is a digest too).
             removed["deliveries"] = db.execute(

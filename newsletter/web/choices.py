@@ -24,7 +24,9 @@ MAX_NAME = 200
 MAX_WEEKS = 12
 # Embeddings, overrides and isolates: they reorder what the reader, or whoever reads the
 # publisher's logs, sees ("Ada" that displays as something else).
-_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                  "\u200e\u200f\u061c"  # direction marks
+                  "\u200b\u2060\ufeff")  # zero-width: "Ad\u200bmin" shows as "Admin"
 _WEEKS = re.compile(r"0|[1-9]|1[0-2]")
 Action = Literal["save", "leave", "resume"]
 # A message for the page: a msgid of ours and the values it names (escaped by the page).

@@ -4,12 +4,15 @@ Run by the background thread (`newsletter.web.background`), never on the request
 the answer was the same whatever is found here, and took no longer.
 
 - a new address: stored pending and sent a confirmation (or, on a list without double
-  opt-in, stored confirmed and sent a welcome with the preference link);
+  opt-in, stored confirmed and sent a welcome with the preference link; an address
+  suppressed there, though, is stored pending and confirms as on any list);
 - a pending one: sent the confirmation again, with the nonce it has (its name, topics
   and time zone stay as first given: the mail's link confirms what is stored);
 - a reader already (an active, unsuppressed reader of the file, or a confirmed row): a
   short "you are already subscribed" with the preference link, and nothing changed;
-- a forgotten address: nothing at all.
+- the name posted is stored, but a confirmation or welcome greets no one by it, nor puts
+  it in the To header: it is a stranger's text until the owner sees it on their page;
+- a forgotten address, or one that reported our mail as spam: nothing at all.
 
 At most one mail an hour goes to an address (`claim_confirmation_mail`), whatever the list;
 a mail that could not be sent gives its claim back, so the next sign-up may try again.
@@ -66,7 +69,7 @@ class Joiner:
         try:
             # Sign-ups nobody confirmed, whose last link has expired, are not kept.
             ledger.purge_unconfirmed(self.web.settings.signup.confirm_hours + 1)
-            if ledger.is_forgotten(email):
+            if ledger.is_forgotten(email) or ledger.has_complained(request.list_id, email):
                 return
             known = self._file_reader(request.list_id, email)
             if known is not None:
@@ -97,6 +100,10 @@ class Joiner:
             link = confirm_url(base, confirm_token(secret, lst.id, email, nonce, int(now)))
         else:
             link = preferences_url(base, lst.id, email, secret)
+        if kind != "already":
+            # Typed by whoever posted, not (yet) by the address's owner: in our mail it
+            # would carry a stranger's text ("You won! Call …") under our name and DKIM.
+            name = ""
         mail = ReaderMail(kind, lst.id, lst.title, self.web.locale_of(lst), address, name, link)
         if not self.mailer.send(mail, moment):
             # Should this fail too, the claim lapses by itself within the hour.

@@ -12,6 +12,8 @@
 - Topics not among the list's sections are left out, not refused: a publisher's form may
   still offer a section removed since, and the sign-up should not fail for it.
 - Rate limits (`signup.per_client_hour`, `signup.per_address_hour`): 429 with Retry-After.
+  A client is its IPv4 address or its IPv6 /64; an address is its mailbox (`mailbox_key`:
+  `+tags` and Gmail's dots left out).
 - What is kept of the consent: when (the store adds it), "form", the page the post came
   from (scheme, host and path only, at most 200 characters: a query may hold anything),
   and the client's network cut to /24 (IPv4) or /48 (IPv6), never its address.
@@ -33,6 +35,7 @@ from starlette.routing import Route
 
 from newsletter.addresses import InvalidAddress, normalize_address
 from newsletter.models import SubscriberList
+from newsletter.readers.store import mailbox_key
 from newsletter.settings import check_timezone
 from newsletter.web.background import Background
 from newsletter.web.confirm import confirm_routes
@@ -63,7 +66,9 @@ COMMON_ZONES = (
 )
 # Bidirectional embeddings, overrides and isolates: they would reorder the text around a
 # name wherever it is shown (a mail client's To line, our pages).
-_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+                           "\u200e\u200f\u061c"  # direction marks
+                           "\u200b\u2060\ufeff")  # zero-width: "Ad\u200bmin" shows as "Admin"
 
 ERRORS = {
     "email": "Enter your email address, such as name@example.com.",
@@ -131,14 +136,36 @@ def _page_of(request: Request) -> str:
     return ""
 
 
-def _network(address: str) -> str:
-    """The client's network, not its address: enough to see a flood, not to find a home."""
+def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The client's address; an IPv4 one as such when a dual-stack socket maps it into
+    IPv6 (`::ffff:a.b.c.d`: as a /64 every IPv4 client would be one)."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
+        return None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def _network(address: str) -> str:
+    """The client's network, not its address: enough to see a flood, not to find a home."""
+    ip = _ip(address)
+    if ip is None:
         return ""
     prefix = 24 if ip.version == 4 else 48
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def _client_key(address: str) -> str:
+    """What the limit per client counts: an IPv4 address, or an IPv6 /64 (the least a
+    home line gets: its 2**64 addresses are one client)."""
+    ip = _ip(address)
+    if ip is None:
+        return address
+    if ip.version == 4:
+        return str(ip)
+    return str(ipaddress.ip_network(f"{ip}/64", strict=False))
 
 
 def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
@@ -185,7 +212,7 @@ def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
         if lst is None:
             return unknown()
         client = client_address(request, networks)
-        wait = by_client.hit(client)
+        wait = by_client.hit(_client_key(client))
         if wait:
             return too_many(lst, wait)
         try:
@@ -198,7 +225,7 @@ def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
         typed, errors = check_fields(form, lst)
         if errors:
             return form_page(lst, 400, typed, errors)
-        wait = by_address.hit(typed.email.lower())
+        wait = by_address.hit(mailbox_key(typed.email))
         if wait:
             return too_many(lst, wait)
         own = check_form_token(web.secret, "subscribe", lst.id, form.get("form"), clock())
