@@ -277,7 +277,11 @@ def serve(app: App) -> None:
     hooks = ", ".join(enabled(app.settings)) or "none"
     click.echo(f"serving on http://{s.host}:{s.port} (unsubscribe, archive, healthz; "
                f"webhooks: {hooks}); Ctrl-C stops")
-    uvicorn.run(web, host=s.host, port=s.port, log_level="info", proxy_headers=True,
+    # No proxy_headers: uvicorn would believe X-Forwarded-For from 127.0.0.1 whatever
+    # `signup.trusted_proxies` says, and a proxy that passes the client's own header on
+    # would let every client choose the address its rate limit counts.
+    # `newsletter.web.forms.client_address` reads the header, from trusted proxies only.
+    uvicorn.run(web, host=s.host, port=s.port, log_level="info", proxy_headers=False,
                 server_header=False)
 
 

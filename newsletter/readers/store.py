@@ -239,11 +239,17 @@ class ReaderStore:
                         and not self._left(db, reader.list_id, email):
                     return "confirmed", row
                 if row.state == "pending":
-                    # Asked again: the new mail's link must outlive the purge of sign-ups
-                    # nobody confirmed (`purge_unconfirmed`), which goes by this time.
-                    db.execute("UPDATE readers SET updated = ? WHERE list_id = ? AND "
-                               "email = ?", (stamp, reader.list_id, email))
-                    return "pending", row
+                    # Asked again: the latest request is what the link confirms (a
+                    # stranger who posted the address first does not choose its name),
+                    # and the new mail's link must outlive the purge of sign-ups nobody
+                    # confirmed (`purge_unconfirmed`), which goes by `updated`.
+                    db.execute("UPDATE readers SET name = ?, topics = ?, timezone = ?, "
+                               "updated = ? WHERE list_id = ? AND email = ?",
+                               (reader.name, _topics(reader.topics), reader.timezone, stamp,
+                                reader.list_id, email))
+                    found = db.execute(f"SELECT {_COLUMNS} FROM readers WHERE list_id = ? "
+                                       "AND email = ?", (reader.list_id, email)).fetchone()
+                    return "pending", _row(found)
                 # A reader who left and asks to join again: pending again, a new nonce (the
                 # old confirmation links stay dead), their old choices forgotten.
                 db.execute(

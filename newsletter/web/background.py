@@ -25,6 +25,9 @@ class Background:
 
     def __init__(self, name: str, size: int = QUEUE_SIZE) -> None:
         self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
+        # Set when `serve` stops: the jobs still queued store what they must and skip
+        # whatever is slow (mail), so a hanging mail server cannot lose a sign-up.
+        self.stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name=name, daemon=True)
         self._thread.start()
 
@@ -41,7 +44,8 @@ class Background:
         self._queue.join()
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish the queued jobs, then stop the thread."""
+        """Finish the queued jobs (their quick part: see `stopping`), then stop the thread."""
+        self.stopping.set()
         if self._thread.is_alive():
             self._queue.put(_STOP)
             self._thread.join(timeout)

@@ -6,8 +6,8 @@ the answer was the same whatever is found here, and took no longer.
 - a new address: stored pending and sent a confirmation (or, on a list without double
   opt-in, stored confirmed and sent a welcome with the preference link; an address
   suppressed there, though, is stored pending and confirms as on any list);
-- a pending one: sent the confirmation again, with the nonce it has (its name, topics
-  and time zone stay as first given: the mail's link confirms what is stored);
+- a pending one: sent the confirmation again, with the nonce it has; its name, topics and
+  time zone become those of this latest request (the link confirms what is stored);
 - a reader already (an active, unsuppressed reader of the file, or a confirmed row): a
   short "you are already subscribed" with the preference link, and nothing changed;
 - the name posted is stored, but a confirmation or welcome greets no one by it, nor puts
@@ -24,6 +24,7 @@ import contextlib
 import datetime as dt
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,10 +53,12 @@ class SignupRequest:
 class Joiner:
     """Handles each `SignupRequest` (see module docstring)."""
 
-    def __init__(self, web: WebContext, mailer: Mailer, clock: Callable[[], float]) -> None:
+    def __init__(self, web: WebContext, mailer: Mailer, clock: Callable[[], float],
+                 stopping: threading.Event | None = None) -> None:
         self.web = web
         self.mailer = mailer
         self.clock = clock
+        self.stopping = stopping or threading.Event()
 
     def __call__(self, request: SignupRequest) -> None:
         lst = self.web.list_of(request.list_id)
@@ -105,7 +108,9 @@ class Joiner:
             # would carry a stranger's text ("You won! Call …") under our name and DKIM.
             name = ""
         mail = ReaderMail(kind, lst.id, lst.title, self.web.locale_of(lst), address, name, link)
-        if not self.mailer.send(mail, moment):
+        if self.stopping.is_set() or not self.mailer.send(mail, moment):
+            # Not sent (or `serve` is stopping: the reader is stored, and signing up
+            # again sends the mail): the next sign-up may try at once.
             # Should this fail too, the claim lapses by itself within the hour.
             with contextlib.suppress(sqlite3.Error, LedgerError):
                 ledger.release_confirmation_mail(email)

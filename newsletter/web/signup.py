@@ -175,7 +175,7 @@ def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
     by_client = RateLimit(signup.per_client_hour, clock)
     by_address = RateLimit(signup.per_address_hour, clock)
     mailer = Mailer(web.settings, web.pages)
-    joiner = Joiner(web, mailer, clock)
+    joiner = Joiner(web, mailer, clock, jobs.stopping)
     networks = signup.networks()
 
     def form_page(lst: SubscriberList, status: int = 200, typed: Typed | None = None,
