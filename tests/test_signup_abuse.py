@@ -277,9 +277,14 @@ def test_the_consent_keeps_the_page_not_the_query_nor_the_client(site: Site) -> 
     site.post(email="from-blog@example.com",
               headers={"Referer": "https://blog.example.org/join?email=from-blog%40example.com"})
     site.post(fields={"email": "own@example.com", "form": form_field(site.form().body)})
+    site.post(email="secret-ref@example.com",
+              headers={"Referer": "https://admin:hunter2@Blog.example.org:8443/join#x"})
     site.settle()
     blog = site.row("from-blog@example.com").consent  # type: ignore[union-attr]
     assert blog["page"] == "https://blog.example.org/join" and blog["source"] == "form"
+    # A Referer's user and password are not kept.
+    secretive = site.row("secret-ref@example.com").consent  # type: ignore[union-attr]
+    assert secretive["page"] == "https://blog.example.org:8443/join"
     own = site.row("own@example.com").consent  # type: ignore[union-attr]
     assert own["page"] == "https://news.example.com/subscribe/morning-brief"
     assert own["network"] == "127.0.0.0/24"

@@ -131,8 +131,14 @@ def _page_of(request: Request) -> str:
         value = request.headers.get(header, "")
         if value and value != "null":
             parts = urlsplit(value)
-            if parts.scheme in ("http", "https") and parts.netloc:
-                return f"{parts.scheme}://{parts.netloc}{parts.path}"[:MAX_PAGE]
+            # The host only: a Referer may carry `user:password@` in its authority.
+            try:
+                host = parts.hostname
+                port = f":{parts.port}" if parts.port else ""
+            except ValueError:  # a port that is no number
+                continue
+            if parts.scheme in ("http", "https") and host:
+                return f"{parts.scheme}://{host}{port}{parts.path}"[:MAX_PAGE]
     return ""
 
 
