@@ -101,7 +101,8 @@ def subscribers_import(app: App, file: Path, list_id: str, state: ReaderState) -
     in_file = {s.email.lower() for s in lst.subscribers}
     readers = [(r, st) for r, st, _ in plan.readers if r.address.lower() not in in_file]
     suppressions = [(lst.id, left.address, {"source": "import", "file": table.name,
-                                            "line": left.line, "detail": left.why})
+                                            "line": left.line, "detail": left.why},
+                     left.reason)
                     for left in plan.left]
     ledger = app.ledger()
     assert ledger is not None

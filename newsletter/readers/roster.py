@@ -118,7 +118,9 @@ def count_readers(merged: SubscriberList, rows: Iterable[ReaderRow],
     gone = set(suppressed)
     origins: Counter[str] = Counter()
     states: Counter[str] = Counter()
+    listed: set[str] = set()
     for s in merged.subscribers:
+        listed.add(s.email.lower())
         origins[s.origin] += 1
         if s.email.lower() in gone:
             states["suppressed"] += 1
@@ -129,7 +131,9 @@ def count_readers(merged: SubscriberList, rows: Iterable[ReaderRow],
         else:
             states[s.status] += 1
     for row in rows:
-        if row.state == "pending":
+        # A pending row of someone the list already has (a file reader marked unsubscribed
+        # who signed up again) is the same person: counted once, as the list has them.
+        if row.state == "pending" and row.email not in listed:
             origins["signup" if row.origin == "signup" else "import"] += 1
-            states["pending"] += 1
+            states["suppressed" if row.email in gone else "pending"] += 1
     return Counts(origins, states)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
@@ -57,6 +58,10 @@ CREATE TABLE IF NOT EXISTS confirmation_mails (
 CREATE TABLE IF NOT EXISTS forgotten (
     digest TEXT PRIMARY KEY,      -- forgotten_digest(address): never mailed again
     created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forgotten_complaints (
+    digest TEXT PRIMARY KEY,      -- a forgotten address that had complained: no sign-up
+    created TEXT NOT NULL         -- of theirs ends the erasure (only the publisher could)
 );
 """
 
@@ -138,6 +143,27 @@ def _topics(topics: tuple[str, ...] | None) -> str | None:
     return None if topics is None else ",".join(topics)
 
 
+# Where a remote server's words about another reader may name an address (a forwarder's
+# bounce): (table, column).
+_WORDS = (("events", "diagnostic"), ("suppressions", "evidence"),
+          ("resubscriptions", "evidence"), ("resubscriptions", "note"),
+          ("deliveries", "reply"), ("readers", "consent"))
+
+
+def _scrub(db: sqlite3.Connection, email: str) -> int:
+    """Take `email` out of the words kept about other readers; rows changed."""
+    pattern = re.compile(re.escape(email), re.IGNORECASE)
+    changed = 0
+    for table, column in _WORDS:
+        rows = db.execute(f"SELECT rowid, {column} FROM {table} "
+                          f"WHERE instr(lower({column}), ?) > 0", (email,)).fetchall()
+        for rowid, text in rows:
+            db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?",
+                       (pattern.sub("[forgotten]", text), rowid))
+            changed += 1
+    return changed
+
+
 class ReaderStore:
     """The reader methods of the ledger (see module docstring)."""
 
@@ -190,7 +216,8 @@ class ReaderStore:
 
         Returns what was there: "new" (added now), "pending" (waiting for confirmation,
         kept as it was), "confirmed" (already a reader) or "forgotten" (asked to be
-        forgotten: not added), with the row as it is now.
+        forgotten and `confirmed` asked for: not added), with the row as it is now. A
+        forgotten address is added pending like any other: confirming is a fresh consent.
         """
         email = reader.address.lower()
         stamp = _now()
@@ -198,8 +225,12 @@ class ReaderStore:
         if confirmed:
             consent["confirmed"] = stamp
         with self._transaction() as db:
-            if db.execute("SELECT 1 FROM forgotten WHERE digest = ?",
-                          (forgotten_digest(email),)).fetchone():
+            # A forgotten address may give its consent afresh, but only by confirming
+            # (then `confirm` drops the digest); a single opt-in is no proof it is them.
+            digest = forgotten_digest(email)
+            if db.execute("SELECT 1 FROM forgotten_complaints WHERE digest = ?",
+                          (digest,)).fetchone() or (confirmed and db.execute(
+                              "SELECT 1 FROM forgotten WHERE digest = ?", (digest,)).fetchone()):
                 return "forgotten", None
             existing = db.execute(f"SELECT {_COLUMNS} FROM readers WHERE list_id = ? AND "
                                   "email = ?", (reader.list_id, email)).fetchone()
@@ -255,6 +286,8 @@ class ReaderStore:
                        (json.dumps(dict(row.consent, **(consent or {}), confirmed=stamp)),
                         stamp, list_id, email))
             self._lift_left(db, list_id, email, "confirmed sign-up")
+            # Their own new consent, confirmed from their mailbox, ends the erasure.
+            db.execute("DELETE FROM forgotten WHERE digest = ?", (forgotten_digest(email),))
         return "confirmed"
 
     @staticmethod
@@ -343,12 +376,12 @@ class ReaderStore:
         return counts.added, counts.kept + counts.forgotten
 
     def import_batch(self, readers: Iterable[tuple[NewReader, ReaderState]],
-                     suppressions: Iterable[tuple[str, str, dict[str, Any]]]
+                     suppressions: Iterable[tuple[str, str, dict[str, Any], str]]
                      ) -> ImportCounts:
         """`import_readers` with a state per reader, plus suppressions (list, address,
-        evidence: reason "unsubscribed") of people who left in the old tool, all in one
-        transaction. A forgotten address is neither added nor suppressed (that would
-        keep it in clear again); it is never mailed anyway."""
+        evidence, reason: "unsubscribed", or what our own export said) of people who left
+        in the old tool, all in one transaction. A forgotten address is neither added
+        nor suppressed (that would keep it in clear again); it is never mailed anyway."""
         stamp = _now()
         counts = ImportCounts()
         with self._transaction() as db:
@@ -372,16 +405,16 @@ class ReaderStore:
                     counts.added += 1
                 else:
                     counts.kept += 1
-            for list_id, address, evidence in suppressions:
+            for list_id, address, evidence, reason in suppressions:
                 email = address.lower()
                 if forgotten_digest(email) in forgotten:
                     counts.forgotten += 1
                     continue
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO suppressions (list_id, email, reason, evidence, "
-                    "created) VALUES (?, ?, 'unsubscribed', ?, ?)",
-                    (list_id, email, json.dumps({k: str(v) for k, v in evidence.items()},
-                                                ensure_ascii=False), stamp))
+                    "created) VALUES (?, ?, ?, ?, ?)",
+                    (list_id, email, reason, json.dumps({k: str(v) for k, v in evidence.items()},
+                                                        ensure_ascii=False), stamp))
                 if cursor.rowcount == 1:
                     counts.suppressed += 1
                 else:
@@ -410,7 +443,17 @@ class ReaderStore:
         email = email.lower()
         digest = forgotten_digest(email)
         removed: dict[str, int] = {}
+        # SQLite leaves deleted rows in free pages unless told otherwise (Debian's build
+        # zeroes them by default, others do not), and the WAL keeps the old pages until a
+        # checkpoint: both would still hold the address in the file.
+        self._query("PRAGMA secure_delete = ON")
         with self._transaction() as db:
+            # A complaint is lifted by the publisher alone, never by a sign-up of theirs:
+            # that much is kept, under the digest, of one the erasure removes.
+            if db.execute("SELECT 1 FROM suppressions WHERE email = ? AND reason = "
+                          "'complaint'", (email,)).fetchone():
+                db.execute("INSERT OR IGNORE INTO forgotten_complaints (digest, created) "
+                           "VALUES (?, ?)", (digest, _now()))
             for table in ("readers", "confirmation_mails", "events", "resubscriptions",
                           "suppressions"):
                 removed[table] = db.execute(f"DELETE FROM {table} WHERE email = ?",
@@ -420,8 +463,14 @@ class ReaderStore:
             removed["deliveries"] = db.execute(
                 "UPDATE OR REPLACE deliveries SET email = ?, reply = '' WHERE email = ?",
                 (f"forgotten:{digest[:16]}", email)).rowcount
+            scrubbed = _scrub(db, email)
+            if scrubbed:
+                removed["named in other readers' records"] = scrubbed
             db.execute("INSERT OR IGNORE INTO forgotten (digest, created) VALUES (?, ?)",
                        (digest, _now()))
+        # Best effort: a reader in another process (serve) may keep the WAL from being
+        # emptied now; it is then rewritten as the database is used.
+        self._query("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
 
     def purge_unconfirmed(self, before: str) -> int:

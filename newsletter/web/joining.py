@@ -9,7 +9,8 @@ the answer was the same whatever is found here, and took no longer.
   and time zone stay as first given: the mail's link confirms what is stored);
 - a reader already (an active, unsuppressed reader of the file, or a confirmed row): a
   short "you are already subscribed" with the preference link, and nothing changed;
-- a forgotten address: nothing at all.
+- a forgotten address: on a double opt-in list, as a new one (confirming is a fresh
+  consent and ends the erasure); on a single opt-in list, nothing at all.
 
 At most one mail an hour goes to an address (`claim_confirmation_mail`), whatever the list;
 a mail that could not be sent gives its claim back, so the next sign-up may try again.
@@ -64,9 +65,10 @@ class Joiner:
         email = request.address.lower()
         single = not self.web.double_opt_in(lst)
         try:
-            if ledger.is_forgotten(email):
-                return
-            known = self._file_reader(request.list_id, email)
+            forgotten = ledger.is_forgotten(email)
+            if forgotten and single:
+                return  # no proof it is them: see ReaderStore.sign_up
+            known = None if forgotten else self._file_reader(request.list_id, email)
             if known is not None:
                 kind: MailKind = "already"
                 address, name, nonce = known[0], known[1], None

@@ -1,0 +1,159 @@
+"""What the merged roster means in the combinations a new user runs into: counts that add
+up, an export that imports back without weakening a suppression, a forget that leaves no
+copy of the address in the database file, and a forgotten reader's fresh consent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+from newsletter.ledger import SqliteLedger
+from newsletter.readers.roster import count_readers, merge_roster
+from newsletter.readers.store import NewReader
+from newsletter.settings import load_settings
+from newsletter.subscribers import load_roster
+from newsletter.suppressions import StoredEvent
+from tests.conftest import Project
+
+LIST = "morning-brief"
+FILE = """\
+lists:
+  morning-brief:
+    title: The Morning Brief
+    sections: [city, culture]
+    subscribers:
+      - email: ada@example.com
+      - email: grace@example.com
+        status: unsubscribed
+  evening-brief:
+    title: The Evening Brief
+    subscribers:
+      - ada@example.com
+"""
+DAY = dt.date(2026, 12, 2)
+
+
+def roster_of(tmp_path: Path) -> Path:
+    path = tmp_path / "subscribers.yaml"
+    path.write_text(FILE, encoding="utf-8")
+    return path
+
+
+def test_a_pending_sign_up_of_a_reader_the_file_has_is_counted_once(tmp_path: Path) -> None:
+    # grace is `status: unsubscribed` in the file and signs up again (not confirmed yet):
+    # one person, not a file reader plus a sign-up.
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.sign_up(NewReader(LIST, "grace@example.com", "Grace"))
+    merged = merge_roster(load_roster(roster_of(tmp_path)), ledger).lists[LIST]
+    counts = count_readers(merged, ledger.reader_rows(LIST), ledger.suppressed(LIST), DAY)
+    assert sum(counts.origins.values()) == 2 == sum(counts.states.values())
+    # Once confirmed, the file's "unsubscribed" gives way to her own new consent.
+    row = ledger.reader_row(LIST, "grace@example.com")
+    assert row is not None and row.nonce
+    assert ledger.confirm(LIST, "grace@example.com", row.nonce) == "confirmed"
+    merged = merge_roster(load_roster(roster_of(tmp_path)), ledger).lists[LIST]
+    assert [s.email for s in merged.active] == ["ada@example.com", "grace@example.com"]
+    counts = count_readers(merged, ledger.reader_rows(LIST), ledger.suppressed(LIST), DAY)
+    assert counts.states["confirmed"] == 2 and sum(counts.origins.values()) == 2
+
+
+def test_a_pending_reader_who_is_suppressed_counts_as_suppressed_as_export_says(
+        tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.suppress(LIST, "left@example.com", "complaint", {})
+    ledger.import_readers([NewReader(LIST, "left@example.com")], "pending")
+    merged = merge_roster(load_roster(roster_of(tmp_path)), ledger).lists[LIST]
+    counts = count_readers(merged, ledger.reader_rows(LIST), ledger.suppressed(LIST), DAY)
+    assert counts.states["pending"] == 0 and counts.states["suppressed"] == 1
+
+
+def test_export_then_import_keeps_a_complaint_a_complaint(project: Project,
+                                                          tmp_path: Path) -> None:
+    # A complaint is never lifted by a sign-up; moving to a new install by export/import
+    # must not turn it into a plain unsubscribe that a confirmed sign-up lifts.
+    project.write("config/subscribers.yaml", FILE)
+    db = SqliteLedger(load_settings(project.settings).ledger)
+    db.suppress(LIST, "ada@example.com", "complaint", {"source": "test"})
+    db.close()
+    out = tmp_path / "backup.csv"
+    assert project.run("subscribers", "export", "--list", LIST, "--format", "csv",
+                       "--output", str(out)).returncode == 0
+    fresh_db = SqliteLedger(load_settings(project.settings).ledger)
+    fresh_db.forget("nobody@example.com")  # keeps the file; clear the suppression by hand
+    fresh_db.close()
+    raw = sqlite3.connect(load_settings(project.settings).ledger)
+    raw.execute("DELETE FROM suppressions")
+    raw.commit()
+    raw.close()
+    imported = project.run("subscribers", "import", str(out), "--list", LIST)
+    assert imported.returncode == 0, imported.stderr
+    db = SqliteLedger(load_settings(project.settings).ledger)
+    reasons = {s.email: s.reason for s in db.suppressions(LIST)}
+    assert reasons["ada@example.com"] == "complaint"
+    # And a confirmed sign-up does not lift it.
+    db.sign_up(NewReader(LIST, "ada@example.com"), confirmed=True)
+    assert db.is_suppressed(LIST, "ada@example.com")
+
+
+def _bytes_of(path: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*")
+                    if p.is_file())
+
+
+def test_forget_leaves_no_copy_of_the_address_in_the_database_files(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite3"
+    ledger = SqliteLedger(path)
+    for n in range(30):
+        ledger.sign_up(NewReader(LIST, f"other{n}@example.com", f"Other {n}"), confirmed=True)
+    ledger.sign_up(NewReader(LIST, "Secret.Person@example.com", "Secret Person"),
+                   confirmed=True)
+    ledger.sign_up(NewReader("evening-brief", "secret.person@example.com"))
+    ledger.suppress("*", "secret.person@example.com", "hard-bounce",
+                    {"diagnostic": "550 5.1.1 <secret.person@example.com> unknown"})
+    # A forwarder's bounce, attributed to another reader, names the forgotten address.
+    ledger.record_event(StoredEvent("mailbox:1", "mailbox", "bounce-soft",
+                                    "other1@example.com", LIST, "",
+                                    "4.2.2", "452 <Secret.Person@example.com> is full"))
+    ledger.suppress(LIST, "other2@example.com", "hard-bounce",
+                    {"diagnostic": "forwarded to secret.person@example.com: 550"})
+    ledger.forget("secret.person@example.com")
+    assert ledger.is_forgotten("SECRET.person@example.com")
+    data = _bytes_of(path).lower()
+    assert b"secret.person" not in data
+    assert b"secret person" not in data
+    # The other readers' records stay, with the address taken out of their words.
+    assert ledger.events("other1@example.com")[0].diagnostic.startswith("452 <")
+    assert ledger.is_suppressed(LIST, "other2@example.com")
+    ledger.close()
+
+
+def test_forgotten_then_signs_up_again_is_a_fresh_consent_only_once_confirmed(
+        tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.sign_up(NewReader(LIST, "ada@example.com"), confirmed=True)
+    ledger.forget("ada@example.com")
+    # An import (the old tool's word) and a single opt-in sign-up (no proof it is them)
+    # stay refused.
+    assert ledger.import_readers([NewReader(LIST, "ada@example.com")], "confirmed") == (0, 1)
+    assert ledger.sign_up(NewReader(LIST, "ada@example.com"), confirmed=True)[0] == "forgotten"
+    assert ledger.is_forgotten("ada@example.com")
+    # A double opt-in sign-up waits, pending and never mailed, until they confirm.
+    result, row = ledger.sign_up(NewReader(LIST, "ada@example.com", "Ada"))
+    assert result == "new" and row is not None and row.state == "pending" and row.nonce
+    merged = merge_roster(load_roster(roster_of(tmp_path)), ledger).lists[LIST]
+    assert "ada@example.com" not in {s.email for s in merged.active}
+    assert ledger.is_forgotten("ada@example.com")
+    assert ledger.confirm(LIST, "ada@example.com", row.nonce) == "confirmed"
+    assert not ledger.is_forgotten("ada@example.com")
+    merged = merge_roster(load_roster(roster_of(tmp_path)), ledger).lists[LIST]
+    assert [s.email for s in merged.active].count("ada@example.com") == 1
+
+
+def test_a_forgotten_reader_who_had_complained_cannot_end_the_erasure_by_signing_up(
+        tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.suppress("*", "ada@example.com", "complaint", {})
+    ledger.forget("ada@example.com")
+    assert ledger.sign_up(NewReader(LIST, "ada@example.com"))[0] == "forgotten"
+    assert ledger.reader_rows() == [] and ledger.is_forgotten("ada@example.com")
