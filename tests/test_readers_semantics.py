@@ -157,3 +157,22 @@ def test_a_forgotten_reader_who_had_complained_cannot_end_the_erasure_by_signing
     ledger.forget("ada@example.com")
     assert ledger.sign_up(NewReader(LIST, "ada@example.com"))[0] == "forgotten"
     assert ledger.reader_rows() == [] and ledger.is_forgotten("ada@example.com")
+
+
+def test_a_list_export_holds_no_reader_of_another_list(project: Project) -> None:
+    project.write("config/subscribers.yaml", FILE.replace("      - ada@example.com\n",
+                                                          "      - eve@example.com\n"))
+    db = SqliteLedger(load_settings(project.settings).ledger)
+    db.suppress("*", "eve@example.com", "hard-bounce", {"diagnostic": "550 eve unknown"})
+    db.sign_up(NewReader("evening-brief", "sig@example.com", "Sig"), confirmed=True)
+    db.suppress("*", "sig@example.com", "complaint", {})
+    db.suppress("*", "old@example.com", "complaint", {})  # on no list any more: kept
+    db.close()
+    morning = project.run("subscribers", "export", "--list", LIST, "--format", "csv")
+    assert morning.returncode == 0, morning.stderr
+    assert "eve@" not in morning.stdout and "sig@" not in morning.stdout
+    assert "old@example.com" in morning.stdout and "ada@example.com" in morning.stdout
+    evening = project.run("subscribers", "export", "--list", "evening-brief",
+                          "--format", "yaml")
+    assert "eve@example.com" in evening.stdout and "sig@example.com" in evening.stdout
+    assert "ada@" not in evening.stdout

@@ -159,11 +159,17 @@ def subscribers_export(app: App, list_id: str | None, fmt: str, output: Path | N
     merged = merge_roster(roster, ledger)
     day = app.date(None)
     suppressions = ledger.suppressions() if ledger else []
+    all_rows = ledger.reader_rows() if ledger else []
     per_list = []
     for lst in selected:
-        rows = ledger.reader_rows(lst.id) if ledger else []
+        rows = [r for r in all_rows if r.list_id == lst.id]
+        # Readers of the other lists: their bounces and complaints are not this list's.
+        elsewhere = frozenset(
+            {s.email.lower() for other in merged.lists.values() if other.id != lst.id
+             for s in other.subscribers}
+            | {r.email for r in all_rows if r.list_id != lst.id})
         per_list.append((merged.lists[lst.id],
-                         entries(merged.lists[lst.id], rows, suppressions, day)))
+                         entries(merged.lists[lst.id], rows, suppressions, day, elsewhere)))
     if fmt == "csv":
         text = to_csv(item for _, items in per_list for item in items)
     else:
