@@ -10,7 +10,7 @@ from pathlib import Path
 
 from newsletter.ledger import SqliteLedger
 from newsletter.readers.roster import count_readers, merge_roster
-from newsletter.readers.store import NewReader
+from newsletter.readers.store import Choices, NewReader
 from newsletter.settings import load_settings
 from newsletter.subscribers import load_roster
 from newsletter.suppressions import StoredEvent
@@ -176,3 +176,40 @@ def test_a_list_export_holds_no_reader_of_another_list(project: Project) -> None
                           "--format", "yaml")
     assert "eve@example.com" in evening.stdout and "sig@example.com" in evening.stdout
     assert "ada@" not in evening.stdout
+
+
+def test_a_reader_removed_from_the_file_with_choices_left_can_join_again(
+        tmp_path: Path) -> None:
+    # ada and grace chose topics on the preference page (a "file" row of overrides); then
+    # the publisher replaced ada with linus and marked grace unsubscribed (she is). Signing
+    # up, or being imported, makes them readers again: never "already subscribed" while
+    # they get nothing.
+    path = roster_of(tmp_path)
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.choose(LIST, "ada@example.com", Choices(topics=("city",)))
+    ledger.choose(LIST, "grace@example.com", Choices(topics=("culture",)))
+    path.write_text(FILE.replace("email: ada@", "email: linus@"), encoding="utf-8")
+    merged = merge_roster(load_roster(path), ledger).lists[LIST]
+    assert [s.email for s in merged.active] == ["linus@example.com"]
+    for email in ("ada@example.com", "grace@example.com"):
+        result, row = ledger.sign_up(NewReader(LIST, email))
+        assert result == "new" and row is not None and row.state == "pending" and row.nonce
+        assert ledger.confirm(LIST, email, row.nonce) == "confirmed"
+    merged = merge_roster(load_roster(path), ledger).lists[LIST]
+    assert sorted(s.email for s in merged.active) == [
+        "ada@example.com", "grace@example.com", "linus@example.com"]
+    # A sign-up's choices are the form's: the old override rows' topics are gone.
+    assert all(s.topics == () for s in merged.active)
+
+
+def test_an_import_of_a_reader_removed_from_the_file_with_choices_left_adds_them(
+        tmp_path: Path) -> None:
+    path = roster_of(tmp_path)
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.choose(LIST, "ada@example.com", Choices(topics=("city",)))
+    path.write_text(FILE.replace("email: ada@", "email: linus@"), encoding="utf-8")
+    assert ledger.import_readers([NewReader(LIST, "ada@example.com", "Ada")], "confirmed") \
+        == (1, 0)
+    merged = merge_roster(load_roster(path), ledger).lists[LIST]
+    ada = next(s for s in merged.active if s.email == "ada@example.com")
+    assert (ada.origin, ada.name, ada.topics) == ("import", "Ada", ("city",))

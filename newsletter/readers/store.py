@@ -236,17 +236,22 @@ class ReaderStore:
                                   "email = ?", (reader.list_id, email)).fetchone()
             if existing is not None:
                 row = _row(existing)
-                if row.state == "confirmed" and not self._left(db, reader.list_id, email):
+                # A "file" row holds overrides only: whether they read is the file's word,
+                # and `serve` signs up no active reader of the file. So this one is out of
+                # the file or unsubscribed there, and joins as anybody would.
+                if (row.state == "confirmed" and row.origin != "file"
+                        and not self._left(db, reader.list_id, email)):
                     return "confirmed", row
                 if row.state == "pending":
                     return "pending", row
                 # A reader who left and asks to join again: pending again, a new nonce (the
                 # old confirmation links stay dead), their old choices forgotten.
                 db.execute(
-                    "UPDATE readers SET state = ?, nonce = ?, name = ?, topics = ?, "
-                    "timezone = ?, paused_until = NULL, consent = ?, updated = ? "
+                    "UPDATE readers SET origin = ?, state = ?, nonce = ?, name = ?, "
+                    "topics = ?, timezone = ?, paused_until = NULL, consent = ?, updated = ? "
                     "WHERE list_id = ? AND email = ?",
-                    ("confirmed" if confirmed else "pending", None if confirmed else new_nonce(),
+                    ("signup" if row.origin == "file" else row.origin,
+                     "confirmed" if confirmed else "pending", None if confirmed else new_nonce(),
                      reader.name, _topics(reader.topics), reader.timezone,
                      json.dumps(consent), stamp, reader.list_id, email))
             else:
@@ -396,7 +401,15 @@ class ReaderStore:
                     consent.setdefault("confirmed", stamp)
                 cursor = db.execute(
                     f"INSERT INTO readers ({_COLUMNS}) VALUES (?, ?, ?, 'import', ?, ?, ?, ?, "
-                    "NULL, ?, ?, ?, ?) ON CONFLICT (list_id, email) DO NOTHING",
+                    "NULL, ?, ?, ?, ?) ON CONFLICT (list_id, email) DO "
+                    # The overrides of a reader no longer in the file (the caller leaves out
+                    # those it has): they join, and their own choices stay.
+                    "UPDATE SET origin = 'import', state = excluded.state, "
+                    "name = coalesce(readers.name, excluded.name), "
+                    "topics = coalesce(readers.topics, excluded.topics), "
+                    "timezone = coalesce(readers.timezone, excluded.timezone), "
+                    "nonce = excluded.nonce, consent = excluded.consent, "
+                    "updated = excluded.updated WHERE readers.origin = 'file'",
                     (reader.list_id, email, reader.address, state, reader.name,
                      _topics(reader.topics), reader.timezone,
                      new_nonce() if state == "pending" else None, json.dumps(consent),
