@@ -213,3 +213,16 @@ def test_an_import_of_a_reader_removed_from_the_file_with_choices_left_adds_them
     merged = merge_roster(load_roster(path), ledger).lists[LIST]
     ada = next(s for s in merged.active if s.email == "ada@example.com")
     assert (ada.origin, ada.name, ada.topics) == ("import", "Ada", ("city",))
+
+
+def test_a_resend_after_forget_or_removal_leaves_nobody_pending_for_ever(
+        project: Project) -> None:
+    assert project.run("send", "--date", "2026-11-24").returncode == 0
+    assert project.run("subscribers", "forget", "ada@example.com", "--yes").returncode == 0
+    project.write("config/subscribers.yaml", project.subscribers.read_text(
+        encoding="utf-8").replace("      - linus@example.com\n", ""))
+    resent = project.run("send", "--date", "2026-11-24", "--resend")
+    assert resent.returncode == 0, resent.stderr
+    status = project.run("status")
+    assert "morning-brief/2026-11-24 [complete]: 3 sent, 0 pending" in status.stdout, \
+        status.stdout
