@@ -226,3 +226,16 @@ def test_a_resend_after_forget_or_removal_leaves_nobody_pending_for_ever(
     status = project.run("status")
     assert "morning-brief/2026-11-24 [complete]: 3 sent, 0 pending" in status.stdout, \
         status.stdout
+
+
+def test_an_import_says_which_readers_stay_suppressed(project: Project, tmp_path: Path) -> None:
+    db = SqliteLedger(load_settings(project.settings).ledger)
+    db.suppress("*", "bounced@example.com", "hard-bounce", {})
+    db.close()
+    csv_file = tmp_path / "members.csv"
+    csv_file.write_text("email\nbounced@example.com\nnew@example.com\n", encoding="utf-8")
+    result = project.run("subscribers", "import", str(csv_file), "--list", LIST,
+                         "--status", "confirmed")
+    assert result.returncode == 0, result.stderr
+    assert "2 readers added" in result.stdout
+    assert "1 of them suppressed here already (not mailed" in result.stdout

@@ -106,7 +106,10 @@ def subscribers_import(app: App, file: Path, list_id: str, state: ReaderState) -
                     for left in plan.left]
     ledger = app.ledger()
     assert ledger is not None
+    already_gone = ledger.suppressed(lst.id)
     counts = ledger.import_batch(readers, suppressions)
+    # Readers of the file it names are left out above; these stay unmailed here too.
+    blocked = sum(1 for r, _ in readers if r.address.lower() in already_gone)
     pending = sum(1 for _, st in readers if st == "pending")
     parts = [f"{counts.added} reader{'s' if counts.added != 1 else ''} added"]
     if len(plan.readers) - len(readers):
@@ -119,6 +122,9 @@ def subscribers_import(app: App, file: Path, list_id: str, state: ReaderState) -
         parts.append(f"{counts.suppressed} who left in the old tool suppressed"
                      + (f" ({counts.already_suppressed} were already)"
                         if counts.already_suppressed else ""))
+    if blocked:
+        parts.append(f"{blocked} of them suppressed here already (not mailed; see "
+                     "`subscribers show`)")
     if plan.duplicates:
         parts.append(f"{plan.duplicates} duplicate rows ignored")
     click.echo(f"{lst.id}: {len(table.rows)} rows: " + ", ".join(parts))
