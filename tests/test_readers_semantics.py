@@ -145,9 +145,15 @@ def test_forgotten_then_signs_up_again_is_a_fresh_consent_only_once_confirmed(
     assert "ada@example.com" not in {s.email for s in merged.active}
     assert ledger.is_forgotten("ada@example.com")
     assert ledger.confirm(LIST, "ada@example.com", row.nonce) == "confirmed"
-    assert not ledger.is_forgotten("ada@example.com")
-    merged = merge_roster(load_roster(roster_of(tmp_path)), ledger).lists[LIST]
-    assert [s.email for s in merged.active].count("ada@example.com") == 1
+    assert not ledger.is_forgotten("ada@example.com", LIST)
+    merged = merge_roster(load_roster(roster_of(tmp_path)), ledger)
+    assert [s.email for s in merged.lists[LIST].active].count("ada@example.com") == 1
+    # Her consent is to this list: the file's other list still names her, and stays
+    # without her (the publisher was told to delete that entry).
+    assert ledger.is_forgotten("ada@example.com", "evening-brief")
+    assert "ada@example.com" not in {s.email for s in merged.lists["evening-brief"].active}
+    assert ledger.import_readers([NewReader("evening-brief", "ada@example.com")],
+                                 "confirmed") == (0, 1)
 
 
 def test_a_forgotten_reader_who_had_complained_cannot_end_the_erasure_by_signing_up(
@@ -239,3 +245,15 @@ def test_an_import_says_which_readers_stay_suppressed(project: Project, tmp_path
     assert result.returncode == 0, result.stderr
     assert "2 readers added" in result.stdout
     assert "1 of them suppressed here already (not mailed" in result.stdout
+
+
+def test_show_says_a_forgotten_reader_came_back_to_one_list(project: Project) -> None:
+    db = SqliteLedger(load_settings(project.settings).ledger)
+    db.forget("new@example.com")
+    _, row = db.sign_up(NewReader(LIST, "new@example.com"))
+    assert row is not None and row.nonce
+    assert db.confirm(LIST, "new@example.com", row.nonce) == "confirmed"
+    db.close()
+    shown = project.run("subscribers", "show", "new@example.com")
+    assert shown.returncode == 0, shown.stderr
+    assert f"never mailed again, but on {LIST}, which it joined again" in shown.stdout

@@ -95,6 +95,14 @@ class ReaderRow:
     updated: str = ""
 
 
+def came_back(row: ReaderRow | None) -> bool:
+    """Whether a forgotten address joined this row's list again by confirming a sign-up:
+    forgetting deleted every row, and an import or single opt-in of a forgotten address
+    is refused, so a confirmed sign-up or import row can only be that fresh consent. It
+    is for that list alone: the erasure stands for the others (and the file's entries)."""
+    return row is not None and row.state == "confirmed" and row.origin != "file"
+
+
 @dataclass(frozen=True)
 class Choices:
     """A reader's changes from the preference page; None leaves a field as it is."""
@@ -201,11 +209,15 @@ class ReaderStore:
             return frozenset()
         return frozenset(d for (d,) in self._query("SELECT digest FROM forgotten"))
 
-    def is_forgotten(self, email: str) -> bool:
+    def is_forgotten(self, email: str, list_id: str | None = None) -> bool:
+        """Whether `email` asked to be forgotten; with `list_id`, and has not come back to
+        that list since (see `came_back`)."""
         if not self._has_table("forgotten"):
             return False
-        return bool(self._query("SELECT 1 FROM forgotten WHERE digest = ?",
-                                (forgotten_digest(email),)))
+        if not self._query("SELECT 1 FROM forgotten WHERE digest = ?",
+                           (forgotten_digest(email),)):
+            return False
+        return list_id is None or not came_back(self.reader_row(list_id, email))
 
     # joining --------------------------------------------------------------------------
 
@@ -217,7 +229,8 @@ class ReaderStore:
         Returns what was there: "new" (added now), "pending" (waiting for confirmation,
         kept as it was), "confirmed" (already a reader) or "forgotten" (asked to be
         forgotten and `confirmed` asked for: not added), with the row as it is now. A
-        forgotten address is added pending like any other: confirming is a fresh consent.
+        forgotten address is added pending like any other: confirming is a fresh consent
+        to this list (`came_back`).
         """
         email = reader.address.lower()
         stamp = _now()
@@ -291,8 +304,6 @@ class ReaderStore:
                        (json.dumps(dict(row.consent, **(consent or {}), confirmed=stamp)),
                         stamp, list_id, email))
             self._lift_left(db, list_id, email, "confirmed sign-up")
-            # Their own new consent, confirmed from their mailbox, ends the erasure.
-            db.execute("DELETE FROM forgotten WHERE digest = ?", (forgotten_digest(email),))
         return "confirmed"
 
     @staticmethod
