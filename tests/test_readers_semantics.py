@@ -117,6 +117,10 @@ def test_forget_leaves_no_copy_of_the_address_in_the_database_files(tmp_path: Pa
                                     "4.2.2", "452 <Secret.Person@example.com> is full"))
     ledger.suppress(LIST, "other2@example.com", "hard-bounce",
                     {"diagnostic": "forwarded to secret.person@example.com: 550"})
+    # As with an SQLite built without SECURE_DELETE (Debian's has it), the old rows in
+    # the main file: only forget's own pragma zeroes them.
+    ledger._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    ledger._db.execute("PRAGMA secure_delete = OFF")
     ledger.forget("secret.person@example.com")
     assert ledger.is_forgotten("SECRET.person@example.com")
     data = _bytes_of(path).lower()

@@ -21,13 +21,13 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import re
 import sqlite3
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from newsletter.readers.erasure import erase
 from newsletter.readers.tokens import new_nonce
 
 ReaderState = Literal["pending", "confirmed"]
@@ -149,27 +149,6 @@ def _row(values: tuple) -> ReaderRow:
 
 def _topics(topics: tuple[str, ...] | None) -> str | None:
     return None if topics is None else ",".join(topics)
-
-
-# Where a remote server's words about another reader may name an address (a forwarder's
-# bounce): (table, column).
-_WORDS = (("events", "diagnostic"), ("suppressions", "evidence"),
-          ("resubscriptions", "evidence"), ("resubscriptions", "note"),
-          ("deliveries", "reply"), ("readers", "consent"))
-
-
-def _scrub(db: sqlite3.Connection, email: str) -> int:
-    """Take `email` out of the words kept about other readers; rows changed."""
-    pattern = re.compile(re.escape(email), re.IGNORECASE)
-    changed = 0
-    for table, column in _WORDS:
-        rows = db.execute(f"SELECT rowid, {column} FROM {table} "
-                          f"WHERE instr(lower({column}), ?) > 0", (email,)).fetchall()
-        for rowid, text in rows:
-            db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?",
-                       (pattern.sub("[forgotten]", text), rowid))
-            changed += 1
-    return changed
 
 
 class ReaderStore:
@@ -466,32 +445,12 @@ class ReaderStore:
         digest, so that it is never mailed again. Returns rows removed per table."""
         email = email.lower()
         digest = forgotten_digest(email)
-        removed: dict[str, int] = {}
         # SQLite leaves deleted rows in free pages unless told otherwise (Debian's build
         # zeroes them by default, others do not), and the WAL keeps the old pages until a
         # checkpoint: both would still hold the address in the file.
         self._query("PRAGMA secure_delete = ON")
         with self._transaction() as db:
-            # A complaint is lifted by the publisher alone, never by a sign-up of theirs:
-            # that much is kept, under the digest, of one the erasure removes.
-            if db.execute("SELECT 1 FROM suppressions WHERE email = ? AND reason = "
-                          "'complaint'", (email,)).fetchone():
-                db.execute("INSERT OR IGNORE INTO forgotten_complaints (digest, created) "
-                           "VALUES (?, ?)", (digest, _now()))
-            for table in ("readers", "confirmation_mails", "events", "resubscriptions",
-                          "suppressions"):
-                removed[table] = db.execute(f"DELETE FROM {table} WHERE email = ?",
-                                            (email,)).rowcount
-            # The deliveries stay, counted in `status`, under the digest instead of the
-            # address (its Message-ID names no address: it is a digest too).
-            removed["deliveries"] = db.execute(
-                "UPDATE OR REPLACE deliveries SET email = ?, reply = '' WHERE email = ?",
-                (f"forgotten:{digest[:16]}", email)).rowcount
-            scrubbed = _scrub(db, email)
-            if scrubbed:
-                removed["named in other readers' records"] = scrubbed
-            db.execute("INSERT OR IGNORE INTO forgotten (digest, created) VALUES (?, ?)",
-                       (digest, _now()))
+            removed = erase(db, email, digest, _now())
         # Best effort: a reader in another process (serve) may keep the WAL from being
         # emptied now; it is then rewritten as the database is used.
         self._query("PRAGMA wal_checkpoint(TRUNCATE)")
