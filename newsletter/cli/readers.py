@@ -126,8 +126,10 @@ def subscribers_import(app: App, file: Path, list_id: str, state: ReaderState) -
         parts.append(f"{blocked} of them suppressed here already (not mailed; see "
                      "`subscribers show`)")
     if plan.duplicates:
-        parts.append(f"{plan.duplicates} duplicate rows ignored")
-    click.echo(f"{lst.id}: {len(table.rows)} rows: " + ", ".join(parts))
+        parts.append(f"{plan.duplicates} duplicate row{'s' if plan.duplicates != 1 else ''} "
+                     "ignored")
+    rows = len(table.rows)
+    click.echo(f"{lst.id}: {rows} row{'s' if rows != 1 else ''}: " + ", ".join(parts))
     if pending and counts.added:
         click.echo(f"note: the readers added are pending: they get no issue until they "
                    f"confirm. This command mails nobody; a reader who signs up on the form "
