@@ -172,7 +172,8 @@ def subscribers_forget(app: App, email: str, yes: bool, delete_outbox: bool) -> 
     ledger = app.ledger()
     assert ledger is not None
     removed = ledger.forget(address)
-    click.echo(f"{address} forgotten; only a digest is kept, so it is never mailed again")
+    click.echo(f"{address} forgotten; only a digest is kept, so it is never mailed again "
+               "(unless they sign up again and confirm: a fresh consent)")
     for table, count in removed.items():
         if count:
             what = "kept under the digest" if table == "deliveries" else "removed"
