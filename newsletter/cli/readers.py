@@ -131,10 +131,13 @@ def subscribers_import(app: App, file: Path, list_id: str, state: ReaderState) -
     rows = len(table.rows)
     click.echo(f"{lst.id}: {rows} row{'s' if rows != 1 else ''}: " + ", ".join(parts))
     if pending and counts.added:
-        click.echo(f"note: the readers added are pending: they get no issue until they "
+        who = ("the readers added are pending" if state == "pending" else
+               f"{pending} of the rows say pending (kept so)")
+        click.echo(f"note: {who}: they get no issue until they "
                    f"confirm. This command mails nobody; a reader who signs up on the form "
-                   f"(newsletter signup-form --list {lst.id}) gets the confirmation mail. If "
-                   "they consented in the old tool, import with --status confirmed instead.")
+                   f"(newsletter signup-form --list {lst.id}) gets the confirmation mail."
+                   + (" If they consented in the old tool, import with --status confirmed "
+                      "instead." if state == "pending" else ""))
 
 
 def _print_columns(plan: Plan, lst: SubscriberList) -> None:
