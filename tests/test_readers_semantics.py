@@ -261,3 +261,68 @@ def test_show_says_a_forgotten_reader_came_back_to_one_list(project: Project) ->
     shown = project.run("subscribers", "show", "new@example.com")
     assert shown.returncode == 0, shown.stderr
     assert f"never mailed again, but on {LIST}, which it joined again" in shown.stdout
+
+
+def test_every_combination_is_mailed_once_or_not_at_all(project: Project) -> None:
+    project.write("config/subscribers.yaml", """\
+lists:
+  morning-brief:
+    title: The Morning Brief
+    subscribers:
+      - email: ada@example.com          # signed up by hand after joining on the form
+      - email: grace@example.com        # unsubscribed here, then signed up and confirmed
+        status: unsubscribed
+      - email: linus@example.com        # unsubscribed here; a pending sign-up only
+        status: unsubscribed
+      - email: zoe@example.org          # paused on the preference page
+      - email: Kim@Example.com          # a time zone of her own
+""")
+    db = SqliteLedger(load_settings(project.settings).ledger)
+    db.sign_up(NewReader(LIST, "ADA@example.com", "Ada"), confirmed=True)
+    _, row = db.sign_up(NewReader(LIST, "grace@example.com"))
+    assert row is not None and row.nonce
+    db.confirm(LIST, "grace@example.com", row.nonce)
+    db.sign_up(NewReader(LIST, "linus@example.com"))
+    db.choose(LIST, "zoe@example.org", Choices(paused_until=dt.date(2099, 1, 1)))
+    db.choose(LIST, "kim@example.com", Choices(timezone="Asia/Tokyo"))
+    db.import_readers([NewReader(LIST, "pending@example.com")], "pending")
+    db.suppress(LIST, "gone@example.com", "unsubscribed", {})
+    db.import_readers([NewReader(LIST, "gone@example.com")], "confirmed")
+    db.close()
+    tokyo = project.run("send", "--date", "2026-11-24", "--timezone", "Asia/Tokyo")
+    assert tokyo.returncode == 0, tokyo.stderr
+    assert sent_once(project) == ["kim@example.com"]
+    rest = project.run("send", "--date", "2026-11-24")
+    assert rest.returncode == 0, rest.stderr
+    assert sent_once(project) == ["ada@example.com", "grace@example.com", "kim@example.com"]
+    again = project.run("send", "--date", "2026-11-24", "--resend")
+    assert again.returncode == 0, again.stderr
+    assert sent_once(project) == ["ada@example.com", "grace@example.com", "kim@example.com"]
+    status = project.run("status")
+    assert "morning-brief: 7 readers — file 5, signup 0, import 2; 3 confirmed, 1 pending, " \
+           "1 paused, 1 suppressed, 1 unsubscribed in the file" in status.stdout, status.stdout
+
+
+def sent_once(project: Project) -> list[str]:
+    """Who has mail in the outbox, each exactly once (a second file would be a copy)."""
+    from email import message_from_bytes, policy
+
+    found: list[str] = []
+    for path in sorted(project.outbox.glob("mail/**/*.eml")):
+        msg = message_from_bytes(path.read_bytes(), policy=policy.default)
+        found.append(msg["To"].addresses[0].addr_spec.lower())
+    assert len(found) == len(set(found))
+    return sorted(found)
+
+
+def test_topics_the_publisher_removed_from_the_sections_are_dropped(tmp_path: Path) -> None:
+    path = roster_of(tmp_path)
+    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+    ledger.choose(LIST, "ada@example.com", Choices(topics=("city", "culture")))
+    ledger.sign_up(NewReader(LIST, "new@example.com", topics=("culture",)), confirmed=True)
+    path.write_text(FILE.replace("sections: [city, culture]", "sections: [city, sport]"),
+                    encoding="utf-8")
+    merged = merge_roster(load_roster(path), ledger).lists[LIST]
+    topics = {s.email: s.topics for s in merged.active}
+    # What is left of their choice; nothing left is the whole issue, never no issue.
+    assert topics == {"ada@example.com": ("city",), "new@example.com": ()}
