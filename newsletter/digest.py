@@ -462,8 +462,10 @@ def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: 
             for variant in (issue, *edition.by_topics.values())
             for article in (variant.lead, *variant.headlines)})
         if resend:
-            record.reset(issue.id, None if due is None else
-                         [s.email for s in lst.subscribers if due(s)])
+            # Only the rows of readers this run plans: one gone since (forgotten, taken
+            # out of the file) would stay pending for ever.
+            record.reset(issue.id, [s.email for s in lst.subscribers
+                                    if due is None or due(s)])
         record.plan(issue.id, (
             (s.email, message_id(issue.id, s.email, domain),
              "skipped" if s.email in skipped else "pending")

@@ -57,8 +57,8 @@ def test_the_answer_is_the_same_whoever_the_address_is(project: Project, secret:
         assert len({tuple(h) for h in headers.values()}) == 1
         assert all(a not in r.body for a, r in answers.items())
         # What happened behind the answer differs, as it must.
-        assert site.mail("gone@example.com") is None  # forgotten: nothing at all
-        assert site.row("gone@example.com") is None
+        # Forgotten: a fresh consent is possible, but only by confirming (README).
+        assert site.row("gone@example.com").state == "pending"  # type: ignore[union-attr]
         assert site.mail("waiting@example.com") is None  # had its mail this hour
         for already in ("reader@example.com", "ada@example.com"):
             msg = site.mail(already)
@@ -66,7 +66,7 @@ def test_the_answer_is_the_same_whoever_the_address_is(project: Project, secret:
             assert "/preferences?token=" in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
         assert site.row("ada@example.com") is None  # a file reader: nothing stored
         assert site.row("reader@example.com").name == "Rea"  # type: ignore[union-attr]
-        for new in ("fresh@example.com", "left@example.com"):
+        for new in ("fresh@example.com", "left@example.com", "gone@example.com"):
             msg = site.mail(new)
             assert msg and msg["Subject"].startswith("Please confirm")
             assert site.row(new).state == "pending"  # type: ignore[union-attr]

@@ -262,8 +262,8 @@ def _unsubscribe_target(app: App, value: str, list_id: str | None) -> tuple[str,
 @pass_app
 @user_errors
 def serve(app: App) -> None:
-    """Serve one-click unsubscribe, the archive, providers' webhooks and a health check on
-    serve.host:serve.port.
+    """Serve one-click unsubscribe, the sign-up form and its confirmation, the preference
+    page, the archive, providers' webhooks and a health check on serve.host:serve.port.
 
     Put it behind your web server (see README) so that base_url/unsubscribe reaches it.
     """
@@ -275,8 +275,8 @@ def serve(app: App) -> None:
     web = create_app(app.settings)
     s = app.settings.serve
     hooks = ", ".join(enabled(app.settings)) or "none"
-    click.echo(f"serving on http://{s.host}:{s.port} (unsubscribe, archive, healthz; "
-               f"webhooks: {hooks}); Ctrl-C stops")
+    click.echo(f"serving on http://{s.host}:{s.port} (unsubscribe, subscribe, confirm, "
+               f"preferences, archive, healthz; webhooks: {hooks}); Ctrl-C stops")
     # No proxy_headers: uvicorn would believe X-Forwarded-For from 127.0.0.1 whatever
     # `signup.trusted_proxies` says, and a proxy that passes the client's own header on
     # would let every client choose the address its rate limit counts.

@@ -22,7 +22,7 @@ from newsletter.cli.suppressions import day, evidence_text, list_label, shown
 from newsletter.delivery.file import file_name
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.ledger import SqliteLedger
-from newsletter.readers.store import ReaderRow
+from newsletter.readers.store import ReaderRow, came_back
 from newsletter.subscribers import Roster, load_roster
 
 
@@ -111,8 +111,11 @@ def subscribers_show(app: App, email: str) -> None:
         click.echo(f"confirmation mail: last sent {day(sent)}")
     if ledger.is_forgotten(key):
         found = True
+        back = [row.list_id for row in ledger.rows_of(key) if came_back(row)]
         click.echo(f"{address} asked to be forgotten: only a digest of it is kept, and it "
-                   "is never mailed again")
+                   "is never mailed again"
+                   + (f", but on {', '.join(shown(b) for b in back)}, which it joined "
+                      "again by confirming a sign-up" if back else ""))
     if not found:
         raise UnknownReader(f"{address} is in no list and nothing is kept about it",
                             field="EMAIL", fix="check the spelling")
@@ -169,7 +172,8 @@ def subscribers_forget(app: App, email: str, yes: bool, delete_outbox: bool) -> 
     ledger = app.ledger()
     assert ledger is not None
     removed = ledger.forget(address)
-    click.echo(f"{address} forgotten; only a digest is kept, so it is never mailed again")
+    click.echo(f"{address} forgotten; only a digest is kept, so it is never mailed again "
+               "(unless they sign up again and confirm: a fresh consent)")
     for table, count in removed.items():
         if count:
             what = "kept under the digest" if table == "deliveries" else "removed"

@@ -101,11 +101,15 @@ def subscribers_import(app: App, file: Path, list_id: str, state: ReaderState) -
     in_file = {s.email.lower() for s in lst.subscribers}
     readers = [(r, st) for r, st, _ in plan.readers if r.address.lower() not in in_file]
     suppressions = [(lst.id, left.address, {"source": "import", "file": table.name,
-                                            "line": left.line, "detail": left.why})
+                                            "line": left.line, "detail": left.why},
+                     left.reason)
                     for left in plan.left]
     ledger = app.ledger()
     assert ledger is not None
+    already_gone = ledger.suppressed(lst.id)
     counts = ledger.import_batch(readers, suppressions)
+    # Readers of the file it names are left out above; these stay unmailed here too.
+    blocked = sum(1 for r, _ in readers if r.address.lower() in already_gone)
     pending = sum(1 for _, st in readers if st == "pending")
     parts = [f"{counts.added} reader{'s' if counts.added != 1 else ''} added"]
     if len(plan.readers) - len(readers):
@@ -118,14 +122,22 @@ def subscribers_import(app: App, file: Path, list_id: str, state: ReaderState) -
         parts.append(f"{counts.suppressed} who left in the old tool suppressed"
                      + (f" ({counts.already_suppressed} were already)"
                         if counts.already_suppressed else ""))
+    if blocked:
+        parts.append(f"{blocked} of them suppressed here already (not mailed; see "
+                     "`subscribers show`)")
     if plan.duplicates:
-        parts.append(f"{plan.duplicates} duplicate rows ignored")
-    click.echo(f"{lst.id}: {len(table.rows)} rows: " + ", ".join(parts))
+        parts.append(f"{plan.duplicates} duplicate row{'s' if plan.duplicates != 1 else ''} "
+                     "ignored")
+    rows = len(table.rows)
+    click.echo(f"{lst.id}: {rows} row{'s' if rows != 1 else ''}: " + ", ".join(parts))
     if pending and counts.added:
-        click.echo(f"note: the readers added are pending: they get no issue until they "
+        who = ("the readers added are pending" if state == "pending" else
+               f"{pending} of the rows say pending (kept so)")
+        click.echo(f"note: {who}: they get no issue until they "
                    f"confirm. This command mails nobody; a reader who signs up on the form "
-                   f"(newsletter signup-form --list {lst.id}) gets the confirmation mail. If "
-                   "they consented in the old tool, import with --status confirmed instead.")
+                   f"(newsletter signup-form --list {lst.id}) gets the confirmation mail."
+                   + (" If they consented in the old tool, import with --status confirmed "
+                      "instead." if state == "pending" else ""))
 
 
 def _print_columns(plan: Plan, lst: SubscriberList) -> None:
@@ -158,11 +170,17 @@ def subscribers_export(app: App, list_id: str | None, fmt: str, output: Path | N
     merged = merge_roster(roster, ledger)
     day = app.date(None)
     suppressions = ledger.suppressions() if ledger else []
+    all_rows = ledger.reader_rows() if ledger else []
     per_list = []
     for lst in selected:
-        rows = ledger.reader_rows(lst.id) if ledger else []
+        rows = [r for r in all_rows if r.list_id == lst.id]
+        # Readers of the other lists: their bounces and complaints are not this list's.
+        elsewhere = frozenset(
+            {s.email.lower() for other in merged.lists.values() if other.id != lst.id
+             for s in other.subscribers}
+            | {r.email for r in all_rows if r.list_id != lst.id})
         per_list.append((merged.lists[lst.id],
-                         entries(merged.lists[lst.id], rows, suppressions, day)))
+                         entries(merged.lists[lst.id], rows, suppressions, day, elsewhere)))
     if fmt == "csv":
         text = to_csv(item for _, items in per_list for item in items)
     else:

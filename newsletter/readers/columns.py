@@ -32,10 +32,11 @@ from newsletter.models import SubscriberList
 from newsletter.readers.csvfile import Table
 from newsletter.readers.store import NewReader, ReaderState
 from newsletter.settings import check_timezone
+from newsletter.suppressions import REASONS
 
 Field = Literal["email", "name", "first_name", "last_name", "topics", "tags", "timezone",
                 "status", "subscribed", "email_disabled", "unsub_time", "clean_time",
-                "joined", "confirmed"]
+                "joined", "confirmed", "reason"]
 # Normalised header (lower case, letters and digits only) → what it holds.
 ALIASES: dict[str, Field] = {
     "email": "email", "emailaddress": "email",
@@ -53,6 +54,7 @@ ALIASES: dict[str, Field] = {
     "joined": "joined", "createdat": "joined", "creationdate": "joined",
     "optintime": "joined",
     "confirmed": "confirmed", "confirmtime": "confirmed",
+    "suppressedreason": "reason",  # our export's: a complaint stays a complaint
 }
 PENDING = frozenset({"pending", "unconfirmed", "unactivated"})
 READING = frozenset({"confirmed", "active", "subscribed", "regular", "premium", "free",
@@ -75,6 +77,7 @@ class Left:
     address: str
     line: int
     why: str
+    reason: str = "unsubscribed"  # our export's suppressed_reason, when it names one
 
 
 @dataclass
@@ -177,7 +180,9 @@ def _read_row(name: str, line: int, row: dict[Field, str], lst: SubscriberList,
         return
     first_seen[key] = line
     if why is not None:
-        plan.left.append(Left(address, line, why))
+        reason = row.get("reason", "").lower()
+        plan.left.append(Left(address, line, why, reason if reason in REASONS
+                              else "unsubscribed"))
         return
     consent = {"via": "import", "file": name, "line": line}
     for stamp in ("joined", "confirmed"):

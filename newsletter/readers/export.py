@@ -54,11 +54,18 @@ class Entry:
 
 
 def entries(merged: SubscriberList, rows: Iterable[ReaderRow],
-            suppressions: Iterable[Suppression], day: dt.date) -> list[Entry]:
+            suppressions: Iterable[Suppression], day: dt.date,
+            elsewhere: frozenset[str] = frozenset()) -> list[Entry]:
     """Every address of list `merged` (the file merged with the database), its database
-    rows and the suppressions of this list and of every list."""
+    rows and the suppressions of this list and of every list. A suppression of every
+    list is left out for an address that is a reader of another list (`elsewhere`) and
+    not of this one: that is the other list's data."""
+    rows = list(rows)
+    mine = {s.email.lower() for s in merged.subscribers} | {r.email for r in rows}
     gone: dict[str, Suppression] = {}
     for sup in suppressions:
+        if sup.list_id == ALL_LISTS and sup.email in elsewhere and sup.email not in mine:
+            continue
         # This list's own reason before one of every list: it says more.
         if sup.list_id == merged.id or (sup.list_id == ALL_LISTS and sup.email not in gone):
             gone[sup.email] = sup

@@ -6,7 +6,8 @@ which reports each suppressed reader as skipped with the reason.
 - A confirmed sign-up or import the file does not have: added after the file's readers.
 - Pending rows: nobody gets an issue before confirming.
 - Paused: `Subscriber.paused_until` set; the send skips them for issues dated before it.
-- Forgotten addresses: left out, with a warning when the file still names one.
+- Forgotten addresses: left out, with a warning when the file still names one, unless
+  they came back to this list by confirming a sign-up (`store.came_back`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, replace
 from newsletter.errors import Problem
 from newsletter.ledger import SqliteLedger
 from newsletter.models import Origin, Subscriber, SubscriberList
-from newsletter.readers.store import ReaderRow, forgotten_digest
+from newsletter.readers.store import ReaderRow, came_back, forgotten_digest
 from newsletter.settings import Settings
 from newsletter.subscribers import Roster, load_roster
 
@@ -32,7 +33,8 @@ def merge_list(lst: SubscriberList, rows: Iterable[ReaderRow], forgotten: frozen
     readers: list[Subscriber] = []
     for s in lst.subscribers:
         key = s.email.lower()
-        if forgotten and forgotten_digest(key) in forgotten:
+        if (forgotten and forgotten_digest(key) in forgotten
+                and not came_back(by_email.get(key))):
             if warnings is not None and roster is not None:
                 warnings.append(Problem(
                     f"{s.email} asked to be forgotten and is never mailed: remove the entry "
@@ -47,10 +49,8 @@ def merge_list(lst: SubscriberList, rows: Iterable[ReaderRow], forgotten: frozen
             s = _applied(s, row, lst, status_from_row=s.status == "unsubscribed")
         readers.append(s)
     for row in by_email.values():
-        if row.state != "confirmed" or row.origin == "file":
+        if not came_back(row):
             continue  # pending; or a file reader no longer in the file
-        if forgotten and forgotten_digest(row.email) in forgotten:
-            continue
         readers.append(_applied(Subscriber(email=row.address, origin=_origin(row)), row, lst,
                                 status_from_row=True))
     return lst.model_copy(update={"subscribers": tuple(readers)})
@@ -118,7 +118,9 @@ def count_readers(merged: SubscriberList, rows: Iterable[ReaderRow],
     gone = set(suppressed)
     origins: Counter[str] = Counter()
     states: Counter[str] = Counter()
+    listed: set[str] = set()
     for s in merged.subscribers:
+        listed.add(s.email.lower())
         origins[s.origin] += 1
         if s.email.lower() in gone:
             states["suppressed"] += 1
@@ -129,7 +131,9 @@ def count_readers(merged: SubscriberList, rows: Iterable[ReaderRow],
         else:
             states[s.status] += 1
     for row in rows:
-        if row.state == "pending":
+        # A pending row of someone the list already has (a file reader marked unsubscribed
+        # who signed up again) is the same person: counted once, as the list has them.
+        if row.state == "pending" and row.email not in listed:
             origins["signup" if row.origin == "signup" else "import"] += 1
-            states["pending"] += 1
+            states["suppressed" if row.email in gone else "pending"] += 1
     return Counts(origins, states)

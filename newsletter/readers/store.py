@@ -27,6 +27,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from newsletter.readers.erasure import erase
 from newsletter.readers.tokens import new_nonce
 
 ReaderState = Literal["pending", "confirmed"]
@@ -58,6 +59,10 @@ CREATE TABLE IF NOT EXISTS confirmation_mails (
 CREATE TABLE IF NOT EXISTS forgotten (
     digest TEXT PRIMARY KEY,      -- forgotten_digest(address): never mailed again
     created TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS forgotten_complaints (
+    digest TEXT PRIMARY KEY,      -- a forgotten address that had complained: no sign-up
+    created TEXT NOT NULL         -- of theirs ends the erasure (only the publisher could)
 );
 """
 
@@ -101,6 +106,14 @@ class ReaderRow:
     consent: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     updated: str = ""
+
+
+def came_back(row: ReaderRow | None) -> bool:
+    """Whether a forgotten address joined this row's list again by confirming a sign-up:
+    forgetting deleted every row, and an import or single opt-in of a forgotten address
+    is refused, so a confirmed sign-up or import row can only be that fresh consent. It
+    is for that list alone: the erasure stands for the others (and the file's entries)."""
+    return row is not None and row.state == "confirmed" and row.origin != "file"
 
 
 @dataclass(frozen=True)
@@ -188,11 +201,15 @@ class ReaderStore:
             return frozenset()
         return frozenset(d for (d,) in self._query("SELECT digest FROM forgotten"))
 
-    def is_forgotten(self, email: str) -> bool:
+    def is_forgotten(self, email: str, list_id: str | None = None) -> bool:
+        """Whether `email` asked to be forgotten; with `list_id`, and has not come back to
+        that list since (see `came_back`)."""
         if not self._has_table("forgotten"):
             return False
-        return bool(self._query("SELECT 1 FROM forgotten WHERE digest = ?",
-                                (forgotten_digest(email),)))
+        if not self._query("SELECT 1 FROM forgotten WHERE digest = ?",
+                           (forgotten_digest(email),)):
+            return False
+        return list_id is None or not came_back(self.reader_row(list_id, email))
 
     def has_complained(self, list_id: str, email: str) -> bool:
         """Whether `email` reported our mail as spam (on `list_id` or every list): only
@@ -212,7 +229,9 @@ class ReaderStore:
 
         Returns what was there: "new" (added now), "pending" (waiting for confirmation,
         kept as it was), "confirmed" (already a reader) or "forgotten" (asked to be
-        forgotten: not added), with the row as it is now.
+        forgotten and `confirmed` asked for: not added), with the row as it is now. A
+        forgotten address is added pending like any other: confirming is a fresh consent
+        to this list (`came_back`).
         """
         email = reader.address.lower()
         stamp = _now()
@@ -220,8 +239,12 @@ class ReaderStore:
         if confirmed:
             consent["confirmed"] = stamp
         with self._transaction() as db:
-            if db.execute("SELECT 1 FROM forgotten WHERE digest = ?",
-                          (forgotten_digest(email),)).fetchone():
+            # A forgotten address may give its consent afresh, but only by confirming
+            # (then `confirm` drops the digest); a single opt-in is no proof it is them.
+            digest = forgotten_digest(email)
+            if db.execute("SELECT 1 FROM forgotten_complaints WHERE digest = ?",
+                          (digest,)).fetchone() or (confirmed and db.execute(
+                              "SELECT 1 FROM forgotten WHERE digest = ?", (digest,)).fetchone()):
                 return "forgotten", None
             if confirmed and self._left(db, reader.list_id, email):
                 # Without double opt-in a post joins at once; but an address that left or
@@ -233,10 +256,11 @@ class ReaderStore:
                                   "email = ?", (reader.list_id, email)).fetchone()
             if existing is not None:
                 row = _row(existing)
-                # A `file` row is only a file reader's overrides: the caller asks because the
-                # file has them no more (or not as active), so it is no reader here.
-                if row.state == "confirmed" and row.origin != "file" \
-                        and not self._left(db, reader.list_id, email):
+                # A "file" row holds overrides only: whether they read is the file's word,
+                # and `serve` signs up no active reader of the file. So this one is out of
+                # the file or unsubscribed there, and joins as anybody would.
+                if (row.state == "confirmed" and row.origin != "file"
+                        and not self._left(db, reader.list_id, email)):
                     return "confirmed", row
                 if row.state == "pending":
                     # Asked again: the latest request is what the link confirms (a
@@ -386,12 +410,12 @@ class ReaderStore:
         return counts.added, counts.kept + counts.forgotten
 
     def import_batch(self, readers: Iterable[tuple[NewReader, ReaderState]],
-                     suppressions: Iterable[tuple[str, str, dict[str, Any]]]
+                     suppressions: Iterable[tuple[str, str, dict[str, Any], str]]
                      ) -> ImportCounts:
         """`import_readers` with a state per reader, plus suppressions (list, address,
-        evidence: reason "unsubscribed") of people who left in the old tool, all in one
-        transaction. A forgotten address is neither added nor suppressed (that would
-        keep it in clear again); it is never mailed anyway."""
+        evidence, reason: "unsubscribed", or what our own export said) of people who left
+        in the old tool, all in one transaction. A forgotten address is neither added
+        nor suppressed (that would keep it in clear again); it is never mailed anyway."""
         stamp = _now()
         counts = ImportCounts()
         with self._transaction() as db:
@@ -406,7 +430,15 @@ class ReaderStore:
                     consent.setdefault("confirmed", stamp)
                 cursor = db.execute(
                     f"INSERT INTO readers ({_COLUMNS}) VALUES (?, ?, ?, 'import', ?, ?, ?, ?, "
-                    "NULL, ?, ?, ?, ?) ON CONFLICT (list_id, email) DO NOTHING",
+                    "NULL, ?, ?, ?, ?) ON CONFLICT (list_id, email) DO "
+                    # The overrides of a reader no longer in the file (the caller leaves out
+                    # those it has): they join, and their own choices stay.
+                    "UPDATE SET origin = 'import', state = excluded.state, "
+                    "name = coalesce(readers.name, excluded.name), "
+                    "topics = coalesce(readers.topics, excluded.topics), "
+                    "timezone = coalesce(readers.timezone, excluded.timezone), "
+                    "nonce = excluded.nonce, consent = excluded.consent, "
+                    "updated = excluded.updated WHERE readers.origin = 'file'",
                     (reader.list_id, email, reader.address, state, reader.name,
                      _topics(reader.topics), reader.timezone,
                      new_nonce() if state == "pending" else None, json.dumps(consent),
@@ -415,16 +447,16 @@ class ReaderStore:
                     counts.added += 1
                 else:
                     counts.kept += 1
-            for list_id, address, evidence in suppressions:
+            for list_id, address, evidence, reason in suppressions:
                 email = address.lower()
                 if forgotten_digest(email) in forgotten:
                     counts.forgotten += 1
                     continue
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO suppressions (list_id, email, reason, evidence, "
-                    "created) VALUES (?, ?, 'unsubscribed', ?, ?)",
-                    (list_id, email, json.dumps({k: str(v) for k, v in evidence.items()},
-                                                ensure_ascii=False), stamp))
+                    "created) VALUES (?, ?, ?, ?, ?)",
+                    (list_id, email, reason, json.dumps({k: str(v) for k, v in evidence.items()},
+                                                        ensure_ascii=False), stamp))
                 if cursor.rowcount == 1:
                     counts.suppressed += 1
                 else:
@@ -452,21 +484,15 @@ class ReaderStore:
         digest, so that it is never mailed again. Returns rows removed per table."""
         email = email.lower()
         digest = forgotten_digest(email)
-        removed: dict[str, int] = {}
+        # SQLite leaves deleted rows in free pages unless told otherwise (Debian's build
+        # zeroes them by default, others do not), and the WAL keeps the old pages until a
+        # checkpoint: both would still hold the address in the file.
+        self._query("PRAGMA secure_delete = ON")
         with self._transaction() as db:
-            for table in ("readers", "confirmation_mails", "events", "resubscriptions",
-                          "suppressions"):
-                # confirmation_mails is keyed by the mailbox, not the address.
-                key = mailbox_key(email) if table == "confirmation_mails" else email
-                removed[table] = db.execute(f"DELETE FROM {table} WHERE email = ?",
-                                            (key,)).rowcount
-            # The deliveries stay, counted in `status`, under the digest instead of the
-            # address (its Message-ID names no address: it is a digest too).
-            removed["deliveries"] = db.execute(
-                "UPDATE OR REPLACE deliveries SET email = ?, reply = '' WHERE email = ?",
-                (f"forgotten:{digest[:16]}", email)).rowcount
-            db.execute("INSERT OR IGNORE INTO forgotten (digest, created) VALUES (?, ?)",
-                       (digest, _now()))
+            removed = erase(db, email, mailbox_key(email), digest, _now())
+        # Best effort: a reader in another process (serve) may keep the WAL from being
+        # emptied now; it is then rewritten as the database is used.
+        self._query("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
 
     def purge_unconfirmed(self, hours: float) -> int:

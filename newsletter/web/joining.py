@@ -12,7 +12,10 @@ the answer was the same whatever is found here, and took no longer.
   short "you are already subscribed" with the preference link, and nothing changed;
 - the name posted is stored, but a confirmation or welcome greets no one by it, nor puts
   it in the To header: it is a stranger's text until the owner sees it on their page;
-- a forgotten address, or one that reported our mail as spam: nothing at all.
+- a forgotten address: on a double opt-in list, as a new one (confirming is a fresh
+  consent and ends the erasure for that list); on a single opt-in list, nothing at all;
+- an address that reported our mail as spam: nothing at all (only the publisher lifts
+  a complaint).
 
 At most one mail an hour goes to an address (`claim_confirmation_mail`), whatever the list;
 a mail that could not be sent gives its claim back, so the next sign-up may try again.
@@ -72,9 +75,12 @@ class Joiner:
         try:
             # Sign-ups nobody confirmed, whose last link has expired, are not kept.
             ledger.purge_unconfirmed(self.web.settings.signup.confirm_hours + 1)
-            if ledger.is_forgotten(email) or ledger.has_complained(request.list_id, email):
+            if ledger.has_complained(request.list_id, email):
                 return
-            known = self._file_reader(request.list_id, email)
+            forgotten = ledger.is_forgotten(email)
+            if forgotten and single:
+                return  # no proof it is them: see ReaderStore.sign_up
+            known = None if forgotten else self._file_reader(request.list_id, email)
             if known is not None:
                 kind: MailKind = "already"
                 address, name, nonce = known[0], known[1], None

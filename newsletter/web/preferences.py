@@ -93,7 +93,7 @@ def find_reader(web: WebContext, list_id: str, email: str) -> Reader | str:
         return "list"
     ledger = web.ledger
     try:
-        if ledger.is_forgotten(email):
+        if ledger.is_forgotten(email, list_id):
             return "forgotten"
         in_file = next((s for s in lst.subscribers if s.email.lower() == email), None)
         row = ledger.reader_row(list_id, email)
