@@ -102,6 +102,7 @@ class Site:
         return call(link, "POST", urlencode({"form": form_field(page.body)}).encode(), headers)
 
     def row(self, email: str, list_id: str = "morning-brief") -> ReaderRow | None:
+        self.settle()  # sign-ups are stored after the answer, by the background thread
         return reader_row(self.project, list_id, email)
 
 
