@@ -1,0 +1,62 @@
+"""The final review of issue 12: what falls between the pieces once merged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ISSUE_DATE, Project
+
+# What issue 12 added to the ledger: a ledger without them is one from before it.
+READER_TABLES = ("readers", "confirmation_mails", "forgotten", "forgotten_complaints")
+
+
+@pytest.fixture
+def read_only_old_ledger(project: Project) -> Iterator[Path]:
+    """A ledger from before issue 12 (sent once, then one reader unsubscribed), then made
+    immutable (`chattr +i`, as root): the commands that only read must still read it."""
+    if os.geteuid() != 0 or shutil.which("chattr") is None:
+        pytest.skip("needs root to make the ledger immutable")
+    assert project.run("send", "--date", ISSUE_DATE).returncode == 0
+    assert project.run("unsubscribe", "linus@example.com").returncode == 0
+    path = project.outbox / "newsletter.sqlite3"
+    db = sqlite3.connect(path)
+    for table in READER_TABLES:
+        db.execute(f"DROP TABLE {table}")
+    db.commit()
+    db.close()
+    subprocess.run(["chattr", "+i", str(path)], check=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+def test_an_old_ledger_read_only_is_still_read(project: Project,
+                                               read_only_old_ledger: Path) -> None:
+    status = project.run("status")
+    assert status.returncode == 0, status.stderr
+    assert "file 4, signup 0, import 0" in status.stdout
+    assert "3 sent" in status.stdout and "1 suppressed" in status.stdout
+    compose = project.run("compose", "--date", ISSUE_DATE)
+    assert compose.returncode == 0, compose.stderr
+    show = project.run("subscribers", "show", "linus@example.com")
+    assert show.returncode == 0, show.stderr
+    assert "unsubscribed since" in show.stdout and "sent" in show.stdout
+    export = project.run("subscribers", "export", "--format", "csv")
+    assert export.returncode == 0, export.stderr
+    assert "linus@example.com" in export.stdout and "suppressed" in export.stdout
+    dry = project.run("send", "--date", ISSUE_DATE, "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "3 sent earlier" in dry.stdout or "sent earlier" in dry.stdout
+    # Nothing was written: still the old ledger.
+    db = sqlite3.connect(f"file:{read_only_old_ledger}?mode=ro", uri=True)
+    tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    db.close()
+    assert not tables & set(READER_TABLES)
