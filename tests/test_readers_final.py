@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ISSUE_DATE, Project
+from tests.test_preferences import LIST, Site, site  # noqa: F401  (the fixture)
+from tests.web_server import call
 
 # What issue 12 added to the ledger: a ledger without them is one from before it.
 READER_TABLES = ("readers", "confirmation_mails", "forgotten", "forgotten_complaints")
@@ -60,3 +63,13 @@ def test_an_old_ledger_read_only_is_still_read(project: Project,
     tables = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     db.close()
     assert not tables & set(READER_TABLES)
+
+
+def test_the_preference_page_names_topics_and_list_as_the_sign_up_form_does(
+        site: Site) -> None:
+    page = site.get(site.token("ada@example.com"))
+    form = call(f"{site.base}/subscribe/{LIST}")
+    assert page.status == 200 and form.status == 200
+    for body in (page.body, form.body):
+        assert re.search(r'value="city"[^>]*> City</label>', body), body
+        assert "<footer>The Morning Brief</footer>" in body, body
