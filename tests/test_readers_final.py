@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from newsletter.ledger import SqliteLedger
+from newsletter.readers.store import NewReader
+from newsletter.unsubscribe import opaque_token
 from tests.conftest import ISSUE_DATE, Project
 from tests.test_preferences import LIST, Site, site  # noqa: F401  (the fixture)
 from tests.web_server import call
@@ -73,3 +76,40 @@ def test_the_preference_page_names_topics_and_list_as_the_sign_up_form_does(
     for body in (page.body, form.body):
         assert re.search(r'value="city"[^>]*> City</label>', body), body
         assert "<footer>The Morning Brief</footer>" in body, body
+
+
+def test_a_one_click_unsubscribe_of_a_forgotten_address_keeps_nothing_of_it(
+        site: Site) -> None:
+    """An old issue's link, clicked after `forget`: the address is never mailed anyway, and
+    storing the suppression would keep it in clear again, which `forget` promised not to."""
+    ledger = site.web.ledger
+    ledger.forget("linus@example.com")
+    link = f"{site.base}/unsubscribe?t={opaque_token(site.secret, LIST, 'linus@example.com')}"
+    answer = call(link, "POST", b"List-Unsubscribe=One-Click")
+    assert answer.status == 200 and "gets no more" in answer.body
+    assert not ledger.is_suppressed(LIST, "linus@example.com")
+    assert ledger.is_forgotten("linus@example.com")
+    # A reader who is not forgotten is unsubscribed as ever.
+    link = f"{site.base}/unsubscribe?t={opaque_token(site.secret, LIST, 'ada@example.com')}"
+    assert call(link, "POST", b"List-Unsubscribe=One-Click").status == 200
+    assert ledger.is_suppressed(LIST, "ada@example.com")
+
+
+def test_a_pending_import_who_signs_up_keeps_the_imports_name_and_topics(
+        project: Project) -> None:
+    """README: "joins, with the name and topics of the import: what they typed on the form
+    is not taken, since anyone can post it"."""
+    ledger = SqliteLedger(project.outbox / "newsletter.sqlite3")
+    try:
+        ledger.import_readers([NewReader(LIST, "sam@example.net", "Sam Imported", ("city",),
+                                         "Europe/Paris")], "pending")
+        result, row = ledger.sign_up(NewReader(LIST, "Sam@Example.net", "You won! Call 555",
+                                               ("culture",), "Asia/Tokyo"))
+        assert result == "pending" and row is not None
+        assert (row.origin, row.name, row.topics, row.timezone) == (
+            "import", "Sam Imported", ("city",), "Europe/Paris")
+        assert ledger.confirm(LIST, "sam@example.net", row.nonce or "") == "confirmed"
+        kept = ledger.reader_row(LIST, "sam@example.net")
+        assert kept is not None and kept.name == "Sam Imported"
+    finally:
+        ledger.close()
