@@ -262,6 +262,9 @@ class ReaderStore:
                 if (row.state == "confirmed" and row.origin != "file"
                         and not self._left(db, reader.list_id, email)):
                     return "confirmed", row
+                if row.state == "pending" and row.origin == "import":
+                    # The publisher's own data: not replaced by what anyone can post.
+                    return "pending", row
                 if row.state == "pending":
                     # Asked again: the latest request is what the link confirms (a
                     # stranger who posted the address first does not choose its name),
