@@ -12,12 +12,16 @@ from pathlib import Path
 
 import pytest
 
+import tests.test_preferences as preferences
 from newsletter.ledger import SqliteLedger
 from newsletter.readers.store import NewReader
 from newsletter.unsubscribe import opaque_token
 from tests.conftest import ISSUE_DATE, Project
-from tests.test_preferences import LIST, Site, site  # noqa: F401  (the fixture)
+from tests.signup_site import SECRET, prepare, serving
+from tests.test_preferences import LIST, Site
 from tests.web_server import call
+
+site = preferences.site  # the preference tests' `serve`, as a fixture here
 
 # What issue 12 added to the ledger: a ledger without them is one from before it.
 READER_TABLES = ("readers", "confirmation_mails", "forgotten", "forgotten_complaints")
@@ -111,5 +115,32 @@ def test_a_pending_import_who_signs_up_keeps_the_imports_name_and_topics(
         assert ledger.confirm(LIST, "sam@example.net", row.nonce or "") == "confirmed"
         kept = ledger.reader_row(LIST, "sam@example.net")
         assert kept is not None and kept.name == "Sam Imported"
+    finally:
+        ledger.close()
+
+
+def test_a_reader_unsubscribed_from_every_list_who_confirms_gets_that_list_only(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`newsletter unsubscribe linus@…` (every list), then Linus signs up and confirms: the
+    page said "You are subscribed" while the send kept skipping him as suppressed."""
+    monkeypatch.setenv("NEWSLETTER_UNSUBSCRIBE__SECRET", SECRET)
+    prepare(project)
+    gone = project.run("unsubscribe", "linus@example.com")
+    assert gone.returncode == 0, gone.stderr
+    with serving(project) as signup_site:
+        assert signup_site.post(email="linus@example.com").status == 200
+        done = signup_site.confirm(signup_site.confirm_link("linus@example.com"))
+        assert done.status == 200 and "You are subscribed" in done.body
+    sent = project.run("send", "--date", ISSUE_DATE,
+                       env={"NEWSLETTER_UNSUBSCRIBE__SECRET": SECRET})
+    assert sent.returncode == 0, sent.stderr
+    assert (project.outbox / "mail/morning-brief" / ISSUE_DATE / "linus@example.com.eml"
+            ).exists()
+    # His unsubscribe stands for the other lists.
+    ledger = SqliteLedger(project.outbox / "newsletter.sqlite3")
+    try:
+        assert not ledger.is_suppressed("morning-brief", "linus@example.com")
+        for other in ("abendblatt", "open-door"):
+            assert ledger.is_suppressed(other, "linus@example.com"), other
     finally:
         ledger.close()
