@@ -240,7 +240,7 @@ class ReaderStore:
             consent["confirmed"] = stamp
         with self._transaction() as db:
             # A forgotten address may give its consent afresh, but only by confirming
-            # (then `confirm` drops the digest); a single opt-in is no proof it is them.
+            # (the digest stays: `came_back`); a single opt-in is no proof it is them.
             digest = forgotten_digest(email)
             if db.execute("SELECT 1 FROM forgotten_complaints WHERE digest = ?",
                           (digest,)).fetchone() or (confirmed and db.execute(
