@@ -173,7 +173,9 @@ class SqliteLedger(SuppressionStore, ReaderStore):
         cannot be written; None when the file holds no ledger yet (only a feed cache)."""
         try:
             return cls(path)
-        except ConfigError as err:
+        except (ConfigError, LedgerError) as err:
+            # LedgerError: the file opened, but bringing its tables up to date (a ledger
+            # from before the reader tables) could not be written; reading needs none.
             if not isinstance(err.__cause__, sqlite3.Error | OSError):
                 raise  # not ours, empty, a folder…: the refusal stands
             try:

@@ -240,7 +240,7 @@ class ReaderStore:
             consent["confirmed"] = stamp
         with self._transaction() as db:
             # A forgotten address may give its consent afresh, but only by confirming
-            # (then `confirm` drops the digest); a single opt-in is no proof it is them.
+            # (the digest stays: `came_back`); a single opt-in is no proof it is them.
             digest = forgotten_digest(email)
             if db.execute("SELECT 1 FROM forgotten_complaints WHERE digest = ?",
                           (digest,)).fetchone() or (confirmed and db.execute(
@@ -262,6 +262,9 @@ class ReaderStore:
                 if (row.state == "confirmed" and row.origin != "file"
                         and not self._left(db, reader.list_id, email)):
                     return "confirmed", row
+                if row.state == "pending" and row.origin == "import":
+                    # The publisher's own data: not replaced by what anyone can post.
+                    return "pending", row
                 if row.state == "pending":
                     # Asked again: the latest request is what the link confirms (a
                     # stranger who posted the address first does not choose its name),
@@ -299,11 +302,14 @@ class ReaderStore:
         return "new", _row(now_row)
 
     def confirm(self, list_id: str, email: str, nonce: str,
-                consent: dict[str, Any] | None = None
+                consent: dict[str, Any] | None = None, *,
+                other_lists: Iterable[str] | None = None
                 ) -> Literal["confirmed", "already", "invalid"]:
         """Confirm a pending sign-up whose stored nonce is `nonce`. "already" when this
         reader is confirmed (a second click), "invalid" when the nonce is not the pending
-        one (used, replaced by a newer sign-up, or the reader is gone)."""
+        one (used, replaced by a newer sign-up, or the reader is gone). With
+        `other_lists` (every other list there is), an unsubscribe from every list is
+        lifted for this one and kept for those."""
         email = email.lower()
         stamp = _now()
         with self._transaction() as db:
@@ -320,7 +326,7 @@ class ReaderStore:
                        "updated = ? WHERE list_id = ? AND email = ?",
                        (json.dumps(dict(row.consent, **(consent or {}), confirmed=stamp)),
                         stamp, list_id, email))
-            self._lift_left(db, list_id, email, "confirmed sign-up")
+            self._lift_left(db, list_id, email, "confirmed sign-up", other_lists)
         return "confirmed"
 
     @staticmethod
@@ -329,16 +335,27 @@ class ReaderStore:
                           "email = ? LIMIT 1", (list_id, email)).fetchone() is not None
 
     @staticmethod
-    def _lift_left(db: sqlite3.Connection, list_id: str, email: str, note: str) -> None:
+    def _lift_left(db: sqlite3.Connection, list_id: str, email: str, note: str,
+                   other_lists: Iterable[str] | None = None) -> None:
         """A confirmed sign-up is the reader asking again: lift their unsubscribe from
         this list and a bounce (the confirmation reached them). A complaint stays: only
-        the publisher lifts that (`resubscribe --force`)."""
+        the publisher lifts that (`resubscribe --force`). An unsubscribe from every list
+        (`newsletter unsubscribe`), given `other_lists`, becomes one from each of those:
+        else the page would say "subscribed" while every issue skipped them."""
+        everywhere = ("'hard-bounce', 'soft-bounces', 'unsubscribed'" if other_lists is not None
+                      else "'hard-bounce', 'soft-bounces'")
         rows = db.execute(
             "SELECT list_id, reason, evidence, created FROM suppressions WHERE email = ? AND "
             "((list_id = ? AND reason IN ('unsubscribed', 'refused')) OR (list_id = '*' AND "
-            "reason IN ('hard-bounce', 'soft-bounces')))", (email, list_id)).fetchall()
+            f"reason IN ({everywhere})))", (email, list_id)).fetchall()
         stamp = _now()
         for lst, reason, evidence, created in rows:
+            if lst == "*" and reason == "unsubscribed":
+                db.executemany(
+                    "INSERT OR IGNORE INTO suppressions (list_id, email, reason, evidence, "
+                    "created) VALUES (?, ?, 'unsubscribed', ?, ?)",
+                    [(other, email, evidence, created) for other in other_lists or ()
+                     if other != list_id])
             db.execute("INSERT INTO resubscriptions (list_id, email, reason, evidence, "
                        "suppressed, lifted, note) VALUES (?, ?, ?, ?, ?, ?, ?)",
                        (lst, email, reason, evidence, created, stamp, note))

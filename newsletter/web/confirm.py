@@ -119,7 +119,7 @@ def confirm_routes(web: WebContext, clock: Callable[[], float]) -> list[Route]:
         try:
             result = await run_in_threadpool(
                 ledger.confirm, lst.id, confirmation.email, confirmation.nonce,
-                {"confirmed_with": used})
+                {"confirmed_with": used}, other_lists=list(web.titles()))
             row = (await run_in_threadpool(ledger.reader_row, lst.id, confirmation.email)
                    if result == "already" else None)
         except (sqlite3.Error, LedgerError):

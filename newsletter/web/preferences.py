@@ -125,7 +125,7 @@ def preferences_routes(web: WebContext) -> list[Route]:
         locale = web.locale_of(lst)
         return web.pages.page("preferences.html", locale, status, state=state,
                               list_title=lst.title if lst else "",
-                              newsletter_title=web.settings.newsletter.title, **context)
+                              newsletter_title=lst.title if lst else "", **context)
 
     def problem(lst: SubscriberList | None, status: int, title: str, text: Note
                 ) -> HTMLResponse:

@@ -80,8 +80,7 @@ def unsubscribe_routes(secret: str, titles: dict[str, str], ledger: SqliteLedger
             return found
         list_id, email, title = found
         try:
-            await run_in_threadpool(ledger.suppress, list_id, email, "unsubscribed",
-                                    {"via": "one-click link"})
+            await run_in_threadpool(_unsubscribe, ledger, list_id, email)
         except sqlite3.Error:
             return _busy()
         return _page("Unsubscribed", f"<p>{html.escape(email)} gets no more "
@@ -89,6 +88,13 @@ def unsubscribe_routes(secret: str, titles: dict[str, str], ledger: SqliteLedger
 
     return [Route("/unsubscribe", confirm, methods=["GET"]),
             Route("/unsubscribe", unsubscribe, methods=["POST"])]
+
+
+def _unsubscribe(ledger: SqliteLedger, list_id: str, email: str) -> None:
+    # A forgotten address (an old issue's link) is never mailed anyway: a suppression
+    # would keep it in clear again, which `subscribers forget` promised it would not.
+    if not ledger.is_forgotten(email, list_id):
+        ledger.suppress(list_id, email, "unsubscribed", {"via": "one-click link"})
 
 
 def _not_found() -> HTMLResponse:
