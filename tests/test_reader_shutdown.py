@@ -100,3 +100,18 @@ def test_serve_counts_the_peer_not_a_forwarded_header_it_has_no_reason_to_believ
         server.terminate()
         server.wait(timeout=20)
     assert statuses == [200, 200, 200, 429, 429]
+
+
+def test_the_confirm_page_shows_its_owner_the_name_and_topics_a_stranger_may_have_typed(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The form's name is anyone's text and the mail does not carry it: the page behind
+    the mailbox owner's link shows what the button confirms, escaped."""
+    monkeypatch.setenv("NEWSLETTER_UNSUBSCRIBE__SECRET", SECRET)
+    prepare(project)
+    with serving(project) as site:
+        site.post("abendblatt", {"email": "leser@example.de",
+                                 "name": "<b>Gewinn</b> 0800", "topics": ["culture"]})
+        page = call(site.confirm_link("leser@example.de", "abendblatt"))
+    assert page.status == 200
+    assert "Anmeldung als &lt;b&gt;Gewinn&lt;/b&gt; 0800." in page.body
+    assert "Themen: Culture." in page.body and "<b>Gewinn" not in page.body

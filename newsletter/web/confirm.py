@@ -93,11 +93,20 @@ def confirm_routes(web: WebContext, clock: Callable[[], float]) -> list[Route]:
         found = checked(token)
         if isinstance(found, Response):
             return found
-        _, lst = found
+        confirmation, lst = found
+        try:
+            row = await run_in_threadpool(web.ledger.reader_row, lst.id, confirmation.email)
+        except (sqlite3.Error, LedgerError):
+            return busy(lst)
+        # What the button confirms, shown to the one who holds the link (the address's
+        # owner): whoever posted the form chose the name, so its owner should see it.
+        shown = row if row is not None and row.nonce == confirmation.nonce else None
         return web.pages.page(
             "confirm.html", web.locale_of(lst), list_title=lst.title,
             newsletter_title=lst.title, action=f"?token={token}",
-            form=form_token(web.secret, PURPOSE, token, clock()))
+            form=form_token(web.secret, PURPOSE, token, clock()),
+            reader_name=(shown.name or "") if shown else "",
+            topics=", ".join(t.capitalize() for t in shown.topics or ()) if shown else "")
 
     async def confirm(request: Request) -> Response:
         token = request.query_params.get("token", "")
