@@ -18,6 +18,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from newsletter.readers.store import forgotten_digest
+
 Reason = Literal["unsubscribed", "hard-bounce", "soft-bounces", "complaint", "refused"]
 REASONS: tuple[Reason, ...] = ("unsubscribed", "hard-bounce", "soft-bounces", "complaint",
                                "refused")
@@ -69,6 +71,16 @@ _KEY = "substr(message_id, instr(message_id, '@') - 20, 20)"
 _SOFT_COUNT = ("SELECT count(DISTINCT CASE WHEN issue_id = '' THEN event_id ELSE issue_id END) "
                "FROM events WHERE email = ? AND kind = 'bounce-soft' AND received >= ? "
                "AND substr(status, 3, 1) NOT IN ('3', '5', '6', '7')")
+
+
+# Asked to be forgotten (`subscribers forget`) and not back on any list by a confirmed
+# sign-up since: the digest alone stops their mail, and nothing may store the address again.
+_ERASED = ("SELECT 1 FROM forgotten WHERE digest = ? AND NOT EXISTS (SELECT 1 FROM readers "
+           "WHERE email = ? AND state = 'confirmed' AND origin != 'file')")
+
+
+def _erased(db: sqlite3.Connection, email: str) -> bool:
+    return db.execute(_ERASED, (forgotten_digest(email), email)).fetchone() is not None
 
 
 def now() -> str:
@@ -177,6 +189,8 @@ class SuppressionStore:
         (the first suppression and its evidence stay)."""
         data = _json(evidence or {})
         with self._transaction() as db:
+            if _erased(db, email.lower()):
+                return False  # never mailed anyway; storing it would undo the erasure
             cursor = db.execute(
                 "INSERT OR IGNORE INTO suppressions (list_id, email, reason, evidence, "
                 "created) VALUES (?, ?, ?, ?, ?)", (list_id, email.lower(), reason, data, now()))
@@ -247,6 +261,16 @@ class SuppressionStore:
         since `then.since` reach it.
         """
         with self._transaction() as db:
+            if _erased(db, event.email.lower()):
+                # Kept as an event of nobody (counted in `status`), no address, no
+                # diagnostic (a server's words quote the address), no suppression.
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO events (event_id, source, kind, email, list_id, "
+                    "issue_id, status, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (event.event_id, event.source, event.kind,
+                     f"forgotten:{forgotten_digest(event.email)[:16]}", event.list_id,
+                     event.issue_id, event.status, event.received or now()))
+                return cursor.rowcount == 1, 0, False
             cursor = db.execute(
                 "INSERT OR IGNORE INTO events (event_id, source, kind, email, list_id, "
                 "issue_id, status, diagnostic, received) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

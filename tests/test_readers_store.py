@@ -178,3 +178,33 @@ def test_sign_ups_nobody_confirmed_are_purged_once_their_links_expired(tmp_path:
     assert sorted(r.email for r in ledger.reader_rows(LIST)) == [
         "asked-again@example.com", "fresh@example.com", "imported@example.com",
         "kept@example.com"]
+
+
+def test_nothing_that_comes_back_after_forget_stores_the_address_again(tmp_path: Path) -> None:
+    """A bounce, a complaint or a provider's event about an old issue, and `newsletter
+    unsubscribe`, arrive after `forget`: they must not write the address back."""
+    from newsletter.suppressions import Consequence, StoredEvent
+
+    path = tmp_path / "l.sqlite3"
+    ledger = SqliteLedger(path)
+    ledger.suppress(LIST, "gone@example.com", "unsubscribed")
+    ledger.forget("gone@example.com")
+    assert not ledger.suppress("*", "Gone@example.com", "unsubscribed", {"via": "cli"})
+    new, _, suppressed = ledger.record_event(
+        StoredEvent("mailbox:1", "mailbox", "bounce-hard", "gone@example.com", LIST,
+                    f"{LIST}/{ISSUE_DATE}", "5.1.1", "550 <gone@example.com>: no such user"),
+        Consequence("*", "hard-bounce", {"diagnostic": "gone@example.com unknown"}))
+    assert new and not suppressed
+    assert ledger.event_counts(f"{LIST}/{ISSUE_DATE}") == {"bounce-hard": 1}  # still counted
+    assert ledger.suppressions() == []
+    # A reader who came back by confirming a sign-up is a reader again: their bounces count.
+    _, row = ledger.sign_up(NewReader(LIST, "back@example.com"))
+    ledger.forget("back@example.com")
+    _, row = ledger.sign_up(NewReader(LIST, "back@example.com"))
+    assert row is not None and row.nonce
+    assert ledger.confirm(LIST, "back@example.com", row.nonce) == "confirmed"
+    assert ledger.suppress(LIST, "back@example.com", "unsubscribed")
+    ledger._query("PRAGMA wal_checkpoint(TRUNCATE)")
+    ledger.close()
+    data = path.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("l.sqlite3-*"))
+    assert b"gone@example.com" not in data.lower()
