@@ -168,20 +168,20 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Project:
     for name in list(os.environ):
         if name.startswith("NEWSLETTER_"):
             monkeypatch.delenv(name)
-    proj = make_project(tmp_path)
+    made = make_project(tmp_path)
     monkeypatch.chdir(tmp_path)
-    return proj
+    return made
 
 
 def make_project(root: Path) -> Project:
     """The files of the `project` fixture in `root` (for fixtures of a wider scope)."""
-    proj = Project(root)
-    shutil.copytree(REPO / "templates", proj.templates)
-    proj.write("config/newsletter.yaml", SETTINGS_YAML)
-    proj.write("config/subscribers.yaml", SUBSCRIBERS_YAML)
+    made = Project(root)
+    shutil.copytree(REPO / "templates", made.templates)
+    made.write("config/newsletter.yaml", SETTINGS_YAML)
+    made.write("config/subscribers.yaml", SUBSCRIBERS_YAML)
     for name, text in ARTICLES.items():
-        proj.write(f"articles/{name}", text)
-    return proj
+        made.write(f"articles/{name}", text)
+    return made
 
 
 class Clock:
@@ -264,3 +264,8 @@ from tests.browser import (  # noqa: E402,F401
     shared_reader_site,
     web_page,
 )
+
+# The reader-side tests' shared fixtures (issue 12): a sign-up site, its secret, and a
+# project whose list has sections. A module's own fixture of the same name wins.
+from tests.readers_project import proj  # noqa: E402,F401
+from tests.signup_site import secret, site  # noqa: E402,F401

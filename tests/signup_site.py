@@ -13,6 +13,8 @@ from email.message import EmailMessage
 from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
+import pytest
+
 from newsletter.ledger import SqliteLedger
 from newsletter.readers.store import _COLUMNS, ReaderRow, _row
 from newsletter.settings import load_settings
@@ -159,3 +161,17 @@ def serving(project: Project, clock: Clock | None = None) -> Iterator[Site]:
     app = create_app(load_settings(project.settings), clock=clock)
     with running(app) as base:
         yield Site(base, app.app.state.jobs, project, clock)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The project secret the tests sign and read tokens with."""
+    monkeypatch.setenv("NEWSLETTER_UNSUBSCRIBE__SECRET", SECRET)
+
+
+@pytest.fixture
+def site(project: Project, secret: None) -> Iterator[Site]:
+    """`serve` for the prepared project (see `prepare`), on loopback."""
+    prepare(project)
+    with serving(project) as running_site:
+        yield running_site

@@ -4,7 +4,6 @@ over real HTTP: each test is an attack that once worked, or one that must keep f
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -16,18 +15,6 @@ from newsletter.settings import load_settings
 from tests.conftest import Project
 from tests.signup_site import SECRET, Site, form_field, ledger, prepare, serving
 from tests.web_server import call
-
-
-@pytest.fixture
-def secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NEWSLETTER_UNSUBSCRIBE__SECRET", SECRET)
-
-
-@pytest.fixture
-def site(project: Project, secret: None) -> Iterator[Site]:
-    prepare(project)
-    with serving(project) as running_site:
-        yield running_site
 
 
 def suppressions(project: Project, email: str) -> list[tuple[str, str]]:

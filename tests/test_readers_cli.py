@@ -12,36 +12,13 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
-import pytest
-
-from newsletter.ledger import SqliteLedger
 from newsletter.readers.store import Choices, NewReader
 from newsletter.settings import load_settings
 from newsletter.subscribers import load_roster
 from tests.conftest import ISSUE_DATE, Project, clean_env
+from tests.readers_project import LIST, SECTIONS_YAML, ledger
 
-LIST = "morning-brief"
-SECTIONS_YAML = """\
-lists:
-  morning-brief:
-    title: The Morning Brief
-    sections: [city, culture]
-    subscribers:
-      - email: ada@example.com
-        name: Ada Lovelace
-      - linus@example.com
-"""
 FORMULA_NAME = "=HYPERLINK(\"http://evil.example\",\"click\")"
-
-
-@pytest.fixture
-def proj(project: Project) -> Project:
-    project.write("config/subscribers.yaml", SECTIONS_YAML)
-    return project
-
-
-def ledger(project: Project) -> SqliteLedger:
-    return SqliteLedger(load_settings(project.settings).ledger)
 
 
 def populate(project: Project) -> None:

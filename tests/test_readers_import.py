@@ -11,22 +11,11 @@ from pathlib import Path
 import pytest
 
 from newsletter.errors import ConfigError
-from newsletter.ledger import SqliteLedger
 from newsletter.readers.csvfile import read_bytes
 from newsletter.settings import load_settings
 from tests.conftest import ISSUE_DATE, Project
+from tests.readers_project import LIST, ledger
 
-LIST = "morning-brief"
-SECTIONS_YAML = """\
-lists:
-  morning-brief:
-    title: The Morning Brief
-    sections: [city, culture]
-    subscribers:
-      - email: ada@example.com
-        name: Ada Lovelace
-      - linus@example.com
-"""
 # Real header sets (see the report): a Mailchimp audience export, its unsubscribed and
 # cleaned exports, Substack's email_list, Buttondown's and Ghost's member exports.
 MAILCHIMP = (
@@ -58,16 +47,6 @@ GHOST = ("id,email,name,note,subscribed_to_emails,complimentary_plan,stripe_cust
          '6501,gil@example.net,Gil Scott,"an early, kind reader",true,false,,'
          '2024-01-15T10:00:00.000Z,,"city, Friends",\n'
          "6502,hush@example.net,Hush,,false,false,,2024-02-10T08:00:00.000Z,,,\n")
-
-
-@pytest.fixture
-def proj(project: Project) -> Project:
-    project.write("config/subscribers.yaml", SECTIONS_YAML)
-    return project
-
-
-def ledger(project: Project) -> SqliteLedger:
-    return SqliteLedger(load_settings(project.settings).ledger)
 
 
 def db_path(project: Project) -> Path:

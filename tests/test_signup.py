@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import re
-from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -18,18 +17,16 @@ from newsletter.web import confirm, signup
 from newsletter.web.mails import SUBJECTS
 from newsletter.web.pages import BUILT_IN
 from tests.conftest import ISSUE_DATE, Project
-from tests.signup_site import SECRET, Site, form_field, link_in, prepare, serving, text_of
+from tests.signup_site import (
+    SECRET,
+    Site,
+    form_field,
+    link_in,
+    text_of,
+)
 from tests.web_server import call
 
 NEXT_DAY = "2026-11-25"
-
-
-@pytest.fixture
-def site(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Site]:
-    monkeypatch.setenv("NEWSLETTER_UNSUBSCRIBE__SECRET", SECRET)
-    prepare(project)
-    with serving(project) as running_site:
-        yield running_site
 
 
 def send(project: Project, date: str) -> str:

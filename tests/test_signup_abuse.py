@@ -6,7 +6,6 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import hashlib
-from collections.abc import Iterator
 from urllib.parse import urlencode
 
 import pytest
@@ -15,23 +14,20 @@ from newsletter.readers.store import NewReader
 from newsletter.unsubscribe import opaque_token
 from newsletter.web.limits import RateLimit
 from tests.conftest import Project
-from tests.signup_site import SECRET, START, Clock, Site, form_field, ledger, prepare, serving
+from tests.signup_site import (
+    SECRET,
+    START,
+    Clock,
+    Site,
+    form_field,
+    ledger,
+    prepare,
+    serving,
+)
 from tests.smtp_server import Sink, free_port, start_server
 from tests.web_server import call, one_click
 
 HOUR = 3600
-
-
-@pytest.fixture
-def secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("NEWSLETTER_UNSUBSCRIBE__SECRET", SECRET)
-
-
-@pytest.fixture
-def site(project: Project, secret: None) -> Iterator[Site]:
-    prepare(project)
-    with serving(project) as running_site:
-        yield running_site
 
 
 def test_the_answer_is_the_same_whoever_the_address_is(project: Project, secret: None) -> None:

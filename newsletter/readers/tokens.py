@@ -31,29 +31,46 @@ _MAX_TOKEN = 1024
 _TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
 
 
-@functools.lru_cache(maxsize=8)
-def _cipher(secret: str) -> AESSIV:
-    key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None,
-               info=b"newsletter/reader-tokens/aes-siv").derive(secret.encode())
+_READER_KEY = b"newsletter/reader-tokens/aes-siv"
+
+
+@functools.lru_cache(maxsize=16)
+def _cipher(secret: str, info: bytes) -> AESSIV:
+    # One derivation per secret and use, not per message: sending builds thousands.
+    key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=info).derive(
+        secret.encode())
     return AESSIV(key)
 
 
-def _seal(secret: str, context: bytes, fields: tuple[str, ...]) -> str:
-    sealed = _cipher(secret).encrypt("\n".join(fields).encode(), [context])
+def seal(secret: str, info: bytes, context: bytes, fields: tuple[str, ...]) -> str:
+    """`fields` sealed (AES-SIV, key derived from `secret` with `info`, bound to
+    `context`) as a URL-safe token. Deterministic: the same fields, the same token."""
+    sealed = _cipher(secret, info).encrypt("\n".join(fields).encode(), [context])
     return base64.urlsafe_b64encode(sealed).decode("ascii").rstrip("=")
 
 
-def _open(secret: str, context: bytes, candidate: str, count: int) -> list[str] | None:
+def unseal(secret: str, info: bytes, context: bytes, candidate: str,
+           count: int) -> list[str] | None:
+    """The `count` fields of a token `seal` made with the same secret, info and context;
+    None for anything else (altered, foreign, too long, not URL-safe)."""
     if not isinstance(candidate, str) or len(candidate) > _MAX_TOKEN \
             or not _TOKEN_CHARS.fullmatch(candidate):
         return None
     try:
         sealed = base64.urlsafe_b64decode(candidate + "=" * (-len(candidate) % 4))
-        plain = _cipher(secret).decrypt(sealed, [context]).decode("utf-8")
+        plain = _cipher(secret, info).decrypt(sealed, [context]).decode("utf-8")
     except (binascii.Error, ValueError, InvalidTag):  # UnicodeDecodeError is a ValueError
         return None
     fields = plain.split("\n")
     return fields if len(fields) == count and all(fields) else None
+
+
+def _seal(secret: str, context: bytes, fields: tuple[str, ...]) -> str:
+    return seal(secret, _READER_KEY, context, fields)
+
+
+def _open(secret: str, context: bytes, candidate: str, count: int) -> list[str] | None:
+    return unseal(secret, _READER_KEY, context, candidate, count)
 
 
 def preferences_token(secret: str, list_id: str, email: str) -> str:

@@ -29,8 +29,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 from newsletter.ledger import LedgerError
 from newsletter.readers.store import NewReader
@@ -41,20 +39,9 @@ from newsletter.web.mails import Mailer, MailKind, ReaderMail
 log = logging.getLogger("newsletter.serve")
 
 
-@dataclass(frozen=True)
-class SignupRequest:
-    """A sign-up that passed the form's checks (the address normalized)."""
-
-    list_id: str
-    address: str
-    name: str | None = None
-    topics: tuple[str, ...] = ()
-    timezone: str | None = None
-    consent: dict[str, Any] = field(default_factory=dict)
-
-
 class Joiner:
-    """Handles each `SignupRequest` (see module docstring)."""
+    """Handles each sign-up that passed the form's checks, a `NewReader` with the address
+    normalized (see module docstring)."""
 
     def __init__(self, web: WebContext, mailer: Mailer, clock: Callable[[], float],
                  stopping: threading.Event | None = None) -> None:
@@ -63,7 +50,7 @@ class Joiner:
         self.clock = clock
         self.stopping = stopping or threading.Event()
 
-    def __call__(self, request: SignupRequest) -> None:
+    def __call__(self, request: NewReader) -> None:
         lst = self.web.list_of(request.list_id)
         if lst is None:  # the publisher removed it since
             return
@@ -85,9 +72,7 @@ class Joiner:
                 kind: MailKind = "already"
                 address, name, nonce = known[0], known[1], None
             else:
-                result, row = ledger.sign_up(NewReader(
-                    request.list_id, request.address, request.name, request.topics,
-                    request.timezone, request.consent), confirmed=single)
+                result, row = ledger.sign_up(request, confirmed=single)
                 if result == "forgotten" or row is None:
                     return
                 address, name, nonce = row.address, row.name or "", row.nonce

@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from newsletter.addresses import InvalidAddress, normalize_address
 from newsletter.models import SubscriberList
-from newsletter.readers.store import mailbox_key
+from newsletter.readers.store import NewReader, mailbox_key
 from newsletter.settings import check_timezone
 from newsletter.web.background import Background
 from newsletter.web.confirm import confirm_routes
@@ -48,7 +48,7 @@ from newsletter.web.forms import (
     form_token,
     read_form,
 )
-from newsletter.web.joining import Joiner, SignupRequest
+from newsletter.web.joining import Joiner
 from newsletter.web.limits import RateLimit, retry_after
 from newsletter.web.mails import Mailer
 
@@ -239,7 +239,7 @@ def signup_routes(web: WebContext, jobs: Background) -> list[Route]:
                    "page": (f"{web.settings.newsletter.base_url}/subscribe/{lst.id}" if own
                             else _page_of(request)),
                    "network": _network(client)}
-        job = SignupRequest(lst.id, typed.email, typed.name or None, typed.topics,
+        job = NewReader(lst.id, typed.email, typed.name or None, typed.topics,
                             typed.timezone or None, consent)
         if not jobs.submit(lambda: joiner(job)):
             return note(lst, 503, "Try again",
