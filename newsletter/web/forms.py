@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import functools
 import hashlib
@@ -25,7 +24,9 @@ import time
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlsplit
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
+
+from newsletter.web.webhooks.common import Refused, read_body
 
 MAX_FORM = 16 * 1024
 MAX_FIELDS = 64
@@ -33,6 +34,10 @@ BODY_SECONDS = 10.0
 # A form shown more than this long ago is stale: the reader reloads the page.
 FORM_SECONDS = 24 * 3600
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+_REFUSED = {413: "the form is too large", 400: "the form did not arrive whole",
+            408: "the form took too long to arrive"}
 
 
 class FormRefused(Exception):
@@ -66,24 +71,12 @@ async def read_form(request: Request, limit: int = MAX_FORM) -> Form:
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/x-www-form-urlencoded":
         raise FormRefused(415, "send the form as application/x-www-form-urlencoded")
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise FormRefused(413, "the form is too large")
-    chunks: list[bytes] = []
-    size = 0
     try:
-        async with asyncio.timeout(BODY_SECONDS):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise FormRefused(413, "the form is too large")
-                chunks.append(chunk)
-    except ClientDisconnect:
-        raise FormRefused(400, "the form did not arrive whole") from None
-    except TimeoutError:
-        raise FormRefused(408, "the form took too long to arrive") from None
+        body = await read_body(request, limit, BODY_SECONDS)
+    except Refused as refused:
+        raise FormRefused(refused.status, _REFUSED.get(refused.status, refused.why)) from None
     try:
-        text = b"".join(chunks).decode("ascii")
+        text = body.decode("ascii")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
                           encoding="utf-8", errors="strict", max_num_fields=MAX_FIELDS)
     except (UnicodeDecodeError, ValueError):

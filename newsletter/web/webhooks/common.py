@@ -82,15 +82,17 @@ def endpoint(source: str, handler: Handler) -> Handler:
     return run
 
 
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The request body, refused (413) past `limit` bytes however it is sent."""
+async def read_body(request: Request, limit: int = MAX_BODY,
+                    seconds: float | None = None) -> bytes:
+    """The request body, refused (413) past `limit` bytes however it is sent, (408) when
+    it takes over `seconds` (default `BODY_SECONDS`), (400) when the client leaves."""
     declared = request.headers.get("content-length", "")
     if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Refused(413, f"body over {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(BODY_SECONDS):
+        async with asyncio.timeout(seconds or BODY_SECONDS):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
@@ -99,7 +101,8 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     except ClientDisconnect:
         raise Refused(400, "the client left before the body ended") from None
     except TimeoutError:
-        raise Refused(408, f"the body took over {BODY_SECONDS:g} s to arrive") from None
+        raise Refused(408, f"the body took over {seconds or BODY_SECONDS:g} s to arrive"
+                      ) from None
     return b"".join(chunks)
 
 
