@@ -6,6 +6,7 @@ import functools
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
@@ -15,6 +16,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import (
     BaseSettings,
@@ -33,6 +35,7 @@ from newsletter.blame import (
     unparsable,
     where,
 )
+from newsletter.db.url import Database, is_url, parse_database
 from newsletter.errors import ConfigError, Problem
 from newsletter.inbound.settings import BouncesSection, WebhooksSection
 from newsletter.readers.settings import SignupSection
@@ -163,6 +166,13 @@ class DeliverySection(_Section):
     @classmethod
     def _rate(cls, value: float) -> float:
         return check_rate(value)
+
+
+class WorkersSection(_Section):
+    """`newsletter worker` and `send --queue` (with a PostgreSQL database)."""
+
+    batch: int = Field(500, ge=1, le=100_000)  # deliveries per job
+    lease_seconds: float = Field(120, ge=5, le=86_400)  # a dead worker's batch is taken over
 
 
 class SmtpSection(_Section):
@@ -326,7 +336,11 @@ class Settings(BaseSettings):
     templates: Path = Path("templates")
     links: LinksSection = Field(default_factory=LinksSection)
     delivery: DeliverySection = Field(default_factory=DeliverySection)
+    # A SQLite file (the embedded default) or postgresql://user@host/dbname; `ledger` is its
+    # old name, still accepted for a SQLite path. Read it through `database_config`.
+    database: str | None = None
     ledger: Path = Path("outbox/newsletter.sqlite3")
+    workers: WorkersSection = Field(default_factory=WorkersSection)
     smtp: SmtpSection = Field(default_factory=SmtpSection)
     schedule: ScheduleSection = Field(default_factory=ScheduleSection)
     dkim: DkimSection = Field(default_factory=DkimSection)
@@ -353,9 +367,35 @@ class Settings(BaseSettings):
     def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
         return _one_line(cls, value, info)
 
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_database(value)  # ValueError says what to write instead
+        return value
+
+    @model_validator(mode="after")
+    def _one_database(self) -> Settings:
+        if self.database is not None and not is_url(self.database):
+            if "ledger" in self.model_fields_set and Path(self.database) != self.ledger:
+                raise ValueError("database and ledger name two different files; ledger is "
+                                 "the old name of database: keep one")
+            self.ledger = Path(self.database)
+        return self
+
+    @property
+    def database_config(self) -> Database:
+        """The database every table lives in: PostgreSQL by URL, else the SQLite file."""
+        if self.database is not None and is_url(self.database):
+            return parse_database(self.database)
+        return Database(path=self.ledger)
+
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain data, secrets replaced by asterisks."""
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        if self.database is not None:
+            data["database"] = self.database_config.display()
+        return data
 
 
 SECRET_KEYS: set[tuple[str, ...]] = {
@@ -389,6 +429,13 @@ def load_settings(config_path: Path = DEFAULT_CONFIG) -> Settings:
                 "secrets don't belong in the settings file", config_path,
                 doc.line_of(loc), ".".join(loc),
                 f"remove it and set {env_name(loc)} in the environment or .env"))
+    url = data.get("database")
+    if isinstance(url, str) and is_url(url) and urlsplit(url).password is not None:
+        problems.append(Problem(
+            "secrets don't belong in the settings file: the database URL holds a password",
+            config_path, doc.line_of(("database",)), "database",
+            "remove it from the URL and set NEWSLETTER_DATABASE (the whole URL) in the "
+            "environment or .env, or use PGPASSWORD or ~/.pgpass"))
     if problems:
         raise ConfigError(problems=problems)
     check_dotenv()

@@ -1,0 +1,47 @@
+"""The database every table lives in: the embedded SQLite file or PostgreSQL by URL.
+
+`open_ledger(settings)` is how the program opens it; `engine(settings)` gives the
+SQLAlchemy engine (psycopg 3 for PostgreSQL) for code that speaks SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from newsletter.db.url import Database, parse_database
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from newsletter.ledger import SqliteLedger
+    from newsletter.settings import Settings
+
+__all__ = ["Database", "engine", "open_ledger", "parse_database"]
+
+
+def open_ledger(settings: Settings, *, read_only: bool = False) -> SqliteLedger:
+    """The ledger (and every other table) in the configured database."""
+    database = settings.database_config
+    if database.is_postgres:
+        from newsletter.db.pgledger import PgLedger
+
+        return PgLedger(database)
+    from newsletter.ledger import SqliteLedger
+
+    return SqliteLedger(settings.ledger, read_only=read_only)
+
+
+@functools.cache
+def _engine(url: str) -> Engine:
+    from sqlalchemy import create_engine
+
+    # pre_ping: a connection the server dropped (a restart) is replaced, not used.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10,
+                         connect_args={"connect_timeout": 10})
+
+
+def engine(database: Database) -> Engine:
+    """One pooled engine per PostgreSQL URL in this process."""
+    assert database.is_postgres
+    return _engine(database.sqlalchemy_url)
