@@ -265,11 +265,11 @@ from tests.browser import (  # noqa: E402,F401
     web_page,
 )
 
+# A PostgreSQL database of its own per test (issue 13): NEWSLETTER_TEST_DATABASE_URL, else
+# the server on 127.0.0.1:5432; skips without one (fails under CI=true).
+from tests.pg import pg_url  # noqa: E402,F401
+
 # The reader-side tests' shared fixtures (issue 12): a sign-up site, its secret, and a
 # project whose list has sections. A module's own fixture of the same name wins.
 from tests.readers_project import proj  # noqa: E402,F401
 from tests.signup_site import secret, site  # noqa: E402,F401
-
-# A PostgreSQL database of its own per test (issue 13): NEWSLETTER_TEST_DATABASE_URL, else
-# the server on 127.0.0.1:5432; skips without one (fails under CI=true).
-from tests.pg import pg_url  # noqa: E402,F401
