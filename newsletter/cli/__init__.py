@@ -10,6 +10,7 @@ from newsletter.cli import (  # noqa: F401  (registers the commands)
     reader_data,
     readers,
     suppressions,
+    workers,
 )
 from newsletter.cli.common import cli
 

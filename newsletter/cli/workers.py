@@ -1,0 +1,74 @@
+"""`newsletter worker`: deliver the batches `send --queue` hands out, until stopped."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import click
+
+from newsletter.cli.common import App, cli, pass_app, user_errors
+from newsletter.delivery import DeliveryResult
+from newsletter.errors import ConfigError
+from newsletter.settings import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from newsletter.workers.batch import Gate
+
+
+def require_postgres(settings: Settings, what: str) -> None:
+    """The workers' queue lives in PostgreSQL: one line of error otherwise."""
+    if not settings.database_config.is_postgres:
+        raise ConfigError(f"{what} needs a PostgreSQL database (database: postgresql://…); "
+                          f"this one is the SQLite file {settings.database_config.display()}",
+                          field="database")
+
+
+@cli.command()
+@click.option("--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Batches this process delivers at once.")
+@pass_app
+@user_errors
+def worker(app: App, concurrency: int) -> None:
+    """Deliver queued batches until stopped (SIGTERM finishes the message in flight).
+
+    Run one or more on any machine that reaches the database and the relay; a batch whose
+    worker died is taken over by another after workers.lease_seconds.
+    """
+    settings = app.settings
+    require_postgres(settings, "newsletter worker")
+    from newsletter.workers.runner import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    Worker(settings, concurrency=concurrency, gate=_relay_gate(settings),
+           suppress=_suppressor(settings)).run()
+
+
+def _relay_gate(settings: Settings) -> Callable[[Engine, str], Gate]:
+    """The limits every worker shares per relay (rate, connections, pause)."""
+    from newsletter.workers.limits import RelayGate
+    from newsletter.workers.runner import worker_name
+
+    def make(engine: Engine, relay: str) -> Gate:
+        return RelayGate(engine, relay, rate_limit=settings.delivery.rate_limit,
+                         connections=settings.smtp.connections,
+                         pause_after_failures=settings.delivery.pause_after_failures,
+                         lease_seconds=settings.workers.lease_seconds, owner=worker_name())
+    return make
+
+
+def _suppressor(settings: Settings) -> Callable[[str, str, DeliveryResult], None]:
+    """A hard refusal suppresses the address for the list, as an in-process send does."""
+    def suppress(list_id: str, issue_id: str, result: DeliveryResult) -> None:
+        from newsletter.db import open_ledger
+
+        ledger = open_ledger(settings)
+        try:
+            ledger.suppress(list_id, result.recipient, "refused",
+                            {"issue": issue_id, "reply": result.reply, "source": "smtp"})
+        finally:
+            ledger.close()
+    return suppress
