@@ -1,0 +1,153 @@
+"""Workers on procrastinate, with real PostgreSQL, a real SMTP sink and real processes:
+a worker killed mid-batch, PostgreSQL restarted mid-send, a worker cut off from the
+database, and two sends of one issue."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from newsletter.db import parse_database
+from newsletter.digest import compose_edition, load_inputs, render_edition
+from newsletter.message import message_id
+from newsletter.models import Subscriber
+from newsletter.render import Renderer
+from newsletter.settings import load_settings
+from newsletter.workers.enqueue import enqueue
+from tests.conftest import ISSUE_DATE, Project
+from tests.machines import id_sink, wait_for
+from tests.pg import pg_url  # noqa: F401
+from tests.workers_db import plan_rows, prepare
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "s3cret-for-the-workers-tests-0123456789abcdef"
+DOMAIN = "example.com"
+ISSUE = f"morning-brief/{ISSUE_DATE}"
+
+
+def worker_env(url: str, smtp_host: str, smtp_port: int, *, lease: int = 5,
+               batch: int = 10) -> dict[str, str]:
+    return {"NEWSLETTER_DATABASE": url, "NEWSLETTER_DELIVERY__BACKEND": "smtp",
+            "NEWSLETTER_SMTP__HOST": smtp_host, "NEWSLETTER_SMTP__PORT": str(smtp_port),
+            "NEWSLETTER_WORKERS__LEASE_SECONDS": str(lease),
+            "NEWSLETTER_WORKERS__BATCH": str(batch),
+            "NEWSLETTER_UNSUBSCRIBE__SECRET": SECRET}
+
+
+def readers(n: int) -> list[str]:
+    return [f"Reader{i:03}@Example.com" for i in range(n)]
+
+
+def expected_ids(n: int) -> set[str]:
+    return {message_id(ISSUE, e, DOMAIN) for e in readers(n)}
+
+
+def queue_issue(project: Project, env: dict[str, str], n: int,
+                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plan the issue for `n` readers and queue it, as `send --queue` does after its plan."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = load_settings(project.settings)
+    inputs = load_inputs(settings)
+    lst = inputs.roster.select("morning-brief")[0]
+    day = dt.date.fromisoformat(ISSUE_DATE)
+    edition = compose_edition(inputs, lst, day)
+    rendered = render_edition(Renderer.from_settings(settings), edition, lst.locale,
+                              settings.schedule.timezone)
+    url = env["NEWSLETTER_DATABASE"]
+    plan_rows(url, ISSUE, lst.id, readers(n), DOMAIN)
+    database = parse_database(url)
+    engine = create_engine(database.sqlalchemy_url)
+    try:
+        enqueue(database, engine, edition, rendered.variants,
+                [Subscriber(email=e, name=f"Name {e[6:9]}") for e in readers(n)],
+                dt.datetime(2026, 11, 24, 7, tzinfo=dt.UTC), settings.workers.batch)
+    finally:
+        engine.dispose()
+
+
+def query(url: str, sql: str, **params: object) -> list[tuple]:
+    engine = create_engine(parse_database(url).sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(text(sql), params)]
+    finally:
+        engine.dispose()
+
+
+def unsent(url: str) -> int:
+    return query(url, "SELECT count(*) FROM deliveries WHERE status <> 'sent'")[0][0]
+
+
+@contextmanager
+def workers(project: Project, env: dict[str, str], count: int = 1,
+            prefix: tuple[str, ...] = ()) -> Iterator[list[subprocess.Popen]]:
+    """`count` real `newsletter worker` processes (stopped with SIGTERM afterwards)."""
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+            **env, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([*prefix, sys.executable, str(REPO / "tests" / "workers_run.py"),
+                               "--config", str(project.settings), "worker"],
+                              cwd=project.root, env=full, stdout=subprocess.DEVNULL,
+                              stderr=open(project.root / f"worker{n}.log", "w"))  # noqa: SIM115
+             for n in range(count)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def logs(project: Project) -> str:
+    return "\n".join(p.read_text() for p in sorted(project.root.glob("worker*.log")))
+
+
+@pytest.fixture
+def queued_db(pg_url: str) -> str:  # noqa: F811
+    prepare(pg_url)
+    return pg_url
+
+
+def owned_by(url: str, pid: int) -> dict[str, int]:
+    rows = query(url, "SELECT status, count(*) FROM deliveries WHERE lease_owner LIKE :o "
+                 "GROUP BY status", o=f"%:{pid}:%")
+    return {status: count for status, count in rows}
+
+
+def test_kill_9_mid_batch_is_taken_over_after_the_lease(
+        project: Project, queued_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    n = 40
+    with id_sink(delay=0.05) as (sink, port):
+        env = worker_env(queued_db, "127.0.0.1", port)
+        queue_issue(project, env, n, monkeypatch)
+        with workers(project, env, 2) as (victim, other):
+            # Mid-batch: the victim has sent some of its batch and holds the rest.
+            wait_for(lambda: (h := owned_by(queued_db, victim.pid)).get("sent", 0) >= 2
+                     and h.get("pending", 0) >= 2, 15, "the victim mid-batch")
+            victim.kill()
+            victim.wait()
+            at_kill = sink.count()
+            wait_for(lambda: unsent(queued_db) == 0, 20, "the other worker to finish: "
+                     + logs(project)[-2000:])
+            wait_for(lambda: query(queued_db, "SELECT state FROM issues")[0][0] == "complete",
+                     10, "the issue marked complete")
+    ids = sink.ids()
+    assert set(ids) == expected_ids(n)  # nobody missed
+    duplicates = sum(c - 1 for c in Counter(ids).values())
+    assert duplicates <= 1, (duplicates, at_kill)  # one connection: one message in flight
