@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +26,7 @@ from newsletter.render import Renderer
 from newsletter.settings import load_settings
 from newsletter.workers.enqueue import enqueue
 from tests.conftest import ISSUE_DATE, Project
-from tests.machines import id_sink, wait_for
+from tests.machines import Cluster, id_sink, network_namespace, private_cluster, wait_for
 from tests.pg import pg_url  # noqa: F401
 from tests.workers_db import plan_rows, prepare
 
@@ -91,15 +92,17 @@ def unsent(url: str) -> int:
 
 @contextmanager
 def workers(project: Project, env: dict[str, str], count: int = 1,
-            prefix: tuple[str, ...] = ()) -> Iterator[list[subprocess.Popen]]:
-    """`count` real `newsletter worker` processes (stopped with SIGTERM afterwards)."""
+            prefix: tuple[str, ...] = (), stop_wait: float = 10
+            ) -> Iterator[list[subprocess.Popen]]:
+    """`count` real `newsletter worker` processes (SIGTERM afterwards; kill -9 after
+    `stop_wait` seconds: a worker hung on a dead link may not get to finish)."""
     full = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
             **env, "PYTHONPATH": str(REPO)}
     procs = [subprocess.Popen([*prefix, sys.executable, str(REPO / "tests" / "workers_run.py"),
                                "--config", str(project.settings), "worker"],
                               cwd=project.root, env=full, stdout=subprocess.DEVNULL,
-                              stderr=open(project.root / f"worker{n}.log", "w"))  # noqa: SIM115
-             for n in range(count)]
+                              stderr=open(_log_name(project), "w"))  # noqa: SIM115
+             for _ in range(count)]
     try:
         yield procs
     finally:
@@ -108,10 +111,14 @@ def workers(project: Project, env: dict[str, str], count: int = 1,
                 proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=stop_wait)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _log_name(project: Project) -> Path:
+    return project.root / f"worker{len(list(project.root.glob('worker*.log')))}.log"
 
 
 def logs(project: Project) -> str:
@@ -151,3 +158,63 @@ def test_kill_9_mid_batch_is_taken_over_after_the_lease(
     assert set(ids) == expected_ids(n)  # nobody missed
     duplicates = sum(c - 1 for c in Counter(ids).values())
     assert duplicates <= 1, (duplicates, at_kill)  # one connection: one message in flight
+
+
+@pytest.fixture
+def cluster() -> Iterator[Cluster]:
+    with private_cluster() as made:
+        yield made
+
+
+def fresh_database(cluster: Cluster, host: str | None = None) -> str:
+    """A new database on `cluster`, at revision 0002; its URL (via `host`)."""
+    import psycopg
+
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE nl")
+    prepare(cluster.url(database="nl"))
+    return cluster.url(host, "nl")
+
+
+def test_postgresql_restarted_mid_send_workers_reconnect_and_finish(
+        project: Project, cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = fresh_database(cluster)
+    n = 60
+    with id_sink(delay=0.05) as (sink, port):
+        env = worker_env(url, "127.0.0.1", port)
+        queue_issue(project, env, n, monkeypatch)
+        with workers(project, env, 2):
+            wait_for(lambda: sink.count() >= 10, 15, "the send under way")
+            cluster.restart()
+            wait_for(lambda: unsent(url) == 0, 25, "the workers to finish: "
+                     + logs(project)[-3000:])
+    ids = sink.ids()
+    assert set(ids) == expected_ids(n)
+    # At most the message each worker had in flight when the server went away.
+    assert sum(c - 1 for c in Counter(ids).values()) <= 2
+    assert "reconnecting" in logs(project) or "lease" in logs(project)
+
+
+def test_a_worker_cut_off_from_the_database_stops_within_its_lease(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    lease, n = 5, 40
+    with network_namespace() as ns, private_cluster(f"127.0.0.1,{ns.db_host}") as cluster, \
+            id_sink(delay=0.1, host=ns.smtp_host) as (sink, port):
+        url = fresh_database(cluster, ns.db_host)
+        env = worker_env(url, ns.smtp_host, port, lease=lease)
+        queue_issue(project, env, n, monkeypatch)
+        local = cluster.url(database="nl")
+        with workers(project, env, 1, prefix=tuple(ns.command()), stop_wait=2) as (cut_off,):
+            wait_for(lambda: (h := owned_by(local, cut_off.pid)).get("sent", 0) >= 2
+                     and h.get("pending", 0) >= 2, 15, "the worker mid-batch: "
+                     + logs(project)[-2000:])
+            ns.cut_database()
+            cut = time.monotonic()
+            with workers(project, {**env, "NEWSLETTER_DATABASE": local}, 1):
+                wait_for(lambda: unsent(local) == 0, 20, "the other worker to finish")
+            assert cut_off.poll() is None  # it hangs on the dead link, but sends nothing
+    from_cut_off = [d.at - cut for d in sink.delivered if d.peer != ns.smtp_host]
+    assert from_cut_off and max(from_cut_off) < lease  # it stopped within its lease
+    ids = sink.ids()
+    assert set(ids) == expected_ids(n)
+    assert sum(c - 1 for c in Counter(ids).values()) <= 1
