@@ -35,6 +35,10 @@ from newsletter.sources.feed import load_feeds
 from newsletter.sources.feedcache import SqliteFeedCache
 from newsletter.subscribers import Roster
 
+# `send --queue`: (the rendered edition, its unsent readers due now, the Date) → how many
+# readers were handed to the workers.
+Enqueue = Callable[["RenderedEdition", list[Subscriber], dt.datetime], int]
+
 
 @dataclass
 class DeliveryReport:
@@ -51,6 +55,7 @@ class DeliveryReport:
     stopped: bool = False
     test: bool = False
     later: int = 0  # readers in other time zones, not due in this run
+    queued: int | None = None  # `send --queue`: readers handed to the workers
 
     @property
     def ok(self) -> bool:
@@ -305,6 +310,7 @@ def run_send(
     on_result: Callable[[DeliveryResult], None] | None = None,
     on_finding: Callable[[str, Finding], None] | None = None,
     on_quiet: Callable[[NothingNew], None] | None = None,
+    enqueue: Enqueue | None = None,
 ) -> list[DeliveryReport]:
     """Send the `date` issue of each selected list to everyone who has not had it yet.
 
@@ -317,7 +323,8 @@ def run_send(
     gets mail; so does an error `check` finds, unless `force`. A list with nothing new
     (`NothingNew`) is skipped and passed to `on_quiet`, or with `articles.quiet_day: error`
     stops the run. The caller holds `send_lock`
-    around a recorded run.
+    around a recorded run. With `enqueue` (`send --queue`), a recorded run stops after the
+    plan and hands each issue's unsent readers to it instead of sending them.
     """
     settings = inputs.settings
     lists = inputs.roster.select(list_id)
@@ -382,7 +389,8 @@ def run_send(
         reports.append(_send_issue(edition, lst, settings, now, ledger, open_backend, options,
                                    signer, to=to, due=due(lst), resend=resend,
                                    dry_run=dry_run, stop=stop, sleep=sleep,
-                                   on_start=on_start, on_result=on_result))
+                                   on_start=on_start, on_result=on_result,
+                                   enqueue=enqueue))
     return reports
 
 
@@ -395,7 +403,8 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
                 stop: threading.Event | None,
                 sleep: Callable[[float], object] | None,
                 on_start: Callable[[Issue, int], None] | None,
-                on_result: Callable[[DeliveryResult], None] | None) -> DeliveryReport:
+                on_result: Callable[[DeliveryResult], None] | None,
+                enqueue: Enqueue | None = None) -> DeliveryReport:
     edition = rendered.edition
     issue = edition.general
     newsletter = settings.newsletter
@@ -411,6 +420,9 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
         if due is not None:
             report.later = sum(not due(s) for s in todo)
             todo = [s for s in todo if due(s)]
+    if enqueue is not None and record is not None:
+        report.queued = enqueue(rendered, todo, now)
+        return report
     if on_start is not None:
         on_start(issue, len(todo))
     secret = unsubscribe_secret(settings)

@@ -26,6 +26,7 @@ from newsletter.cli.common import (
     user_errors,
     utcnow,
 )
+from newsletter.cli.workers import queue_for_workers
 from newsletter.delivery import BACKENDS
 from newsletter.delivery.file import write_atomically
 from newsletter.digest import (
@@ -125,11 +126,14 @@ def _reader_page(day: dt.date, email: str) -> str:
 @click.option("--timezone", "zone", metavar="ZONE",
               help="Only readers whose morning is in this time zone (IANA name), as the "
                    "scheduler does at that zone's schedule.time.")
+@click.option("--queue/--no-queue", "queue", default=None,
+              help="Plan the issue and hand it to `newsletter worker`s instead of sending "
+                   "here (PostgreSQL only; the default there when `workers:` is set).")
 @pass_app
 @user_errors
 def send(app: App, date: dt.datetime | None, list_id: str | None, backend: str | None,
          to: str | None, dry_run: bool, resend: bool, wait: float, force: bool,
-         zone: str | None) -> None:
+         zone: str | None, queue: bool | None) -> None:
     """Deliver the issue to every active subscriber who has not had it yet.
 
     Every delivery is recorded in the ledger as the server answers, so running the same
@@ -165,6 +169,7 @@ def send(app: App, date: dt.datetime | None, list_id: str | None, backend: str |
     # The console only prints: like a dry run, it records nothing (run_send sees to that).
     dry_run = dry_run or not BACKENDS[backend_name].delivers
     recorded = not dry_run and test_reader is None
+    enqueue = queue_for_workers(app.settings, queue) if recorded else None
     ledger = app.ledger(create=recorded)
     stop = threading.Event()
     lock = send_lock(app.settings)
@@ -187,10 +192,14 @@ def send(app: App, date: dt.datetime | None, list_id: str | None, backend: str |
                                resend=resend, dry_run=dry_run, force=force,
                                stream=sys.stdout, stop=stop, on_start=progress.start,
                                on_result=progress.advance, on_finding=on_finding,
-                               on_quiet=_print_quiet)
+                               on_quiet=_print_quiet, enqueue=enqueue)
         finally:
             lock.release()
     for report in reports:
+        if report.queued is not None:
+            click.echo(f"{report.issue.id}: {report.queued} queued for the workers"
+                       + (f", {report.earlier} sent earlier" if report.earlier else ""))
+            continue
         _summarise(report, backend_name, dry_run)
     error = next((r.error for r in reports if r.error is not None), None)
     waiting = sum(len(r.not_attempted) for r in reports)

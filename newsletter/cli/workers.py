@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -10,7 +11,9 @@ import click
 
 from newsletter.cli.common import App, cli, pass_app, user_errors
 from newsletter.delivery import DeliveryResult
+from newsletter.digest import Enqueue, RenderedEdition
 from newsletter.errors import ConfigError
+from newsletter.models import Subscriber
 from newsletter.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,3 +75,24 @@ def _suppressor(settings: Settings) -> Callable[[str, str, DeliveryResult], None
         finally:
             ledger.close()
     return suppress
+
+
+def queue_for_workers(settings: Settings, asked: bool | None) -> Enqueue | None:
+    """`send`'s hand-over to the workers: asked for with --queue, else the default with a
+    PostgreSQL database and a `workers:` section; None to send in this process."""
+    if asked is None:
+        asked = settings.database_config.is_postgres and "workers" in settings.model_fields_set
+    if not asked:
+        return None
+    require_postgres(settings, "send --queue")
+    from newsletter.db import engine
+    from newsletter.workers.enqueue import enqueue
+
+    database = settings.database_config
+
+    def hand_over(rendered: RenderedEdition, todo: list[Subscriber], now: dt.datetime) -> int:
+        done = enqueue(database, engine(database), rendered.edition, rendered.variants, todo,
+                       now, settings.workers.batch)
+        return done.readers
+
+    return hand_over

@@ -103,7 +103,8 @@ class Worker:
             try:
                 await self._session()
             except Exception as err:  # the server went away: open it again
-                log.warning("worker lost the database (%s); reconnecting", err)
+                cause = " ".join(str(err.__cause__ or err).split())
+                log.warning("worker lost the database (%s); reconnecting", cause)
             if not self._stopping.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=1)
@@ -136,10 +137,11 @@ class Worker:
                 raise RuntimeError("the procrastinate worker stopped")
 
     async def _sweep(self, app: object) -> None:
-        """Every half lease: stalled jobs back in the queue, orphaned batches queued."""
+        """Every half lease (at most 5 s: a batch given back by a stopped worker should not
+        wait): stalled jobs back in the queue, orphaned batches queued."""
         assert self._stopping is not None
         while True:
-            await asyncio.sleep(max(1.0, self.lease / 2))
+            await asyncio.sleep(min(5.0, max(1.0, self.lease / 2)))
             await queue.retry_stalled(app, self.lease)  # type: ignore[arg-type]
             orphans = await asyncio.to_thread(rows.orphaned, self.engine)
             if orphans:
