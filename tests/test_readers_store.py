@@ -22,7 +22,7 @@ from newsletter.readers.tokens import (
 from newsletter.settings import load_settings
 from newsletter.unsubscribe import opaque_token, read_token
 from tests.conftest import ISSUE_DATE, Project
-from tests.stores import LedgerFactory, new_ledger  # noqa: F401
+from tests.stores import LedgerFactory
 
 LIST = "morning-brief"
 
@@ -163,7 +163,8 @@ def test_every_message_links_to_the_readers_preference_page(project: Project,
     assert read_preferences_token(secret, token) == (LIST, "ada@example.com")
 
 
-def test_sign_ups_nobody_confirmed_are_purged_once_their_links_expired(new_ledger: LedgerFactory) -> None:
+def test_sign_ups_nobody_confirmed_are_purged_once_their_links_expired(
+        new_ledger: LedgerFactory) -> None:
     ledger = new_ledger()
     ledger.sign_up(NewReader(LIST, "old@example.com"))
     ledger.sign_up(NewReader(LIST, "asked-again@example.com"))

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 
     from newsletter.ledger import SqliteLedger
     from newsletter.settings import Settings
+    from newsletter.sources.feedcache import SqliteFeedCache
 
-__all__ = ["Database", "engine", "open_ledger", "parse_database"]
+__all__ = ["Database", "engine", "open_feed_cache", "open_ledger", "parse_database"]
 
 
 @overload
@@ -44,6 +45,18 @@ def open_ledger(settings: Settings, *, read_only: bool = False,
     if for_reading:
         return SqliteLedger.for_reading(settings.ledger)
     return SqliteLedger(settings.ledger, read_only=read_only)
+
+
+def open_feed_cache(settings: Settings) -> SqliteFeedCache:
+    """The feed cache in the configured database (a context manager: closes it)."""
+    database = settings.database_config
+    if database.is_postgres:
+        from newsletter.db.pgfeedcache import PgFeedCache
+
+        return PgFeedCache(database)
+    from newsletter.sources.feedcache import SqliteFeedCache
+
+    return SqliteFeedCache(settings.ledger)
 
 
 @functools.cache
