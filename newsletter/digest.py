@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import TextIO
 from zoneinfo import ZoneInfo
@@ -38,6 +39,10 @@ from newsletter.subscribers import Roster
 # `send --queue`: (the rendered edition, its unsent readers due now, the Date) → how many
 # readers were handed to the workers.
 Enqueue = Callable[["RenderedEdition", list[Subscriber], dt.datetime], int]
+# A send on PostgreSQL: (issue id, its readers to send) → for the send, (the readers this
+# process holds now, those a worker holds and this run leaves to it).
+Hold = Callable[[str, list[Subscriber]],
+                AbstractContextManager[tuple[list[Subscriber], list[Subscriber]]]]
 
 
 @dataclass
@@ -316,6 +321,7 @@ def run_send(
     on_finding: Callable[[str, Finding], None] | None = None,
     on_quiet: Callable[[NothingNew], None] | None = None,
     enqueue: Enqueue | None = None,
+    hold: Hold | None = None,
 ) -> list[DeliveryReport]:
     """Send the `date` issue of each selected list to everyone who has not had it yet.
 
@@ -395,7 +401,7 @@ def run_send(
                                    signer, to=to, due=due(lst), resend=resend,
                                    dry_run=dry_run, stop=stop, sleep=sleep,
                                    on_start=on_start, on_result=on_result,
-                                   enqueue=enqueue))
+                                   enqueue=enqueue, hold=hold))
     return reports
 
 
@@ -409,7 +415,8 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
                 sleep: Callable[[float], object] | None,
                 on_start: Callable[[Issue, int], None] | None,
                 on_result: Callable[[DeliveryResult], None] | None,
-                enqueue: Enqueue | None = None) -> DeliveryReport:
+                enqueue: Enqueue | None = None,
+                hold: Hold | None = None) -> DeliveryReport:
     edition = rendered.edition
     issue = edition.general
     newsletter = settings.newsletter
@@ -441,11 +448,14 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
             return general.build(subscriber)
         return templates[edition.issue_for(subscriber).article_ids].build(subscriber)
 
-    outcome = dispatch(
-        todo, build, open_backend,
-        options, ledger=record, issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)
+    held = (hold(issue.id, todo) if hold is not None and record is not None
+            else nullcontext((todo, [])))
+    with held as (todo, workers_have):
+        outcome = dispatch(
+            todo, build, open_backend, options, ledger=record, issue_id=issue.id, stop=stop,
+            sleep=sleep, on_result=on_result)
     report.sent, report.failed = outcome.sent, list(outcome.failed.values())
-    report.not_attempted = outcome.not_attempted
+    report.not_attempted = outcome.not_attempted + workers_have
     report.error, report.paused, report.stopped = (outcome.error, outcome.paused,
                                                    outcome.stopped)
     if record is not None and not isinstance(report.error, LedgerError):

@@ -1,32 +1,19 @@
-"""A database ready for the workers: the ledger's tables (Alembic, once revision 0001 is
-there; until then the SQLite ledger's own columns) plus revision 0002."""
+"""A database ready for the workers (Alembic to head), and an issue planned in it."""
 
 from __future__ import annotations
 
 from sqlalchemy import create_engine, text
 
 from newsletter.db import parse_database
-from newsletter.workers import schema
-
-# The SQLite ledger's tables, for as long as the PostgreSQL baseline is not on this branch.
-_BASE = """
-CREATE TABLE IF NOT EXISTS issues (issue_id TEXT PRIMARY KEY, list_id TEXT NOT NULL,
-    date TEXT NOT NULL, articles TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'sending',
-    note TEXT NOT NULL DEFAULT '', created TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS deliveries (issue_id TEXT NOT NULL, email TEXT NOT NULL,
-    message_id TEXT NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
-    reply TEXT NOT NULL DEFAULT '', created TEXT NOT NULL, updated TEXT NOT NULL,
-    PRIMARY KEY (issue_id, email));
-"""
+from newsletter.db.migrate import upgrade_postgres
 
 
 def prepare(url: str) -> None:
-    """Bring the database at `url` to revision 0002."""
-    engine = create_engine(parse_database(url).sqlalchemy_url)
+    """Bring the empty database at `url` to head (0001, the ledger; 0002, the workers)."""
+    database = parse_database(url)
+    engine = create_engine(database.sqlalchemy_url)
     try:
-        with engine.begin() as conn:
-            conn.connection.driver_connection.execute(_BASE)  # type: ignore[union-attr]
-            schema.upgrade(conn)
+        upgrade_postgres(engine, database)
     finally:
         engine.dispose()
 

@@ -26,7 +26,7 @@ from newsletter.cli.common import (
     user_errors,
     utcnow,
 )
-from newsletter.cli.workers import queue_for_workers
+from newsletter.cli.workers import hold_for_send, queue_for_workers
 from newsletter.delivery import BACKENDS
 from newsletter.delivery.file import write_atomically
 from newsletter.digest import (
@@ -192,7 +192,8 @@ def send(app: App, date: dt.datetime | None, list_id: str | None, backend: str |
                                resend=resend, dry_run=dry_run, force=force,
                                stream=sys.stdout, stop=stop, on_start=progress.start,
                                on_result=progress.advance, on_finding=on_finding,
-                               on_quiet=_print_quiet, enqueue=enqueue)
+                               on_quiet=_print_quiet, enqueue=enqueue,
+                               hold=hold_for_send(app.settings) if recorded else None)
         finally:
             lock.release()
     for report in reports:

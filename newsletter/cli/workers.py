@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 import click
 
 from newsletter.cli.common import App, cli, pass_app, user_errors
 from newsletter.delivery import DeliveryResult
-from newsletter.digest import Enqueue, RenderedEdition
+from newsletter.digest import Enqueue, Hold, RenderedEdition
 from newsletter.errors import ConfigError
 from newsletter.models import Subscriber
 from newsletter.settings import Settings
@@ -26,8 +27,7 @@ def require_postgres(settings: Settings, what: str) -> None:
     """The workers' queue lives in PostgreSQL: one line of error otherwise."""
     if not settings.database_config.is_postgres:
         raise ConfigError(f"{what} needs a PostgreSQL database (database: postgresql://…); "
-                          f"this one is the SQLite file {settings.database_config.display()}",
-                          field="database")
+                          f"this one is the SQLite file {settings.database_config.display()}")
 
 
 @cli.command()
@@ -96,3 +96,21 @@ def queue_for_workers(settings: Settings, asked: bool | None) -> Enqueue | None:
         return done.readers
 
     return hand_over
+
+
+def hold_for_send(settings: Settings) -> Hold | None:
+    """An in-process send on PostgreSQL leases its rows, as a worker does (see hold.py)."""
+    database = settings.database_config
+    if not database.is_postgres:
+        return None
+    from newsletter.db import engine
+    from newsletter.workers.hold import hold_rows
+    from newsletter.workers.runner import worker_name
+
+    owner = "send:" + worker_name()
+
+    def hold(issue_id: str, todo: list[Subscriber]
+             ) -> AbstractContextManager[tuple[list[Subscriber], list[Subscriber]]]:
+        return hold_rows(engine(database), issue_id, todo, owner,
+                         settings.workers.lease_seconds)
+    return hold

@@ -40,6 +40,9 @@ def erase(db: sqlite3.Connection, email: str, mailbox: str, digest: str, stamp: 
     removed["deliveries"] = db.execute(
         "UPDATE deliveries SET email = ?, reply = '' WHERE email = ?",
         (forgotten, email)).rowcount
+    if not isinstance(db, sqlite3.Connection):  # PostgreSQL: the workers' columns (0002)
+        db.execute("UPDATE deliveries SET address = NULL, name = NULL WHERE email = ?",
+                   (forgotten,))
     scrubbed = scrub(db, email)
     if scrubbed:
         removed["named in other readers' records"] = scrubbed

@@ -159,3 +159,29 @@ def orphaned(engine: Engine) -> list[tuple[str, int]]:
             "  AND (d.lease_until IS NULL OR d.lease_until < now()) "
             "ORDER BY d.issue_id, d.batch"))
         return [(str(issue_id), int(str(batch))) for issue_id, batch in rows]
+
+
+def hold(conn: Connection, issue_id: str, emails: list[str], owner: str, lease: float
+         ) -> set[str]:
+    """An in-process `send`'s claim: lease those of `emails` (lower-cased) that are unsent
+    and free; the ones now ours. The others are a worker's."""
+    return {str(e) for (e,) in conn.execute(text(
+        "UPDATE deliveries SET lease_owner = :o, "
+        "       lease_until = now() + make_interval(secs => :s) "
+        f"WHERE issue_id = :i AND email = ANY(:emails) AND {_UNSENT} "
+        "  AND (lease_until IS NULL OR lease_until < now() OR lease_owner = :o) "
+        "RETURNING email"), {"i": issue_id, "emails": emails, "o": owner, "s": lease})}
+
+
+def renew_all(conn: Connection, issue_id: str, owner: str, lease: float) -> int:
+    """Extend every lease `owner` holds on the issue's unsent rows."""
+    return conn.execute(text(
+        "UPDATE deliveries SET lease_until = now() + make_interval(secs => :s) "
+        f"WHERE issue_id = :i AND lease_owner = :o AND {_UNSENT}"),
+        {"i": issue_id, "o": owner, "s": lease}).rowcount
+
+
+def release_all(conn: Connection, issue_id: str, owner: str) -> None:
+    conn.execute(text("UPDATE deliveries SET lease_owner = NULL, lease_until = NULL "
+                      "WHERE issue_id = :i AND lease_owner = :o"),
+                 {"i": issue_id, "o": owner})
