@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -316,3 +317,50 @@ def test_worker_with_sqlite_is_one_line_of_error(project: Project) -> None:
     assert done.returncode != 0
     assert done.stderr.startswith("error: newsletter worker needs a PostgreSQL database")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def _many_readers(project: Project, n: int) -> None:
+    lines = "".join(f"      - email: {e}\n        name: Name {i}\n"
+                    for i, e in enumerate(readers(n)))
+    project.write("config/subscribers.yaml",
+                  "lists:\n  morning-brief:\n    title: The Morning Brief\n"
+                  "    subscribers:\n" + lines)
+
+
+def _send(project: Project, env: dict[str, str], *args: str) -> subprocess.Popen:
+    full = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
+            **env, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "newsletter", "--config",
+                             str(project.settings), "send", "--date", ISSUE_DATE, *args],
+                            cwd=project.root, env=full, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_two_send_queue_at_once_then_an_in_process_send_mail_each_reader_once(
+        project: Project, pg_url: str) -> None:  # noqa: F811
+    n = 30
+    _many_readers(project, n)
+    with id_sink(delay=0.1) as (sink, port):
+        env = worker_env(pg_url, "127.0.0.1", port)
+        # Two machines send the issue at once (the send lock makes one wait for the
+        # other); `workers:` is set, so --queue is the default.
+        first, second = (_send(project, env, "--wait", "30"),
+                         _send(project, env, "--wait", "30"))
+        outputs = sorted((p.communicate(timeout=60)[0] for p in (first, second)),
+                         key=lambda out: "already" in out)
+        assert [p.returncode for p in (first, second)] == [0, 0], outputs
+        assert outputs == [
+            f"{ISSUE}: {n} reader(s) for the workers in 3 batch(es) (3 new job(s))\n",
+            f"{ISSUE}: {n} reader(s) for the workers in 3 batch(es) (0 new job(s), the "
+            "others queued already)\n"]
+        assert sink.count() == 0  # `send --queue` sends nothing itself
+        # A worker and an in-process send of the queued issue at once: each sends only
+        # the rows it holds (which of them gets which depends on who starts first).
+        with workers(project, env, 1):
+            inline = _send(project, env, "--no-queue")
+            out, err = inline.communicate(timeout=60)
+            assert inline.returncode in (0, 1), (out, err)
+            wait_for(lambda: unsent(pg_url) == 0, 20, "everyone sent")
+            wait_for(lambda: query(pg_url, "SELECT state FROM issues")[0][0] == "complete",
+                     10, "the issue complete")
+    assert sorted(sink.ids()) == sorted(expected_ids(n))  # each reader exactly once

@@ -197,9 +197,7 @@ def send(app: App, date: dt.datetime | None, list_id: str | None, backend: str |
         finally:
             lock.release()
     for report in reports:
-        if report.queued is not None:
-            click.echo(f"{report.issue.id}: {report.queued} queued for the workers"
-                       + (f", {report.earlier} sent earlier" if report.earlier else ""))
+        if report.queued is not None:  # said by the hand-over (cli/workers.py)
             continue
         _summarise(report, backend_name, dry_run)
     error = next((r.error for r in reports if r.error is not None), None)

@@ -93,6 +93,10 @@ def queue_for_workers(settings: Settings, asked: bool | None) -> Enqueue | None:
     def hand_over(rendered: RenderedEdition, todo: list[Subscriber], now: dt.datetime) -> int:
         done = enqueue(database, engine(database), rendered.edition, rendered.variants, todo,
                        now, settings.workers.batch)
+        jobs = (f"{done.jobs} new job(s)" if done.jobs == done.batches
+                else f"{done.jobs} new job(s), the others queued already")
+        click.echo(f"{done.issue_id}: {done.readers} reader(s) for the workers in "
+                   f"{done.batches} batch(es) ({jobs})")
         return done.readers
 
     return hand_over

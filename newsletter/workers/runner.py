@@ -76,7 +76,10 @@ class Worker:
             if list_id is not None:
                 self._suppress(list_id, issue, result)
 
-        done = deliver_batch(self.settings, self.engine, issue_id, batch, self.owner,
+        # One owner per job run: two jobs of one batch in this process (concurrency) must
+        # not share a claim.
+        owner = f"{self.owner}:{uuid.uuid4().hex[:6]}"
+        done = deliver_batch(self.settings, self.engine, issue_id, batch, owner,
                              stop=self.stop, gate=gate, suppress=suppress)
         out = done.outcome
         log.info("%s batch %s: %s claimed, %s sent%s%s", issue_id, batch, done.claimed,
