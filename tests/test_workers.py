@@ -363,3 +363,28 @@ def test_two_send_queue_at_once_then_an_in_process_send_mail_each_reader_once(
             wait_for(lambda: query(pg_url, "SELECT state FROM issues")[0][0] == "complete",
                      10, "the issue complete")
     assert sorted(sink.ids()) == sorted(expected_ids(n))  # each reader exactly once
+
+
+def test_revision_0002_goes_down_and_up_again(queued_db: str) -> None:
+    from alembic import command
+
+    from newsletter.db.migrate import alembic_config
+
+    def tables() -> set[str]:
+        return {t for (t,) in query(queued_db, "SELECT tablename FROM pg_tables WHERE "
+                                    "schemaname = 'public'")}
+
+    assert {"procrastinate_jobs", "issue_templates"} <= tables()
+    engine = create_engine(parse_database(queued_db).sqlalchemy_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0001")
+        assert not {t for t in tables() if t.startswith("procrastinate_")}
+        assert "issue_templates" not in tables()
+        assert query(queued_db, "SELECT count(*) FROM information_schema.columns WHERE "
+                     "table_name = 'deliveries' AND column_name = 'lease_until'") == [(0,)]
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+        assert {"procrastinate_jobs", "issue_templates"} <= tables()
+    finally:
+        engine.dispose()

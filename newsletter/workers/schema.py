@@ -54,7 +54,7 @@ BEGIN
     END LOOP;
     FOR r IN SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
              WHERE n.nspname = current_schema() AND t.typname LIKE 'procrastinate\\_%'
-               AND t.typtype = 'e' LOOP
+               AND t.typtype IN ('e', 'c') LOOP
         EXECUTE format('DROP TYPE IF EXISTS %I CASCADE', r.typname);
     END LOOP;
 END $$;

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from alembic import op
 
-from newsletter.workers import schema
-
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -19,10 +17,14 @@ depends_on = None
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return  # the workers need PostgreSQL; the embedded SQLite ledger has no queue
+    from newsletter.workers import schema  # (procrastinate: not loaded for SQLite)
+
     schema.upgrade(op.get_bind())
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    from newsletter.workers import schema
+
     schema.downgrade(op.get_bind())
