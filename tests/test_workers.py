@@ -388,3 +388,46 @@ def test_revision_0002_goes_down_and_up_again(queued_db: str) -> None:
         assert {"procrastinate_jobs", "issue_templates"} <= tables()
     finally:
         engine.dispose()
+
+
+class _PausedRelay:
+    """A relay gate whose relay another worker has paused (what RelayGate raises then)."""
+
+    def connection(self):  # type: ignore[no-untyped-def]
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def before_send(self) -> None:
+        from newsletter.errors import DeliveryError
+
+        err = DeliveryError("paused")
+        err.reason = "20 failures in a row through the relay"  # type: ignore[attr-defined]
+        raise err
+
+    def after_send(self, ok: bool) -> None:
+        pass
+
+
+def test_a_relay_paused_for_everyone_pauses_the_issue_and_gives_the_batch_back(
+        project: Project, queued_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from newsletter.workers.batch import deliver_batch
+    from newsletter.workers.runner import worker_engine
+
+    with id_sink() as (sink, port):
+        env = worker_env(queued_db, "127.0.0.1", port)
+        queue_issue(project, env, 5, monkeypatch)
+        settings = load_settings(project.settings)
+        engine = worker_engine(settings.database_config, 5)
+        try:
+            done = deliver_batch(settings, engine, ISSUE, 1, "me", stop=threading.Event(),
+                                 gate=_PausedRelay, suppress=lambda *a: None)
+        finally:
+            engine.dispose()
+    assert done.claimed == 5 and sink.count() == 0
+    assert query(queued_db, "SELECT state, note FROM issues") == [
+        ("paused", "20 failures in a row through the relay")]
+    assert query(queued_db, "SELECT count(*) FROM deliveries WHERE lease_owner IS NULL "
+                 "AND status = 'pending'") == [(5,)]

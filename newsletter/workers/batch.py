@@ -38,6 +38,25 @@ class LeaseLost(DeliveryError):
     """This worker's lease on the batch is over (or may be): it sends no more of it."""
 
 
+class RelayPaused(DeliveryError):
+    """The relay is paused for every worker (the shared limits' `Paused`): the issue waits
+    for the publisher's next `send`, as a paused in-process run does."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _gated(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except DeliveryError as err:
+        reason = getattr(err, "reason", None)  # RelayGate's Paused carries one
+        if isinstance(reason, str):
+            raise RelayPaused(reason) from err
+        raise
+
+
 class Gate(Protocol):
     """What a batch needs of `newsletter.workers.limits.RelayGate`."""
 
@@ -130,8 +149,9 @@ class _GatedBackend(DeliveryBackend):
     def open(self) -> None:
         self.lease.check()
         if self.gate is not None:
-            self._slot = self.gate.connection()
-            self._slot.__enter__()
+            slot = self.gate.connection()
+            _gated(slot.__enter__)
+            self._slot = slot
         self.inner.open()
 
     def close(self) -> None:
@@ -145,12 +165,13 @@ class _GatedBackend(DeliveryBackend):
         if self._pending is not None:
             raise self._pending
         if self.gate is not None:
-            self.gate.before_send()
+            _gated(self.gate.before_send)
         self.lease.check()  # after the wait for the rate: the lease may have run out in it
         result = self.inner.send(message)
         if self.gate is not None:
+            ok = result.ok
             try:
-                self.gate.after_send(result.ok)
+                _gated(lambda: self.gate.after_send(ok))  # type: ignore[union-attr]
             except DeliveryError as err:  # the reply is still recorded; the next one stops
                 self._pending = err
         return result
@@ -228,10 +249,12 @@ def deliver_batch(settings: Settings, engine: Engine, issue_id: str, batch: int,
     for result in outcome.failed.values():
         if result.status == "failed-permanent":
             suppress(issue_id, result)
-    if outcome.paused:
+    paused = (outcome.error.reason if isinstance(outcome.error, RelayPaused)
+              else outcome.paused)
+    if paused:
         with engine.begin() as conn:
-            rows.pause(conn, issue_id, outcome.paused)
-    if outcome.stopped and not isinstance(outcome.error, LeaseLost):
+            rows.pause(conn, issue_id, paused)
+    if (outcome.stopped and not isinstance(outcome.error, LeaseLost)) or paused:
         lease.release()  # told to stop: the next worker need not wait for the lease
     return BatchOutcome(len(claimed), outcome, _complete(engine, issue_id))
 

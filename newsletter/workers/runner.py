@@ -56,6 +56,8 @@ class Worker:
         self.engine = worker_engine(self.database, self.lease)
         self.stop = threading.Event()  # the send loops: finish the message in flight
         self._gate = gate
+        self._gates: dict[str, Gate | None] = {}  # one per relay in a process, shared
+        self._gates_lock = threading.Lock()
         self._suppress = suppress
         self._stopping: asyncio.Event | None = None
 
@@ -66,7 +68,11 @@ class Worker:
         relay = f"{self.settings.smtp.host}:{self.settings.smtp.port}"
 
         def gate() -> Gate | None:
-            return self._gate(self.engine, relay) if self._gate is not None else None
+            with self._gates_lock:
+                if relay not in self._gates:
+                    self._gates[relay] = (self._gate(self.engine, relay)
+                                          if self._gate is not None else None)
+                return self._gates[relay]
 
         def suppress(issue: str, result: DeliveryResult) -> None:
             if self._suppress is None:
@@ -95,7 +101,13 @@ class Worker:
 
     def run(self) -> None:
         """Until SIGTERM or SIGINT."""
-        asyncio.run(self._main())
+        try:
+            asyncio.run(self._main())
+        finally:
+            for made in self._gates.values():
+                close = getattr(made, "close", None)
+                if close is not None:
+                    close()
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
