@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 from zoneinfo import ZoneInfo
 
 from newsletter.archive import archive_issue
@@ -36,13 +36,14 @@ from newsletter.sources import load_articles
 from newsletter.sources.feed import load_feeds
 from newsletter.subscribers import Roster
 
+if TYPE_CHECKING:
+    from newsletter.workers.hold import Holding
+
 # `send --queue`: (the rendered edition, its unsent readers due now, the Date) → how many
 # readers were handed to the workers.
-Enqueue = Callable[["RenderedEdition", list[Subscriber], dt.datetime], int]
-# A send on PostgreSQL: (issue id, its readers to send) → for the send, (the readers this
-# process holds now, those a worker holds and this run leaves to it).
-Hold = Callable[[str, list[Subscriber]],
-                AbstractContextManager[tuple[list[Subscriber], list[Subscriber]]]]
+Enqueue = Callable[["RenderedEdition", Iterable[Subscriber], dt.datetime], int]
+# A send on PostgreSQL: issue id → for the send, the rows it holds (workers/hold.py).
+Hold = Callable[[str], AbstractContextManager["Holding"]]
 
 
 @dataclass
@@ -448,14 +449,19 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
             return general.build(subscriber)
         return templates[edition.issue_for(subscriber).article_ids].build(subscriber)
 
-    held = (hold(issue.id, todo) if hold is not None and record is not None
-            else nullcontext((todo, [])))
-    with held as (todo, workers_have):
+    if hold is not None and record is not None:
+        with hold(issue.id) as holding:  # rows a worker holds are left to it
+            outcome = dispatch(  # (a streaming dispatch can take the iterator itself)
+                list(holding.take(todo)), build, open_backend, options, ledger=record,
+                issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)
+        outcome.not_attempted += holding.others
+    else:
         outcome = dispatch(
-            todo, build, open_backend, options, ledger=record, issue_id=issue.id, stop=stop,
-            sleep=sleep, on_result=on_result)
+            todo, build, open_backend,
+            options, ledger=record, issue_id=issue.id, stop=stop, sleep=sleep,
+            on_result=on_result)
     report.sent, report.failed = outcome.sent, list(outcome.failed.values())
-    report.not_attempted = outcome.not_attempted + workers_have
+    report.not_attempted = outcome.not_attempted
     report.error, report.paused, report.stopped = (outcome.error, outcome.paused,
                                                    outcome.stopped)
     if record is not None and not isinstance(report.error, LedgerError):

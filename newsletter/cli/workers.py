@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from newsletter.workers.batch import Gate
+    from newsletter.workers.hold import Holding
 
 
 def require_postgres(settings: Settings, what: str) -> None:
@@ -90,7 +91,8 @@ def queue_for_workers(settings: Settings, asked: bool | None) -> Enqueue | None:
 
     database = settings.database_config
 
-    def hand_over(rendered: RenderedEdition, todo: list[Subscriber], now: dt.datetime) -> int:
+    def hand_over(rendered: RenderedEdition, todo: Iterable[Subscriber], now: dt.datetime
+                  ) -> int:
         done = enqueue(database, engine(database), rendered.edition, rendered.variants, todo,
                        now, settings.workers.batch)
         jobs = (f"{done.jobs} new job(s)" if done.jobs == done.batches
@@ -113,8 +115,6 @@ def hold_for_send(settings: Settings) -> Hold | None:
 
     owner = "send:" + worker_name()
 
-    def hold(issue_id: str, todo: list[Subscriber]
-             ) -> AbstractContextManager[tuple[list[Subscriber], list[Subscriber]]]:
-        return hold_rows(engine(database), issue_id, todo, owner,
-                         settings.workers.lease_seconds)
+    def hold(issue_id: str) -> AbstractContextManager[Holding]:
+        return hold_rows(engine(database), issue_id, owner, settings.workers.lease_seconds)
     return hold

@@ -1,12 +1,14 @@
 """An in-process `send` on PostgreSQL shares the delivery rows with the workers: it leases
-the rows it is about to send, skips those a worker holds, renews while it sends, and gives
-them back at the end. So a queued issue sent again in-process mails nobody twice."""
+the rows it is about to send (a chunk at a time, before any of the chunk goes out), skips
+those a worker holds, renews while it sends, and gives them back at the end. So a queued
+issue sent in-process too mails nobody twice."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import Engine
@@ -16,13 +18,34 @@ from newsletter.workers import rows
 
 log = logging.getLogger(__name__)
 
+CHUNK = 1000  # rows leased per statement: the send loop never holds the whole list
+
+
+class Holding:
+    """The rows one send holds on one issue."""
+
+    def __init__(self, engine: Engine, issue_id: str, owner: str, lease: float) -> None:
+        self.engine, self.issue_id, self.owner, self.lease = engine, issue_id, owner, lease
+        self.others: list[Subscriber] = []  # due now, but a worker's: left to it
+
+    def take(self, todo: Iterable[Subscriber]) -> Iterator[Subscriber]:
+        """`todo`, less the readers a worker holds; each chunk is ours before it is sent."""
+        readers = iter(todo)
+        while chunk := list(itertools.islice(readers, CHUNK)):
+            with self.engine.begin() as conn:
+                ours = rows.hold(conn, self.issue_id, [s.email.lower() for s in chunk],
+                                 self.owner, self.lease)
+            for s in chunk:
+                if s.email.lower() in ours:
+                    yield s
+                else:
+                    self.others.append(s)
+
 
 @contextmanager
-def hold_rows(engine: Engine, issue_id: str, todo: list[Subscriber], owner: str,
-              lease: float) -> Iterator[tuple[list[Subscriber], list[Subscriber]]]:
-    """(the readers now ours to send, those a worker holds) for the block."""
-    with engine.begin() as conn:
-        ours = rows.hold(conn, issue_id, [s.email.lower() for s in todo], owner, lease)
+def hold_rows(engine: Engine, issue_id: str, owner: str, lease: float) -> Iterator[Holding]:
+    """A `Holding` for the block; its leases renewed meanwhile and given back after."""
+    holding = Holding(engine, issue_id, owner, lease)
     done = threading.Event()
 
     def renew() -> None:
@@ -36,8 +59,7 @@ def hold_rows(engine: Engine, issue_id: str, todo: list[Subscriber], owner: str,
     keeper = threading.Thread(target=renew, name="send-lease", daemon=True)
     keeper.start()
     try:
-        yield ([s for s in todo if s.email.lower() in ours],
-               [s for s in todo if s.email.lower() not in ours])
+        yield holding
     finally:
         done.set()
         with engine.begin() as conn:

@@ -7,6 +7,7 @@ machines whose clocks disagree still agree on whose a row is.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,13 +49,14 @@ def load_templates(conn: Connection, issue_id: str) -> dict[str, str]:
 
 def set_personal(conn: Connection, issue_id: str,
                  rows: Iterable[tuple[str, str, str | None, str]]) -> None:
-    """Store (address, name, variant) on the unsent rows of (email, address, name, variant)."""
-    params = [{"i": issue_id, "e": email.lower(), "a": address, "n": name, "v": variant}
-              for email, address, name, variant in rows]
-    if params:
-        conn.execute(text(
-            "UPDATE deliveries SET address = :a, name = :n, variant = :v "
-            f"WHERE issue_id = :i AND email = :e AND {_UNSENT}"), params)
+    """Store (address, name, variant) on the unsent rows of (email, address, name, variant),
+    a thousand rows a statement (the readers may be a stream of millions)."""
+    statement = text("UPDATE deliveries SET address = :a, name = :n, variant = :v "
+                     f"WHERE issue_id = :i AND email = :e AND {_UNSENT}")
+    todo = iter(rows)
+    while chunk := list(itertools.islice(todo, 1000)):
+        conn.execute(statement, [{"i": issue_id, "e": email.lower(), "a": address, "n": name,
+                                  "v": variant} for email, address, name, variant in chunk])
 
 
 def assign_batches(conn: Connection, issue_id: str, size: int) -> list[int]:
