@@ -276,3 +276,56 @@ def test_round_trips_per_message(engine: sa.Engine) -> None:
     finally:
         unlimited.close()
         limited.close()
+
+
+def _migration() -> Any:
+    import importlib.util
+
+    path = REPO / "newsletter/db/migrations/versions/0003_relay_limits.py"
+    spec = importlib.util.spec_from_file_location("migration_0003", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_migration(url: str, step: str) -> None:
+    """Revision 0003's upgrade or downgrade on `url`, as Alembic runs it."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+
+    migration = _migration()
+    assert (migration.revision, migration.down_revision) == ("0003", "0002")
+    made = _engine(url)
+    with made.begin() as conn, Operations.context(MigrationContext.configure(conn)):
+        getattr(migration, step)()
+    made.dispose()
+
+
+def test_revision_0003_makes_the_tables_the_gate_and_the_job_store_use(
+        pg_url: str) -> None:  # noqa: F811
+    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+
+    from newsletter.workers.limits import METADATA
+
+    run_migration(pg_url, "upgrade")
+    made = _engine(pg_url)
+    try:
+        inspector = sa.inspect(made)
+        for table in METADATA.tables.values():
+            assert {c["name"] for c in inspector.get_columns(table.name)} == set(table.c.keys())
+        gate = _gate(made, rate_limit=50)
+        gate.before_send()
+        gate.close()
+        store = SQLAlchemyJobStore(engine=made)
+        jobs = store.jobs_t
+        assert {c["name"] for c in inspector.get_columns("apscheduler_jobs")} == set(
+            jobs.c.keys())
+        assert {i["name"] for i in inspector.get_indexes("apscheduler_jobs")} == {
+            i.name for i in jobs.indexes}
+    finally:
+        made.dispose()
+    run_migration(pg_url, "downgrade")
+    checked = _engine(pg_url)
+    assert not sa.inspect(checked).get_table_names()
+    checked.dispose()
