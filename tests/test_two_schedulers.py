@@ -1,0 +1,108 @@
+"""`newsletter schedule` on two machines with a PostgreSQL database: one leads, the other
+stands by; kill -9 the leader and the standby sends that morning's issue, once. Real
+processes on the real PostgreSQL, on a clock the test sets (tests/clocked.py)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Project, clean_env
+from tests.pg import pg_url  # noqa: F401  (the fixture)
+
+REPO = Path(__file__).resolve().parent.parent
+UTC = dt.UTC
+
+
+class Machine:
+    """One `newsletter schedule` process on the shared clock."""
+
+    def __init__(self, project: Project, clock_file: Path, env: dict[str, str]) -> None:
+        self.log = project.root / f"schedule-{id(self)}.log"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.clocked", str(clock_file), "schedule"],
+            cwd=project.root, env=env, stdout=subprocess.PIPE,
+            stderr=self.log.open("w"), text=True)
+
+    def line(self) -> str:
+        return self.process.stdout.readline()  # type: ignore[union-attr]
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+
+@pytest.fixture
+def machines(project: Project, pg_url: str) -> Iterator[tuple[Project, Path, dict[str, str]]]:  # noqa: F811
+    settings = project.settings.read_text()
+    project.settings.write_text(f"database: {pg_url}\n" + settings)
+    clock_file = project.root / "clock"
+    env = {**clean_env(), "PYTHONPATH": str(REPO)}
+    upgraded = subprocess.run([sys.executable, "-m", "newsletter", "db", "upgrade"],
+                              cwd=project.root, env=env, capture_output=True, text=True)
+    assert upgraded.returncode == 0, upgraded.stderr
+    yield project, clock_file, env
+
+
+def _set(clock_file: Path, when: dt.datetime) -> None:
+    clock_file.write_text(when.isoformat())
+    # A new stamp every time, whatever the file system's timestamp granularity.
+    stamp = time.time_ns()
+    os.utime(clock_file, ns=(stamp, stamp))
+
+
+def _emls(project: Project) -> list[Path]:
+    return sorted(project.outbox.glob("**/*.eml"))
+
+
+def _wait(condition, what: str, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_the_standby_takes_over_from_a_killed_leader_and_sends_the_morning_once(
+        machines: tuple[Project, Path, dict[str, str]]) -> None:
+    project, clock_file, env = machines
+    _set(clock_file, dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
+    leader = Machine(project, clock_file, env)
+    standby = None
+    try:
+        assert "leading (other schedulers stand by)" in leader.line()
+        standby = Machine(project, clock_file, env)
+        line = standby.line()
+        assert line.startswith("scheduler standing by: newsletter schedule pid "
+                               f"{leader.process.pid} on "), line
+        # The leader's morning: 07:00 comes, the leader sends, the standby does nothing.
+        _set(clock_file, dt.datetime(2026, 11, 24, 6, 59, 59, tzinfo=UTC))
+        time.sleep(0.3)
+        assert _emls(project) == []
+        _set(clock_file, dt.datetime(2026, 11, 24, 7, 0, 3, tzinfo=UTC))
+        _wait(lambda: len(_emls(project)) == 3, "the leader sent the morning")
+        first = _emls(project)
+        # The next morning the leader is killed before 07:00.
+        _set(clock_file, dt.datetime(2026, 11, 25, 6, 59, tzinfo=UTC))
+        time.sleep(0.3)
+        leader.kill()
+        _set(clock_file, dt.datetime(2026, 11, 25, 7, 0, 3, tzinfo=UTC))
+        line = standby.line()  # it takes over once the server ends the leader's session
+        assert line.startswith("scheduler running:") and "leading" in line, line
+        _wait(lambda: len(_emls(project)) == 6, "the standby sent the morning")
+        time.sleep(1.0)  # and nothing more: once
+        sent = _emls(project)
+        assert len(sent) == 6 and set(first) < set(sent)
+        assert sorted({p.parent.name for p in sent}) == ["2026-11-24", "2026-11-25"]
+    finally:
+        leader.kill()
+        if standby is not None:
+            standby.kill()
