@@ -47,9 +47,6 @@ def machines(project: Project, pg_url: str) -> Iterator[tuple[Project, Path, dic
     project.settings.write_text(f"database: {pg_url}\n" + settings)
     clock_file = project.root / "clock"
     env = {**clean_env(), "PYTHONPATH": str(REPO)}
-    upgraded = subprocess.run([sys.executable, "-m", "newsletter", "db", "upgrade"],
-                              cwd=project.root, env=env, capture_output=True, text=True)
-    assert upgraded.returncode == 0, upgraded.stderr
     yield project, clock_file, env
 
 
