@@ -263,6 +263,9 @@ def one_scheduler(settings: Settings,
     try:
         if leadership.wait(STOP, on_standby):
             LEADER = leadership
+            # The tables at this program's revision (an empty database gets them all)
+            # before APScheduler would make its own.
+            open_ledger(settings).close()
         yield leadership
     finally:
         LEADER = None

@@ -39,7 +39,10 @@ def upgrade() -> None:
         sa.Column("owner", sa.Text),
         sa.Column("expires_at", sa.DateTime(timezone=True)),
     )
-    # APScheduler 3's SQLAlchemyJobStore layout, so it finds its table made.
+    # APScheduler 3's SQLAlchemyJobStore layout, so it finds its table made (unless a
+    # scheduler that started on the database before made it itself).
+    if sa.inspect(op.get_bind()).has_table("apscheduler_jobs"):
+        return
     op.create_table(
         "apscheduler_jobs",
         sa.Column("id", sa.Unicode(191), primary_key=True),
