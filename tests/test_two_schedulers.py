@@ -112,3 +112,43 @@ def test_the_standby_takes_over_from_a_killed_leader_and_sends_the_morning_once(
         two.kill()
         for log in sorted(project.root.glob("schedule-*.log")):  # shown when it fails
             print(log.name, log.read_text(), sep="\n")
+
+
+def test_a_leader_killed_mid_send_leaves_the_rest_of_the_morning_to_the_standby(
+        machines: tuple[Project, Path, dict[str, str]]) -> None:
+    from collections import Counter
+
+    from tests.smtp_server import Sink, free_port, start_server
+
+    project, clock_file, env = machines
+    port = free_port()
+    sink = Sink()
+    server = start_server(sink, port=port)
+    env = {**env, "NEWSLETTER_DELIVERY__BACKEND": "smtp", "NEWSLETTER_SMTP__PORT": str(port)}
+    _set(clock_file, dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
+    one, two = Machine(project, clock_file, env), Machine(project, clock_file, env)
+    try:
+        lines = {one: one.line(), two: two.line()}
+        leader, standby = (one, two) if "leading" in lines[one] else (two, one)
+        assert lines[standby].startswith("scheduler standing by"), lines
+        # The relay has the first message when the leader dies, before its reply: the
+        # leader's job already points at tomorrow, and the message is in flight.
+        sink.on_message = lambda s: leader.kill() if len(s.received) == 1 else None
+        _set(clock_file, dt.datetime(2026, 11, 24, 7, 0, 3, tzinfo=UTC))
+        line = standby.line()
+        assert line.startswith("scheduler running:"), line
+        assert "catching up on Europe/London" in line, line
+        wanted = {"ada@example.com", "linus@example.com", "zoe@example.org"}
+        _wait(lambda: {r for m in sink.received for r in m.recipients} == wanted,
+              "the standby sent the rest of the morning")
+        time.sleep(0.5)
+        counts = Counter(r for m in sink.received for r in m.recipients)
+        # Everyone once; at most the message in flight twice.
+        assert set(counts) == wanted and sum(counts.values()) - len(wanted) <= 1, counts
+        assert leader.process.returncode == -signal.SIGKILL
+    finally:
+        one.kill()
+        two.kill()
+        server.stop()
+        for log in sorted(project.root.glob("schedule-*.log")):
+            print(log.name, log.read_text(), sep="\n")
