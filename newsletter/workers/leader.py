@@ -43,7 +43,7 @@ RELEASE_SECONDS = 30.0  # the server ends a session silent for this long (its lo
 _HELD = """SELECT EXISTS (SELECT FROM pg_locks WHERE locktype = 'advisory' AND granted
   AND pid = pg_backend_pid() AND objsubid = 1
   AND classid::bigint = (%(key)s >> 32) & 4294967295 AND objid::bigint = %(key)s & 4294967295)"""
-_HOLDER = """SELECT a.application_name, a.client_addr::text FROM pg_locks l
+_HOLDER = """SELECT a.application_name, host(a.client_addr) FROM pg_locks l
   JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted
   AND l.objsubid = 1 AND l.classid::bigint = (%(key)s >> 32) & 4294967295
   AND l.objid::bigint = %(key)s & 4294967295"""
