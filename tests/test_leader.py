@@ -100,7 +100,11 @@ def test_a_leader_whose_session_is_ended_stops_leading(pg_url: str) -> None:  # 
             admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE application_name = %s", (leader.name,))
         assert leader.lost.wait(3)
-        assert not leader.confirm() and len(reasons) == 1
+        deadline = time.monotonic() + 3
+        while not reasons:  # the callbacks run just after `lost` is set
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert not leader.confirm() and len(reasons) == 1, reasons
     finally:
         leader.close()
 
