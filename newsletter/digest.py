@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from newsletter.archive import archive_issue
 from newsletter.check import Finding, as_error, check_issue
 from newsletter.composer import compose, compose_for_topics, recompose
+from newsletter.db import open_feed_cache
 from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
 from newsletter.dispatch import DispatchOptions, dispatch
@@ -32,7 +33,6 @@ from newsletter.secret import unsubscribe_secret
 from newsletter.settings import ScheduleSection, Settings
 from newsletter.sources import load_articles
 from newsletter.sources.feed import load_feeds
-from newsletter.sources.feedcache import SqliteFeedCache
 from newsletter.subscribers import Roster
 
 
@@ -84,7 +84,7 @@ def load_inputs(settings: Settings) -> Inputs:
     articles = load_articles(settings.articles.paths, settings.schedule.tz, warnings)
     feeds_failed = None
     if settings.articles.feeds:
-        with SqliteFeedCache(settings.ledger) as cache:
+        with open_feed_cache(settings) as cache:
             try:
                 fed = load_feeds(settings.articles.feeds, cache=cache,
                                  timeout=settings.articles.feed_timeout)
@@ -280,7 +280,12 @@ def render_edition(renderer: Renderer, edition: Edition, locale: str | None,
 
 
 def send_lock(settings: Settings) -> ProcessLock:
-    """The lock that lets one process at a time send with this ledger."""
+    """The lock that lets one process at a time send with this ledger (with PostgreSQL,
+    one process on any machine: an advisory lock, db/locks.py)."""
+    if settings.database_config.is_postgres:
+        from newsletter.db.locks import DatabaseLock
+
+        return DatabaseLock(settings.database_config, "send", "sending")
     return ProcessLock(settings.ledger.with_name(settings.ledger.name + ".lock"),
                        "sending")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -154,17 +155,25 @@ class SqliteLedger(SuppressionStore, ReaderStore):
         """Open (or create) the ledger at `path`; `read_only` opens an existing one for
         reading alone, where it cannot be written (see `open_read_only`)."""
         self.path = path
+        new = not os.path.lexists(path)
         self._db = (open_read_only(path, "delivery ledger") if read_only
                     else open_database(path, _SCHEMA, "delivery ledger"))
         self._lock = threading.Lock()
         if not read_only:
+            from newsletter.db.migrate import ensure_sqlite
+
             try:
                 migrate(self._db)
                 self._db.executescript(SUPPRESSION_SCHEMA)
                 self._db.executescript(READER_SCHEMA)
+                # The schema scripts made today's tables; Alembic's revision follows.
+                ensure_sqlite(self._db, path, new=new)
             except sqlite3.Error as err:
                 self._db.close()
                 raise self._error(err) from err
+            except BaseException:
+                self._db.close()
+                raise
 
     @classmethod
     def for_reading(cls, path: Path) -> SqliteLedger | None:

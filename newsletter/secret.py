@@ -1,4 +1,5 @@
-"""The unsubscribe secret: configured, or generated on first use and kept beside the ledger.
+"""The unsubscribe secret: configured, or generated on first use and kept beside the ledger
+(with PostgreSQL, in its `secrets` table: every machine must seal and open the same links).
 
 Every unsubscribe link is sealed with it, so it must outlive the run that made it: a new
 secret would break every link in issues already sent. Hence an empty or damaged file is an
@@ -8,6 +9,7 @@ error, never a reason to make a new one. `NEWSLETTER_UNSUBSCRIBE__SECRET` wins w
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import os
 import re
 import secrets
@@ -35,7 +37,11 @@ def unsubscribe_secret(settings: Settings) -> str:
     """The secret that seals unsubscribe links: the configured one, else the stored one,
     else a new one, stored first. Never printed."""
     found = existing_secret(settings)
-    return found if found is not None else _create(secret_path(settings))
+    if found is not None:
+        return found
+    if settings.database_config.is_postgres:
+        return _create_shared(settings)
+    return _create(secret_path(settings))
 
 
 def existing_secret(settings: Settings) -> str | None:
@@ -55,6 +61,8 @@ def existing_secret(settings: Settings) -> str | None:
                                   "print(secrets.token_urlsafe(32))'), or unset it to use a "
                                   "generated one")
         return value
+    if settings.database_config.is_postgres:
+        return _read_shared(settings)
     path = secret_path(settings)
     archive = settings.delivery.outbox / "archive"
     if path.resolve().is_relative_to(archive.resolve()):
@@ -171,3 +179,58 @@ def _sync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+# PostgreSQL ---------------------------------------------------------------------------
+
+_NAME = "unsubscribe"
+
+
+def _read_shared(settings: Settings) -> str | None:
+    """The secret in the database's `secrets` table; None when none was made yet."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from newsletter.db import engine
+    from newsletter.db.errors import database_error
+    from newsletter.db.migrate import ensure_postgres
+
+    database = settings.database_config
+    try:
+        ensure_postgres(engine(database), database)
+        with engine(database).connect() as conn:
+            value = conn.execute(text("SELECT value FROM secrets WHERE name = :name"),
+                                 {"name": _NAME}).scalar()
+    except SQLAlchemyError as err:
+        raise database_error(database, err) from err
+    if value is None:
+        return None
+    if len(value) < _MIN_CHARS or not _WELL_FORMED.fullmatch(value):
+        raise ConfigError("the unsubscribe secret in the database is not one (one line of at "
+                          f"least {_MIN_CHARS} printable characters)", field=_FIELD,
+                          fix="restore the secrets table from a backup (the links in issues "
+                              "already sent need it), or delete its 'unsubscribe' row to make "
+                              "a new one, which breaks those links")
+    return str(value)
+
+
+def _create_shared(settings: Settings) -> str:
+    """Store a new secret unless another machine stored one first; the stored one wins."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from newsletter.db import engine
+    from newsletter.db.errors import database_error
+
+    database = settings.database_config
+    try:
+        with engine(database).begin() as conn:
+            conn.execute(text("INSERT INTO secrets (name, value, created) VALUES "
+                              "(:name, :value, :created) ON CONFLICT (name) DO NOTHING"),
+                         {"name": _NAME, "value": secrets.token_urlsafe(32),
+                          "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    except SQLAlchemyError as err:
+        raise database_error(database, err) from err
+    found = _read_shared(settings)
+    assert found is not None
+    return found

@@ -273,3 +273,4 @@ from tests.pg import pg_url  # noqa: E402,F401
 # project whose list has sections. A module's own fixture of the same name wins.
 from tests.readers_project import proj  # noqa: E402,F401
 from tests.signup_site import secret, site  # noqa: E402,F401
+from tests.stores import new_ledger  # noqa: E402,F401

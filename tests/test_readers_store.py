@@ -22,6 +22,7 @@ from newsletter.readers.tokens import (
 from newsletter.settings import load_settings
 from newsletter.unsubscribe import opaque_token, read_token
 from tests.conftest import ISSUE_DATE, Project
+from tests.stores import LedgerFactory
 
 LIST = "morning-brief"
 
@@ -38,8 +39,8 @@ def sent_to(project: Project) -> set[str]:
     return found
 
 
-def test_concurrent_duplicate_sign_ups_end_as_one_reader(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+def test_concurrent_duplicate_sign_ups_end_as_one_reader(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger()
     results: list[str] = []
     barrier = threading.Barrier(8)
 
@@ -57,8 +58,8 @@ def test_concurrent_duplicate_sign_ups_end_as_one_reader(tmp_path: Path) -> None
 
 
 def test_a_confirmation_nonce_works_once_and_a_new_sign_up_kills_the_old_link(
-        tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+        new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger()
     _, row = ledger.sign_up(NewReader(LIST, "a@example.com"))
     assert row is not None and row.nonce
     assert ledger.confirm(LIST, "a@example.com", "not-it") == "invalid"
@@ -75,8 +76,8 @@ def test_a_confirmation_nonce_works_once_and_a_new_sign_up_kills_the_old_link(
     assert [x.note for x in ledger.resubscriptions("a@example.com")] == ["confirmed sign-up"]
 
 
-def test_a_confirmed_sign_up_does_not_lift_a_complaint(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+def test_a_confirmed_sign_up_does_not_lift_a_complaint(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger()
     ledger.suppress("*", "c@example.com", "complaint")
     _, row = ledger.sign_up(NewReader(LIST, "c@example.com"))
     assert row is not None and row.nonce
@@ -84,8 +85,8 @@ def test_a_confirmed_sign_up_does_not_lift_a_complaint(tmp_path: Path) -> None:
     assert ledger.is_suppressed(LIST, "c@example.com")
 
 
-def test_one_confirmation_mail_an_hour_per_address(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+def test_one_confirmation_mail_an_hour_per_address(new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger()
     t0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
     assert ledger.claim_confirmation_mail("x@example.com", now=t0)
     assert not ledger.claim_confirmation_mail("X@example.com", now=t0 + dt.timedelta(minutes=59))
@@ -162,8 +163,9 @@ def test_every_message_links_to_the_readers_preference_page(project: Project,
     assert read_preferences_token(secret, token) == (LIST, "ada@example.com")
 
 
-def test_sign_ups_nobody_confirmed_are_purged_once_their_links_expired(tmp_path: Path) -> None:
-    ledger = SqliteLedger(tmp_path / "l.sqlite3")
+def test_sign_ups_nobody_confirmed_are_purged_once_their_links_expired(
+        new_ledger: LedgerFactory) -> None:
+    ledger = new_ledger()
     ledger.sign_up(NewReader(LIST, "old@example.com"))
     ledger.sign_up(NewReader(LIST, "asked-again@example.com"))
     ledger.sign_up(NewReader(LIST, "fresh@example.com"))

@@ -6,6 +6,7 @@ One module per group of commands; importing them registers their commands on `cl
 from newsletter.cli import (  # noqa: F401  (registers the commands)
     admin,
     bounces,
+    db,
     issue,
     reader_data,
     readers,

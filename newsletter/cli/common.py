@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from newsletter.addresses import InvalidAddress, normalize_address
+from newsletter.db import open_ledger
 from newsletter.digest import (
     Inputs,
     issue_date,
@@ -107,10 +108,11 @@ class App:
         # lexists: a link to a ledger that is not there (a mount gone) is refused when
         # opened, never taken for "no ledger yet" (which would compose sent articles again).
         if self._ledger is None and create:
-            self._ledger = SqliteLedger(self.settings.ledger)
-        elif self._ledger is None and os.path.lexists(self.settings.ledger):
+            self._ledger = open_ledger(self.settings)
+        elif self._ledger is None and (self.settings.database_config.is_postgres
+                                       or os.path.lexists(self.settings.ledger)):
             # Only read: a ledger that cannot be written (read-only, a full disk) still is.
-            self._ledger = SqliteLedger.for_reading(self.settings.ledger)
+            self._ledger = open_ledger(self.settings, for_reading=True)
         return self._ledger
 
     def inputs(self) -> Inputs:

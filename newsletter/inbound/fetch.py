@@ -32,6 +32,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import Literal
 
+from newsletter.db import open_ledger
 from newsletter.errors import Problem
 from newsletter.inbound.classify import classify
 from newsletter.inbound.mailbox import Mail, Mailbox, Unreadable, not_configured, open_mailbox
@@ -261,7 +262,7 @@ def run_fetch(settings: Settings, *, stop: threading.Event | None = None) -> Fet
     lock.acquire()
     try:
         with open_mailbox(settings.bounces) as mailbox:
-            ledger = SqliteLedger(settings.ledger)
+            ledger = open_ledger(settings)
             try:
                 return fetch(settings, ledger, mailbox, secret, stop=stop)
             finally:

@@ -32,9 +32,14 @@ def erase(db: sqlite3.Connection, email: str, mailbox: str, digest: str, stamp: 
                for table in _ROWS}
     # The deliveries stay, counted in `status`, under the digest instead of the address
     # (its Message-ID names no address: it is a digest too).
+    # (What SQLite's UPDATE OR REPLACE did, in SQL PostgreSQL speaks too: a row already
+    # under the digest for the same issue, from an earlier erasure, gives way.)
+    forgotten = f"forgotten:{digest[:16]}"
+    db.execute("DELETE FROM deliveries WHERE email = ? AND issue_id IN "
+               "(SELECT issue_id FROM deliveries WHERE email = ?)", (forgotten, email))
     removed["deliveries"] = db.execute(
-        "UPDATE OR REPLACE deliveries SET email = ?, reply = '' WHERE email = ?",
-        (f"forgotten:{digest[:16]}", email)).rowcount
+        "UPDATE deliveries SET email = ?, reply = '' WHERE email = ?",
+        (forgotten, email)).rowcount
     scrubbed = scrub(db, email)
     if scrubbed:
         removed["named in other readers' records"] = scrubbed
@@ -50,7 +55,7 @@ def scrub(db: sqlite3.Connection, email: str) -> int:
     for table, column in _WORDS:
         rows = db.execute(f"SELECT rowid, {column} FROM {table} "
                           f"WHERE instr(lower({column}), ?) > 0", (email,)).fetchall()
-        for rowid, text in rows:
+        for rowid, text in rows:  # (PostgreSQL: ctid, see db/sql.py)
             db.execute(f"UPDATE {table} SET {column} = ? WHERE rowid = ?",
                        (pattern.sub("[forgotten]", text), rowid))
             changed += 1

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
+from newsletter.db import open_ledger
 from newsletter.errors import Problem
 from newsletter.ledger import SqliteLedger
 from newsletter.models import Origin, Subscriber, SubscriberList
@@ -94,7 +95,8 @@ def merge_roster(roster: Roster, ledger: SqliteLedger | None) -> Roster:
 def load_readers(settings: Settings) -> Roster:
     """The subscriber file merged with the readers in the database."""
     roster = load_roster(settings.subscribers)
-    ledger = SqliteLedger.for_reading(settings.ledger) if settings.ledger.exists() else None
+    ledger = (open_ledger(settings, for_reading=True)
+              if settings.database_config.is_postgres or settings.ledger.exists() else None)
     if ledger is None:
         return roster
     try:

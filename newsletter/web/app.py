@@ -25,7 +25,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from newsletter.ledger import SqliteLedger
+from newsletter.db import open_ledger
 from newsletter.secret import unsubscribe_secret
 from newsletter.settings import Settings
 from newsletter.web.accesslog import drop_queries_from_access_log
@@ -49,7 +49,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] | None = None) 
     """
     secret = unsubscribe_secret(settings)
     roster = RosterCache(settings)
-    ledger = SqliteLedger(settings.ledger)
+    ledger = open_ledger(settings)
     try:
         hooks = webhook_routes(settings, ledger)
     except BaseException:

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from newsletter.ledger import SqliteLedger
+from newsletter.ledger import LedgerError, SqliteLedger
 from newsletter.unsubscribe import read_token, valid
 
 _PAGE = """<!DOCTYPE html>
@@ -62,7 +62,7 @@ def unsubscribe_routes(secret: str, titles: dict[str, str], ledger: SqliteLedger
         list_id, email, title = found
         try:
             done = await run_in_threadpool(ledger.is_suppressed, list_id, email)
-        except sqlite3.Error:
+        except (sqlite3.Error, LedgerError):  # LedgerError: PostgreSQL's (db/errors.py)
             return _busy()
         if done:
             return _page("Unsubscribed", f"<p>{html.escape(email)} gets no more "
@@ -81,7 +81,7 @@ def unsubscribe_routes(secret: str, titles: dict[str, str], ledger: SqliteLedger
         list_id, email, title = found
         try:
             await run_in_threadpool(_unsubscribe, ledger, list_id, email)
-        except sqlite3.Error:
+        except (sqlite3.Error, LedgerError):  # LedgerError: PostgreSQL's (db/errors.py)
             return _busy()
         return _page("Unsubscribed", f"<p>{html.escape(email)} gets no more "
                      f"{html.escape(title)}. Sorry to see you go.</p>")

@@ -1,0 +1,1 @@
+"""Alembic's scripts for the program's tables (see newsletter/db/migrate.py)."""
