@@ -61,7 +61,7 @@ def _emls(project: Project) -> list[Path]:
     return sorted(project.outbox.glob("**/*.eml"))
 
 
-def _wait(condition, what: str, timeout: float = 8.0) -> None:  # type: ignore[no-untyped-def]
+def _wait(condition, what: str, timeout: float = 20.0) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, what
