@@ -152,3 +152,29 @@ def test_a_leader_killed_mid_send_leaves_the_rest_of_the_morning_to_the_standby(
         server.stop()
         for log in sorted(project.root.glob("schedule-*.log")):
             print(log.name, log.read_text(), sep="\n")
+
+
+def test_a_leader_whose_lock_session_ends_stops_and_exits_for_a_restart(
+        machines: tuple[Project, Path, dict[str, str]], pg_url: str) -> None:  # noqa: F811
+    import psycopg
+
+    project, clock_file, env = machines
+    _set(clock_file, dt.datetime(2026, 11, 24, 6, 0, tzinfo=UTC))
+    leader = Machine(project, clock_file, env)
+    try:
+        assert "leading" in leader.line()
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # as a server restart does
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s", (f"newsletter schedule pid {leader.process.pid} "
+                                                 f"on {os.uname().nodename}"[:63],)).fetchall()
+        assert ended == [(True,)]
+        out, _ = leader.process.communicate(timeout=20)
+        assert leader.process.returncode == 1
+        assert "scheduler stopped" not in out
+        log = leader.log.read_text()
+        assert "the scheduler lost its lock: the lock is no longer held" in log or (
+            "the scheduler lost its lock: the database is out of reach" in log), log
+        assert "stopped scheduling — start it again" in log and "Traceback" not in log, log
+    finally:
+        leader.kill()
