@@ -8,14 +8,23 @@ SQLite job store, so a run missed while the machine was off or asleep is
 still due when the scheduler comes back: within `schedule.misfire_grace_minutes` it goes
 out once (several missed days coalesce into one run); later, it is skipped as stale and
 logged. One scheduler per job store, enforced by a lock.
+
+With a PostgreSQL database the jobs live in it (APScheduler's table), and `schedule` may
+run on several machines: one leads (newsletter.workers.leader's advisory lock), the
+others stand by and the first to get the lock when the leader dies takes over. It runs
+again each zone's last run within the grace time (`catch_up`): whatever the old leader
+did not send of that morning goes out, and the ledger's rows keep what it sent from
+going out twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -26,6 +35,7 @@ from apscheduler.schedulers.base import BaseScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from newsletter.db import Database, open_ledger
 from newsletter.digest import (
     due_date,
     issue_date,
@@ -37,12 +47,12 @@ from newsletter.digest import (
 )
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.inbound.settings import BouncesSection
-from newsletter.ledger import SqliteLedger
 from newsletter.lock import ProcessLock
 from newsletter.readers.roster import load_readers
 from newsletter.settings import ScheduleSection, Settings, load_settings
 from newsletter.sqlitefile import failure
 from newsletter.subscribers import Roster
+from newsletter.workers.leader import Leadership
 
 JOB_PREFIX = "digest@"
 LEGACY_JOB_ID = "daily-digest"  # the one job of versions before local-time delivery
@@ -56,6 +66,8 @@ log = logging.getLogger("newsletter.scheduler")
 # Set by the `schedule` command on SIGTERM/SIGINT: the running job finishes the message in
 # flight, records it and returns.
 STOP = threading.Event()
+# The lock this process leads by, with a PostgreSQL database; each run confirms it first.
+LEADER: Leadership | None = None
 
 
 def clock() -> dt.datetime:
@@ -177,8 +189,14 @@ def next_run_times(schedule: ScheduleSection, now: dt.datetime, count: int = 5,
     return times
 
 
-def job_store(schedule: ScheduleSection) -> SQLAlchemyJobStore:
-    """The scheduler's persistent jobs, in `schedule.jobs` (an SQLite file it makes)."""
+def job_store(schedule: ScheduleSection,
+              database: Database | None = None) -> SQLAlchemyJobStore:
+    """The scheduler's persistent jobs: in a PostgreSQL `database`, else in
+    `schedule.jobs` (an SQLite file it makes)."""
+    if database is not None and database.is_postgres:
+        from newsletter.db import engine
+
+        return SQLAlchemyJobStore(engine=engine(database))
     path = schedule.jobs
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -205,8 +223,13 @@ def _jobs_error(path: Path, why: str) -> ConfigError:
                            "default is outbox/scheduler.sqlite3), or move this one away")
 
 
-def store_failure(path: Path, err: Exception) -> ConfigError:
+def store_failure(path: Path, err: Exception, database: Database | None = None) -> ConfigError:
     """The job store could not be read or written (SQLAlchemy's error): one line."""
+    if database is not None and database.is_postgres:
+        why = " ".join(str(getattr(err, "orig", None) or err).split())
+        return ConfigError(f"cannot use the scheduler's job store in {database.display()}: "
+                           f"{why}", field="database",
+                           fix="check the server is up and `newsletter db upgrade` was run")
     why, fix = failure(path, getattr(err, "orig", None) or err)
     return ConfigError(f"cannot use the scheduler's job store: {why}", file=path,
                        field="schedule.jobs", fix=fix)
@@ -215,6 +238,71 @@ def store_failure(path: Path, err: Exception) -> ConfigError:
 def scheduler_lock(schedule: ScheduleSection) -> ProcessLock:
     """Two schedulers on one job store would run each job twice, or lose it."""
     return ProcessLock(schedule.jobs.with_name(schedule.jobs.name + ".lock"), "the scheduler")
+
+
+class LeadershipLost(NewsletterError):
+    """The leader lost its lock (the database out of reach): it stopped scheduling."""
+
+    exit_code = 1
+
+
+@contextlib.contextmanager
+def one_scheduler(settings: Settings,
+                  on_standby: Callable[[str], None]) -> Iterator[Leadership | None]:
+    """Only one scheduler runs the jobs. SQLite: a file lock, and a second scheduler
+    refuses to start. PostgreSQL: stand by (telling `on_standby` who leads) until this
+    one leads, or until STOP (then the caller finds STOP set and stops); yields the lock,
+    which `LEADER` holds while leading."""
+    global LEADER
+    database = settings.database_config
+    if not database.is_postgres:
+        with scheduler_lock(settings.schedule):
+            yield None
+        return
+    leadership = Leadership(database)
+    try:
+        if leadership.wait(STOP, on_standby):
+            LEADER = leadership
+            # The tables at this program's revision (an empty database gets them all)
+            # before APScheduler would make its own.
+            open_ledger(settings).close()
+        yield leadership
+    finally:
+        LEADER = None
+        leadership.close()
+
+
+def stop_when_lost(leader: Leadership, scheduler: BaseScheduler) -> None:
+    """When `leader` loses its lock no new run starts, and the one running stops after
+    the message in flight (STOP); `schedule` then exits, to stand by again on restart."""
+    def lost(_: str) -> None:
+        scheduler.pause()
+        STOP.set()
+    leader.on_lost(lost)
+    if leader.lost.is_set():
+        lost("")
+
+
+def catch_up(scheduler: BaseScheduler, schedule: ScheduleSection,
+             now: dt.datetime | None = None) -> list[str]:
+    """Taking over from a scheduler that died: each zone's last run within the grace time
+    runs again (its job may already point at tomorrow if the old leader died mid-run).
+    What was sent is in the ledger and goes out nothing twice. Returns the zones."""
+    now = now or clock()
+    grace = dt.timedelta(minutes=schedule.misfire_grace_minutes)
+    zones = []
+    for job in scheduler.get_jobs(jobstore="default"):
+        if not job.id.startswith(JOB_PREFIX) or job.next_run_time is None:
+            continue
+        last = None
+        fire = job.trigger.get_next_fire_time(None, now - grace)
+        while fire is not None and fire <= now:
+            last = fire
+            fire = job.trigger.get_next_fire_time(fire, fire + dt.timedelta(seconds=1))
+        if last is not None and job.next_run_time > last:
+            job.modify(next_run_time=last)
+            zones.append(job.id.removeprefix(JOB_PREFIX))
+    return zones
 
 
 def install_jobs(scheduler: BaseScheduler, schedule: ScheduleSection, zones: list[str],
@@ -369,12 +457,16 @@ def scheduled_send(config_path: str, zone: str | None = None,
     """
     sent_now = now is None
     now = now or clock()
+    if LEADER is not None and not LEADER.confirm():
+        log.error("the run of %s was not started: this scheduler no longer leads",
+                  zone or "the day")
+        return False
     try:
         settings = load_settings(Path(config_path))
         inputs = load_inputs(settings)
         for warning in inputs.warnings:
             log.warning("%s", warning)
-        ledger = SqliteLedger(settings.ledger)
+        ledger = open_ledger(settings)
         lock = send_lock(settings)
         try:
             lock.acquire(wait=LOCK_WAIT_SECONDS, stop=STOP)

@@ -73,31 +73,49 @@ def schedule(app: App, list_jobs: bool) -> None:
     warn(roster.warnings)
     load_inputs(app.settings)  # refuse to start on a broken subscriber file or articles
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    with daily.scheduler_lock(s), stop_on_signals(daily.STOP):
+    database = app.settings.database_config
+    with stop_on_signals(daily.STOP), daily.one_scheduler(
+            app.settings, lambda why: click.echo(
+                f"scheduler standing by: {why}; it takes over when that one stops")) as leader:
+        if daily.STOP.is_set():
+            click.echo("scheduler stopped")
+            return
         scheduler = BackgroundScheduler(timezone=s.tz, jobstores={
-            "default": daily.job_store(s), "memory": MemoryJobStore()})
+            "default": daily.job_store(s, database), "memory": MemoryJobStore()})
         daily.watch_missed_runs(scheduler)
         try:
             scheduler.start(paused=True)
             jobs = daily.install_jobs(scheduler, s, list(zones), app.config_path)
             fetching = daily.install_fetch_job(scheduler, app.settings.bounces,
                                                app.config_path)
+            # A new leader sends what a dead one may have left of the morning.
+            caught = daily.catch_up(scheduler, s) if leader is not None else []
         except SQLAlchemyError as err:  # a job store that is read-only, full or broken
             if scheduler.running:
                 scheduler.shutdown(wait=False)
-            raise daily.store_failure(s.jobs, err) from err
+            raise daily.store_failure(s.jobs, err, database) from err
         scheduler.add_job(daily.refresh_jobs, IntervalTrigger(minutes=daily.REFRESH_MINUTES),
                           args=(scheduler, app.config_path), jobstore="memory",
                           id="refresh", name="re-read subscribers for new time zones")
+        if leader is not None:
+            daily.stop_when_lost(leader, scheduler)
         scheduler.resume()
         first = min(jobs, key=lambda job: job.next_run_time)
         click.echo(f"scheduler running: daily digest at {s.time} {_zones_label(zones)}; "
                    f"next at {first.next_run_time:%Y-%m-%d %H:%M %Z} "
                    f"({first.id.removeprefix(daily.JOB_PREFIX)})"
                    + (f"; bounces fetched every {app.settings.bounces.poll_minutes} min"
-                      if fetching else "") + "; stop with Ctrl-C or SIGTERM")
+                      if fetching else "")
+                   + ("; leading (other schedulers stand by)" if leader is not None else "")
+                   + (f"; catching up on {', '.join(caught)}" if caught else "")
+                   + "; stop with Ctrl-C or SIGTERM")
         daily.STOP.wait()
         scheduler.shutdown(wait=True)
+        if leader is not None and leader.lost.is_set():
+            raise daily.LeadershipLost(
+                "the scheduler lost its lock on the database and stopped scheduling",
+                fix="start it again (systemd's Restart=always does): it stands by until "
+                    "it leads again")
     click.echo("scheduler stopped")
 
 
