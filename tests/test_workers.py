@@ -430,3 +430,29 @@ def test_a_relay_paused_for_everyone_pauses_the_issue_and_gives_the_batch_back(
         ("paused", "20 failures in a row through the relay")]
     assert query(queued_db, "SELECT count(*) FROM deliveries WHERE lease_owner IS NULL "
                  "AND status = 'pending'") == [(5,)]
+
+
+def test_the_next_send_queue_resumes_a_relay_paused_for_everyone(
+        project: Project, pg_url: str) -> None:  # noqa: F811
+    from newsletter.workers.limits import Paused, RelayGate
+
+    _many_readers(project, 3)
+    with id_sink() as (_sink, port):
+        env = worker_env(pg_url, "127.0.0.1", port)
+        prepare(pg_url)
+        relay = f"127.0.0.1:{port}"
+        gate = RelayGate(engine_of(parse_database(pg_url)), relay, rate_limit=0,
+                         connections=1, pause_after_failures=2, lease_seconds=5, owner="t")
+        try:
+            gate.after_send(False)
+            with pytest.raises(Paused):
+                gate.after_send(False, "r@example.org: 550 no")
+        finally:
+            gate.close()
+        assert query(pg_url, "SELECT count(*) FROM relay_limits WHERE paused_at IS NOT NULL"
+                     )[0][0] == 1
+        out, err = _send(project, env).communicate(timeout=60)
+        assert f"resumed sending through {relay} (it was paused: " in out, (out, err)
+        assert query(pg_url, "SELECT count(*) FROM relay_limits WHERE paused_at IS NOT NULL"
+                     )[0][0] == 0
+        assert f"{ISSUE}: 3 reader(s) for the workers" in out

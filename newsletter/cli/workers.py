@@ -90,9 +90,19 @@ def queue_for_workers(settings: Settings, asked: bool | None) -> Enqueue | None:
     from newsletter.workers.enqueue import enqueue
 
     database = settings.database_config
+    resumed: list[bool] = []
 
     def hand_over(rendered: RenderedEdition, todo: Iterable[Subscriber], now: dt.datetime
                   ) -> int:
+        if not resumed:
+            # The publisher's next send ends a pause of the relay, as a paused in-process
+            # run ends with the run: they have read its reason and fixed the cause.
+            from newsletter.workers.limits import clear_pause
+
+            relay = f"{settings.smtp.host}:{settings.smtp.port}"
+            for name, reason in clear_pause(engine(database), relay):
+                click.echo(f"resumed sending through {name} (it was paused: {reason})")
+            resumed.append(True)
         done = enqueue(database, engine(database), rendered.edition, rendered.variants, todo,
                        now, settings.workers.batch)
         jobs = (f"{done.jobs} new job(s)" if done.jobs == done.batches
