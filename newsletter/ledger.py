@@ -314,15 +314,16 @@ class SqliteLedger(SuppressionStore, ReaderStore):
         """
         now = _now()
         with self._transaction() as db:
-            for email, message_id, status in deliveries:
-                db.execute(
-                    "INSERT INTO deliveries (issue_id, email, message_id, status, created, "
-                    "updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, email) DO "
-                    "UPDATE SET status = excluded.status, updated = excluded.updated "
-                    "WHERE (deliveries.status = 'skipped' AND excluded.status = 'pending') "
-                    "OR (deliveries.status IN ('pending', 'failed-temporary') "
-                    "    AND excluded.status = 'skipped')",
-                    (issue_id, email.lower(), message_id, status, now, now))
+            # executemany: streamed by SQLite, sent in batches by PostgreSQL (pipelined).
+            db.executemany(
+                "INSERT INTO deliveries (issue_id, email, message_id, status, created, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, email) DO "
+                "UPDATE SET status = excluded.status, updated = excluded.updated "
+                "WHERE (deliveries.status = 'skipped' AND excluded.status = 'pending') "
+                "OR (deliveries.status IN ('pending', 'failed-temporary') "
+                "    AND excluded.status = 'skipped')",
+                ((issue_id, email.lower(), message_id, status, now, now)
+                 for email, message_id, status in deliveries))
 
     def deliveries(self, issue_id: str) -> dict[str, Delivery]:
         rows = self._query("SELECT issue_id, email, message_id, status, attempts, reply, "

@@ -14,6 +14,7 @@ each is atomic on its own, and they run side by side.
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -31,6 +32,7 @@ from newsletter.db.url import Database
 from newsletter.ledger import LedgerError, SqliteLedger
 
 _WRITERS = advisory_key("writers")
+_BATCH = 1000
 
 
 class _Cursor:
@@ -73,12 +75,15 @@ class PgConnection:
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> _Cursor:
         statement = translate(sql)
-        batch = [tuple(params) for params in seq]
         self._first = False
-        if statement is None or not batch:
+        if statement is None:
             return _Cursor([], 0)
-        result = self._conn.exec_driver_sql(statement, batch)
-        return _Cursor([], result.rowcount)
+        count = 0
+        # In batches: a million planned deliveries are never all in memory at once.
+        rows = (tuple(params) for params in seq)
+        while batch := list(itertools.islice(rows, _BATCH)):
+            count += self._conn.exec_driver_sql(statement, batch).rowcount
+        return _Cursor([], count)
 
 
 class PgLedger(SqliteLedger):
