@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -215,6 +215,11 @@ class SqliteLedger(SuppressionStore, ReaderStore):
                         self._db.execute("ROLLBACK")
                 raise self._error(err) from err
 
+    def _reply_transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """The transaction of a server's reply: one a message, so it must be quick; as
+        durable as `synchronous=NORMAL` makes it (see sqlitefile.py)."""
+        return self._transaction()
+
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             try:
@@ -338,7 +343,7 @@ class SqliteLedger(SuppressionStore, ReaderStore):
 
     def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None:
         """Store one server reply; committed (and synced) before this returns."""
-        with self._transaction() as db:
+        with self._reply_transaction() as db:
             db.execute(
                 "UPDATE deliveries SET status = ?, reply = ?, attempts = attempts + 1, "
                 "updated = ? WHERE issue_id = ? AND email = ?",
@@ -348,7 +353,7 @@ class SqliteLedger(SuppressionStore, ReaderStore):
                     outcomes: Iterable[tuple[str, DeliveryStatus, str]]) -> None:
         """Store many (email, status, reply) in one transaction (for idempotent backends)."""
         now = _now()
-        with self._transaction() as db:
+        with self._reply_transaction() as db:
             db.executemany(
                 "UPDATE deliveries SET status = ?, reply = ?, attempts = attempts + 1, "
                 "updated = ? WHERE issue_id = ? AND email = ?",
