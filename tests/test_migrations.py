@@ -235,3 +235,31 @@ def test_a_database_behind_head_says_to_run_db_upgrade(project: Project, pg_url:
         conn.execute("UPDATE alembic_version SET version_num = %s", (revisions()[-2],))
     done = project.run("status")
     assert done.returncode != 0 and "run `newsletter db upgrade`" in done.stderr, done.stderr
+
+
+def test_db_copy_moves_an_old_ledger_into_postgres_and_nobody_gets_it_twice(
+        old_project: Project, pg_url: str) -> None:
+    from newsletter.secret import unsubscribe_secret
+    from newsletter.settings import load_settings
+
+    sqlite_file = old_project.outbox / "newsletter.sqlite3"
+    old_secret = unsubscribe_secret(load_settings(old_project.settings))  # its key file
+    before = counts(sqlite_file)
+    old_project.settings.write_text(old_project.settings.read_text()
+                                    + f"database: {pg_url}\n")
+    copied = old_project.run("db", "copy", str(sqlite_file))
+    assert copied.returncode == 0, copied.stderr
+    assert f"copied {sum(before.values())} rows from {sqlite_file} to {pg_url}; the " \
+        "unsubscribe secret too" in copied.stdout
+    with psycopg.connect(pg_url) as conn:
+        for table, count in before.items():
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (count,), table
+        body = conn.execute("SELECT body FROM feed_cache").fetchone()[0]
+    assert body.startswith(b"<rss")
+    assert unsubscribe_secret(load_settings(old_project.settings)) == old_secret
+    sent = old_project.run("send", "--date", ISSUE_DATE)
+    assert sent.returncode == 0, sent.stderr
+    assert not list(old_project.outbox.rglob("*.eml"))
+    again = old_project.run("db", "copy", str(sqlite_file))
+    assert again.returncode != 0 and "already holds rows" in again.stderr
+    assert counts(sqlite_file) == before  # the source is only read
