@@ -183,7 +183,7 @@ def test_an_empty_postgres_database_gets_every_table_once_from_two_machines_at_o
             indexes = {i["name"] for i in inspect(conn).get_indexes("deliveries")}
     finally:
         engine.dispose()
-    assert tables == set(metadata.tables) | {"alembic_version"}
+    assert set(metadata.tables) | {"alembic_version"} <= tables  # (later revisions add more)
     assert {"deliveries_key", "deliveries_message_id", "deliveries_status"} <= indexes
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(head(),)]
