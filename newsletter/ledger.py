@@ -18,7 +18,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -215,6 +215,11 @@ class SqliteLedger(SuppressionStore, ReaderStore):
                         self._db.execute("ROLLBACK")
                 raise self._error(err) from err
 
+    def _reply_transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        """The transaction of a server's reply: one a message, so it must be quick; as
+        durable as `synchronous=NORMAL` makes it (see sqlitefile.py)."""
+        return self._transaction()
+
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         with self._lock:
             try:
@@ -314,15 +319,16 @@ class SqliteLedger(SuppressionStore, ReaderStore):
         """
         now = _now()
         with self._transaction() as db:
-            for email, message_id, status in deliveries:
-                db.execute(
-                    "INSERT INTO deliveries (issue_id, email, message_id, status, created, "
-                    "updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, email) DO "
-                    "UPDATE SET status = excluded.status, updated = excluded.updated "
-                    "WHERE (deliveries.status = 'skipped' AND excluded.status = 'pending') "
-                    "OR (deliveries.status IN ('pending', 'failed-temporary') "
-                    "    AND excluded.status = 'skipped')",
-                    (issue_id, email.lower(), message_id, status, now, now))
+            # executemany: streamed by SQLite, sent in batches by PostgreSQL (pipelined).
+            db.executemany(
+                "INSERT INTO deliveries (issue_id, email, message_id, status, created, "
+                "updated) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (issue_id, email) DO "
+                "UPDATE SET status = excluded.status, updated = excluded.updated "
+                "WHERE (deliveries.status = 'skipped' AND excluded.status = 'pending') "
+                "OR (deliveries.status IN ('pending', 'failed-temporary') "
+                "    AND excluded.status = 'skipped')",
+                ((issue_id, email.lower(), message_id, status, now, now)
+                 for email, message_id, status in deliveries))
 
     def deliveries(self, issue_id: str) -> dict[str, Delivery]:
         rows = self._query("SELECT issue_id, email, message_id, status, attempts, reply, "
@@ -337,7 +343,7 @@ class SqliteLedger(SuppressionStore, ReaderStore):
 
     def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None:
         """Store one server reply; committed (and synced) before this returns."""
-        with self._transaction() as db:
+        with self._reply_transaction() as db:
             db.execute(
                 "UPDATE deliveries SET status = ?, reply = ?, attempts = attempts + 1, "
                 "updated = ? WHERE issue_id = ? AND email = ?",
@@ -347,7 +353,7 @@ class SqliteLedger(SuppressionStore, ReaderStore):
                     outcomes: Iterable[tuple[str, DeliveryStatus, str]]) -> None:
         """Store many (email, status, reply) in one transaction (for idempotent backends)."""
         now = _now()
-        with self._transaction() as db:
+        with self._reply_transaction() as db:
             db.executemany(
                 "UPDATE deliveries SET status = ?, reply = ?, attempts = attempts + 1, "
                 "updated = ? WHERE issue_id = ? AND email = ?",

@@ -123,3 +123,32 @@ def test_two_sends_at_once_on_postgres_meet_the_same_lock(project: Project,
     assert f"sending is locked by pid {os.getpid()} on " in done.stderr, done.stderr
     assert not list(Path(project.outbox).rglob("*.eml"))
     assert project.run("send", "--date", ISSUE_DATE).returncode == 0
+
+
+def test_serve_answers_503_while_postgres_is_away_and_recovers(project: Project,
+                                                               pg_url: str) -> None:
+    from tests.pg import admin_connection
+
+    on_postgres(project, pg_url)
+    assert project.run("send", "--date", ISSUE_DATE).returncode == 0
+    eml = project.outbox / SENT / "zoe@example.org.eml"
+    msg = message_from_bytes(eml.read_bytes(), policy=policy.default)
+    link = urlsplit(str(msg["List-Unsubscribe"]).split(",")[0].strip().strip("<>"))
+    name = pg_url.rsplit("/", 1)[1]
+
+    def away(allowed: bool) -> None:
+        with admin_connection() as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(allowed).lower()}')
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid != pg_backend_pid()", (name,))
+
+    with running(create_app(load_settings(project.settings))) as base:
+        url = f"{base}{link.path}?{link.query}"
+        away(False)
+        try:
+            answer = call(url, "POST", b"List-Unsubscribe=One-Click")
+        finally:
+            away(True)
+        assert answer.status == 503, answer.body
+        assert call(url, "POST", b"List-Unsubscribe=One-Click").status == 200  # reconnected
+    assert rows(pg_url, "SELECT email FROM suppressions") == [("zoe@example.org",)]

@@ -172,7 +172,7 @@ def status(app: App, date: dt.datetime | None, list_id: str | None) -> None:
             click.echo(line)
     records = ledger.issues(list_id, date.date() if date else None) if ledger else []
     if not records:
-        click.echo(f"no issues recorded in {app.settings.ledger}"
+        click.echo(f"no issues recorded in {app.settings.database_config.display()}"
                    + (" for that date or list" if ledger else " yet"))
         return
     for record in records:

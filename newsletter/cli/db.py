@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+from pathlib import Path
 
 import click
 
@@ -12,6 +13,7 @@ from newsletter.cli.common import App, cli, pass_app, user_errors
 from newsletter.db import engine
 from newsletter.db.errors import database_error
 from newsletter.db.migrate import head, revisions, sqlite_revision, upgrade_postgres
+from newsletter.errors import ConfigError
 
 
 @cli.group("db")
@@ -72,6 +74,32 @@ def status(app: App) -> None:
         state = "run `newsletter db upgrade`"
     click.echo(f"{database.display()}: schema revision {current or 'none'} "
                f"(this program's: {head()}): {state}")
+
+
+@db_group.command("copy")
+@click.argument("file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@pass_app
+@user_errors
+def copy(app: App, file: Path) -> None:
+    """Copy every row of the SQLite ledger FILE (and the unsubscribe.key beside it) into
+    the PostgreSQL database `database:` names, which must be empty: the move to
+    PostgreSQL, without sending anyone an issue twice or breaking a link already sent."""
+    from newsletter.db.copy import copy_ledger
+    from newsletter.secret import SECRET_FILE, _read
+
+    database = app.settings.database_config
+    if not database.is_postgres:
+        raise ConfigError("is not a PostgreSQL URL: the copy goes from SQLite into "
+                          "PostgreSQL", field="database",
+                          fix="set database: postgresql://user@host/dbname first")
+    key = file.parent / SECRET_FILE
+    secret = _read(key) if key.exists() else None
+    copied = copy_ledger(file, database, secret)
+    for table, count in copied.items():
+        if count:
+            click.echo(f"{table}: {count}")
+    click.echo(f"copied {sum(copied.values())} rows from {file} to {database.display()}"
+               + ("; the unsubscribe secret too" if secret else ""))
 
 
 def _sqlite_revision(app: App) -> str | None:

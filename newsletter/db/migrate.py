@@ -99,7 +99,15 @@ def ensure_sqlite(db: sqlite3.Connection, path: Path, *, new: bool) -> None:
         return
     if current not in revisions():
         raise verdict(current, str(path)) or AssertionError(current)
-    upgrade_sqlite(path)
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        upgrade_sqlite(path)
+    except SQLAlchemyError as err:
+        # SQLite's own error, as the ledger reports it (and `for_reading` falls back on).
+        if isinstance(orig := getattr(err, "orig", None), sqlite3.Error):
+            raise orig from err
+        raise
 
 
 def _stamp(db: sqlite3.Connection, revision: str) -> None:

@@ -17,7 +17,7 @@ _INSTR = re.compile(r"\binstr\s*\(", re.IGNORECASE)
 _ROWID_EQ = re.compile(r"\browid\s*=\s*%s", re.IGNORECASE)
 _ROWID = re.compile(r"\browid\b", re.IGNORECASE)
 # A parameter tested for NULL has no type PostgreSQL can infer: every such one is text.
-_NULL_TEST = re.compile(r"%s(\s+IS\s+(?:NOT\s+)?NULL)", re.IGNORECASE)
+_NULL_TEST = re.compile(r"(?<!%)%s(\s+IS\s+(?:NOT\s+)?NULL)", re.IGNORECASE)
 _SQLITE_ONLY = re.compile(r"\b(?:OR\s+REPLACE|OR\s+ROLLBACK|OR\s+ABORT|OR\s+FAIL|"
                           r"sqlite_master|GLOB)\b", re.IGNORECASE)
 

@@ -246,7 +246,12 @@ LEFT_LOGGED = LeftLogged()
 
 
 def fetch_lock(settings: Settings) -> ProcessLock:
-    """One fetch at a time (the scheduler's and one by hand)."""
+    """One fetch at a time (the scheduler's and one by hand; with PostgreSQL, on any
+    machine)."""
+    if settings.database_config.is_postgres:
+        from newsletter.db.locks import DatabaseLock
+
+        return DatabaseLock(settings.database_config, "bounces-fetch", "bounces fetch")
     return ProcessLock(settings.ledger.parent / "bounces-fetch.lock", "bounces fetch")
 
 
