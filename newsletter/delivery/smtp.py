@@ -83,10 +83,11 @@ class SmtpBackend(DeliveryBackend):
         self._conn = self._connect()
         self._sent_on_connection = 0
         self._pipelining = bool(self._conn.has_extn("pipelining"))
+        sock = self._conn.sock
         with contextlib.suppress(OSError, AttributeError):
             # Each write is a whole group or a whole message, followed by a read: Nagle's
             # algorithm would only hold a message's last segment back for an ACK.
-            self._conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
 
     def close(self) -> None:
         if self._conn is not None:
