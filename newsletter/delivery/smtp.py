@@ -213,7 +213,9 @@ class SmtpBackend(DeliveryBackend):
 
     def _connect(self) -> smtplib.SMTP:
         s = self.smtp
-        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        # Loading the CA store takes a noticeable while: only for a connection that uses it.
+        context = (ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+                   if s.security != "none" else None)
         conn: smtplib.SMTP | None = None
         try:
             if s.security == "ssl":
