@@ -169,3 +169,17 @@ def test_without_a_way_to_reopen_the_ledger_it_keeps_to_threads(
     wrapped.close()
     assert outcome.sent == len(READERS)
     assert set(pids.read_text().split()) == {str(os.getpid())}
+
+
+def test_a_recipient_spelled_otherwise_than_the_entry_is_still_that_readers(
+        sink: PipeliningSink, port: int, ledger: SqliteLedger, tmp_path: Path) -> None:
+    def shouting(subscriber: Subscriber) -> OutgoingMessage:
+        message = build(subscriber)
+        return OutgoingMessage(message.list_id, message.issue_id, message.sender,
+                               subscriber.email.upper(), message.message_id, message.subject,
+                               message.data)
+
+    outcome = dispatch(READERS, shouting, backends(port, tmp_path / "pids"), options(),
+                       ledger=ledger, issue_id=ISSUE)
+    assert outcome.sent == len(READERS) and outcome.error is None
+    assert statuses(ledger) == {"sent": len(READERS)}

@@ -167,7 +167,15 @@ def _child(writer: Connection, halt: Any, todo: list[Subscriber], share: list[in
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _die_with(parent)
-    index = {todo[i].email: i for i in share}
+    # A result names its recipient as the message has it, which may be spelled otherwise
+    # than the reader's entry: the thread notes whose message it built.
+    by_id = {id(todo[i]): i for i in share}
+    current = threading.local()
+
+    def tracked(subscriber: Subscriber) -> OutgoingMessage:
+        current.index = by_id[id(subscriber)]
+        return build(subscriber)
+
     work: queue.Queue[Subscriber] = queue.Queue()
     for i in share:
         work.put(todo[i])
@@ -180,7 +188,7 @@ def _child(writer: Connection, halt: Any, todo: list[Subscriber], share: list[in
     def report(result: DeliveryResult) -> None:
         with lock:
             try:
-                writer.send(("result", index[result.recipient], result))
+                writer.send(("result", current.index, result))
             except OSError:  # the parent is gone: send nothing more
                 halt.set()
 
@@ -191,7 +199,7 @@ def _child(writer: Connection, halt: Any, todo: list[Subscriber], share: list[in
         ledger = open_ledger()
         throttle = Throttle(options.rate_limit / processes, sleep=halt.wait)
         workers = [threading.Thread(target=_worker, name=f"smtp-{n}",
-                                    args=(run, work, build, open_backend, throttle, ledger,
+                                    args=(run, work, tracked, open_backend, throttle, ledger,
                                           issue_id, report))
                    for n in range(max(1, min(connections, len(share))))]
         for worker in workers:
@@ -209,8 +217,8 @@ def _child(writer: Connection, halt: Any, todo: list[Subscriber], share: list[in
         with contextlib.suppress(Exception):
             if ledger is not None:
                 ledger.close()
-    left = [index[s.email] for s in work.queue]
-    unconfirmed = [index[s.email] for s in run.unconfirmed]
+    left = [by_id[id(s)] for s in work.queue]
+    unconfirmed = [by_id[id(s)] for s in run.unconfirmed]
     with lock, contextlib.suppress(OSError):
         writer.send(("end", left, unconfirmed, _portable(error), crash))
     writer.close()
