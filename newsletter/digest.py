@@ -20,6 +20,7 @@ from newsletter.composer import compose, compose_for_topics, recompose
 from newsletter.db import open_feed_cache
 from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
+from newsletter.delivery.parallel import process_count
 from newsletter.dispatch import DispatchOptions, dispatch
 from newsletter.dkim import DkimSigner, load_signer
 from newsletter.errors import ContentError, DeliveryError, NothingNew, Problem
@@ -379,6 +380,7 @@ def run_send(
         retry_backoff=settings.delivery.retry_backoff,
         pause_after_failures=settings.delivery.pause_after_failures,
         rate_limit=settings.delivery.rate_limit,
+        processes=process_count(settings.smtp.connections) if name == "smtp" else 1,
     )
 
     def open_backend() -> DeliveryBackend:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from newsletter.delivery import DeliveryBackend, DeliveryResult
+from newsletter.delivery import DeliveryBackend, DeliveryResult, parallel
 from newsletter.delivery.throttle import Throttle
 from newsletter.errors import DeliveryError
 from newsletter.ledger import DeliveryStatus, Ledger
@@ -45,6 +45,7 @@ class DispatchOptions:
     retry_backoff: float = 5.0  # seconds before the first retry round; doubles each round
     pause_after_failures: int = 20
     rate_limit: float = 0  # messages per second, all connections together
+    processes: int = 1  # the connections spread over this many processes (delivery.parallel)
 
 
 @dataclass
@@ -106,14 +107,22 @@ def dispatch(
                 run.outcome.stopped = True
                 break
         work: queue.Queue[Subscriber] = queue.Queue()
-        for subscriber in todo:
-            work.put(subscriber)
-        workers = [
-            threading.Thread(target=_worker, name=f"smtp-{n}",
-                             args=(run, work, build, open_backend, throttle, ledger, issue_id,
-                                   on_result))
-            for n in range(max(1, min(options.connections, len(todo))))
-        ]
+        workers: list[threading.Thread] = []
+        reopen = parallel.ledger_opener(ledger) if options.processes > 1 else None
+        if reopen is not None and len(todo) > 1:
+            # Processes, not threads, once the client is CPU-bound: the same loop in each.
+            for subscriber in parallel.run_round(run, todo, build, open_backend, reopen,
+                                                 issue_id, on_result, options.processes):
+                work.put(subscriber)  # left over: the round was halted
+        else:
+            for subscriber in todo:
+                work.put(subscriber)
+            workers = [
+                threading.Thread(target=_worker, name=f"smtp-{n}",
+                                 args=(run, work, build, open_backend, throttle, ledger,
+                                       issue_id, on_result))
+                for n in range(max(1, min(options.connections, len(todo))))
+            ]
         for worker in workers:
             worker.start()
         try:

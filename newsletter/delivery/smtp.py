@@ -1,4 +1,8 @@
-"""Deliver over SMTP on one connection reused for the whole run."""
+"""Deliver over SMTP on one connection reused for the whole run.
+
+Each message is one transaction in two round trips where the server offers PIPELINING
+(`wire.transact`), four without; the connection's set-up (TLS, login) is smtplib's.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +21,12 @@ from newsletter.delivery.base import (
     ResultStatus,
     failure_status,
 )
+from newsletter.delivery.wire import CLOSING, transact
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings, SmtpSection
 
 _PASSWORD_ENV = "NEWSLETTER_SMTP__PASSWORD"
-CLOSING = 421  # "service not available, closing transmission channel"
 # An enhanced status code (RFC 3463) at the start of a reply's text: class.subject.detail.
 _ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
 
@@ -43,14 +47,11 @@ class _WatchedSsl(smtplib.SMTP_SSL, _Watched):
     pass
 
 
-class _Closing(smtplib.SMTPServerDisconnected):
-    """The server answered 421 and closed the connection: handled as a drop."""
-
-
 class SmtpBackend(DeliveryBackend):
     """One SMTP connection, reused for many messages.
 
-    It reconnects after the server's per-connection limit (`smtp.messages_per_connection`)
+    MAIL FROM, RCPT TO and DATA are pipelined where the server offers it (RFC 2920). It
+    reconnects after the server's per-connection limit (`smtp.messages_per_connection`)
     and after a dropped connection or a timeout, resending the message that was in flight;
     `smtp.reconnects` failed attempts in a row end the run with a `DeliveryError`.
     """
@@ -64,6 +65,7 @@ class SmtpBackend(DeliveryBackend):
         self.rate_per_connection = smtp.rate_limit_per_connection  # kept by the send loop
         self._conn: smtplib.SMTP | None = None
         self._sent_on_connection = 0
+        self._pipelining = False
         if smtp.username and smtp.password is None:
             raise ConfigError("smtp.username is set but there is no password",
                               field="smtp.password",
@@ -80,6 +82,12 @@ class SmtpBackend(DeliveryBackend):
     def open(self) -> None:
         self._conn = self._connect()
         self._sent_on_connection = 0
+        self._pipelining = bool(self._conn.has_extn("pipelining"))
+        sock = self._conn.sock
+        with contextlib.suppress(OSError, AttributeError):
+            # Each write is a whole group or a whole message, followed by a read: Nagle's
+            # algorithm would only hold a message's last segment back for an ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
 
     def close(self) -> None:
         if self._conn is not None:
@@ -149,49 +157,39 @@ class SmtpBackend(DeliveryBackend):
         # A 421 at any step is the server closing the connection (busy, shutting down, its
         # own timeout), not an answer about this reader: like a drop, the message goes again
         # on a new connection, and a server that keeps at it ends the run, everyone pending.
-        assert self._conn is not None
-        try:
-            self._conn.sendmail(message.sender, [message.recipient], message.data)
-        except smtplib.SMTPRecipientsRefused as err:
-            code, reply = err.recipients.get(message.recipient, (0, b"refused"))
-            if code == CLOSING:
-                raise _Closing(_reply(code, reply)) from err
-            if 500 <= code < 600 and _blame(reply) in ("mailbox", "other"):
+        conn = self._conn
+        assert conn is not None
+        reply = transact(conn, message.sender, message.recipient, message.data,
+                         self._pipelining)
+        if reply.ok:
+            return DeliveryResult(message.recipient, message.message_id, "sent",
+                                  "250 accepted")
+        self._reset()  # the transaction is over: the next one starts clean
+        code, text = reply.code, reply.text
+        if reply.step == "rcpt":
+            if 500 <= code < 600 and _blame(text) in ("mailbox", "other"):
                 # Refused at RCPT, but not for the address: a full mailbox, or the server's
                 # policy about us (a blocklist, relay denied, a rate limit): no evidence
                 # against the reader, so they are tried again later and never suppressed.
-                return self._failed(message, code, reply, "failed-temporary")
-            return self._failed(message, code, reply)
-        except smtplib.SMTPResponseException as err:
-            if err.smtp_code == CLOSING:
-                raise _Closing(_reply(err.smtp_code, err.smtp_error)) from err
-            return self._refusal(message, err)
-        return DeliveryResult(message.recipient, message.message_id, "sent", "250 accepted")
-
-    def _refusal(self, message: OutgoingMessage,
-                 err: smtplib.SMTPResponseException) -> DeliveryResult:
-        """A refusal of the sender, the message or the session: see `_send`."""
-        self._reset()
-        code = err.smtp_code
-        if isinstance(err, smtplib.SMTPSenderRefused):
+                return self._failed(message, code, text, "failed-temporary")
+            return self._failed(message, code, text)
+        if reply.step == "mail":
             what, final = "the sender " + message.sender, 500 <= code < 600
-        elif isinstance(err, smtplib.SMTPDataError):
+        else:
             what = "the message"
-            blame = _blame(err.smtp_error)
+            blame = _blame(text)
             final = 500 <= code < 600 and blame in ("none", "other")
             if blame == "mailbox":  # a full mailbox: this reader's, but only for now
-                return self._failed(message, code, err.smtp_error, "failed-temporary")
-        else:  # HELO refused mid-run: nothing to do with this reader either
-            what, final = "the session", True
+                return self._failed(message, code, text, "failed-temporary")
         if final:
-            raise self._refused(message, what, err) from err
-        return self._failed(message, code, err.smtp_error)
+            raise self._refused(message, what, code, text)
+        return self._failed(message, code, text)
 
-    def _refused(self, message: OutgoingMessage, what: str,
-                 err: smtplib.SMTPResponseException) -> MessageRefused:
+    def _refused(self, message: OutgoingMessage, what: str, code: int,
+                 text: bytes) -> MessageRefused:
         return MessageRefused(
             f"the SMTP server at {self._where} refused {what} (to {message.recipient}): "
-            f"{_reply(err.smtp_code, err.smtp_error)}", field="smtp",
+            f"{_reply(code, text)}", field="smtp",
             fix="nobody was marked failed or suppressed and everyone is still pending: fix "
                 "what the reply names (the issue's content or size, the sender), then run "
                 "the same command again")
@@ -215,7 +213,9 @@ class SmtpBackend(DeliveryBackend):
 
     def _connect(self) -> smtplib.SMTP:
         s = self.smtp
-        context = ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+        # Loading the CA store takes a noticeable while: only for a connection that uses it.
+        context = (ssl.create_default_context(cafile=str(s.ca_file) if s.ca_file else None)
+                   if s.security != "none" else None)
         conn: smtplib.SMTP | None = None
         try:
             if s.security == "ssl":

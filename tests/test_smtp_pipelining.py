@@ -1,0 +1,219 @@
+"""PIPELINING (RFC 2920): MAIL, RCPT and DATA in one write, against a real aiosmtpd that
+offers it (aiosmtpd 1.4 handles pipelined commands but does not advertise them), and a raw
+server that answers nothing until it has the whole group."""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from newsletter.delivery.base import MessageRefused
+from newsletter.delivery.smtp import SmtpBackend
+from newsletter.delivery.wire import stuff
+from newsletter.errors import DeliveryError
+from newsletter.message import OutgoingMessage
+from newsletter.settings import SmtpSection
+from tests.smtp_server import Sink, free_port, start_server
+
+BODY = b"Subject: hi\r\n\r\n.leading dot\r\nline\r\n..two\r\n.\r\nend\r\n"
+
+
+class PipeliningSink(Sink):
+    """The tests' aiosmtpd sink, offering PIPELINING; `drop_at_rcpt`: RCPT numbers
+    (1-based) at which it closes the connection, mid-group."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.drop_at_rcpt: set[int] = set()
+        self.rcpt_commands = 0
+        self.closing_once: set[str] = set()  # recipients answered 421 once at RCPT
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # what aiosmtpd does itself when there is no hook
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          rcpt_options: list[str]) -> str:
+        self.rcpt_commands += 1
+        if self.rcpt_commands in self.drop_at_rcpt:
+            server.transport.close()
+            return "421 closing"  # never arrives
+        if address in self.closing_once:
+            self.closing_once.discard(address)
+            return "421 4.3.2 shutting down"
+        return await super().handle_RCPT(server, session, envelope, address, rcpt_options)
+
+
+def message(to: str, data: bytes = BODY) -> OutgoingMessage:
+    return OutgoingMessage("list", "issue", "brief@example.com", to, f"<{to}>", "hi", data)
+
+
+@pytest.fixture
+def sink() -> PipeliningSink:
+    return PipeliningSink()
+
+
+@pytest.fixture
+def backend(sink: PipeliningSink) -> Iterator[SmtpBackend]:
+    port = free_port()
+    controller = start_server(sink, port=port)
+    backend = SmtpBackend(SmtpSection(host="127.0.0.1", port=port, security="none",
+                                      timeout=5, reconnects=2), "client.example.com")
+    backend.open()
+    yield backend
+    backend.close()
+    controller.stop()
+
+
+def test_the_server_offers_it_and_the_client_uses_it(backend: SmtpBackend,
+                                                     sink: PipeliningSink) -> None:
+    assert backend._pipelining
+    results = [backend.send(message(f"r{i}@example.com")) for i in range(5)]
+    assert [r.status for r in results] == ["sent"] * 5
+    assert [r.recipients for r in sink.received] == [[f"r{i}@example.com"] for i in range(5)]
+    # The bytes arrive as sent: dot-stuffing undone by the server.
+    assert all(r.data.replace(b"\r\n", b"\n") == BODY.replace(b"\r\n", b"\n")
+               for r in sink.received)
+    assert len(set(sink.sessions)) == 1
+
+
+def test_a_refused_recipient_keeps_the_replies_in_step(backend: SmtpBackend,
+                                                       sink: PipeliningSink) -> None:
+    sink.refuse.add("bad@example.com")
+    sink.rcpt_replies["full@example.com"] = "452 4.2.2 mailbox full"
+    sink.rcpt_replies["blocked@example.com"] = "550 5.7.1 you are on a blocklist"
+    statuses = [backend.send(message(to)).status for to in (
+        "bad@example.com", "a@example.com", "full@example.com", "blocked@example.com",
+        "b@example.com")]
+    assert statuses == ["failed-permanent", "sent", "failed-temporary", "failed-temporary",
+                        "sent"]
+    assert [r.recipients for r in sink.received] == [["a@example.com"], ["b@example.com"]]
+
+
+def test_a_refused_sender_is_the_messages_fault(backend: SmtpBackend,
+                                                sink: PipeliningSink) -> None:
+    sink.refuse_sender = "553 5.7.1 sender not allowed"
+    with pytest.raises(MessageRefused, match=r"refused the sender brief@example\.com"):
+        backend.send(message("a@example.com"))
+    sink.refuse_sender = "451 4.3.0 later"
+    assert backend.send(message("a@example.com")).status == "failed-temporary"
+    sink.refuse_sender = None
+    assert backend.send(message("a@example.com")).ok  # the session is still in step
+
+
+def test_refusals_after_data(backend: SmtpBackend, sink: PipeliningSink) -> None:
+    sink.refuse_data["spam@example.com"] = "554 5.7.1 rejected by policy"
+    sink.refuse_data["gone@example.com"] = "550 5.1.1 no such user"
+    sink.refuse_data["full@example.com"] = "552 5.2.2 mailbox full"
+    with pytest.raises(MessageRefused, match=r"554 5\.7\.1 rejected by policy"):
+        backend.send(message("spam@example.com"))
+    assert backend.send(message("gone@example.com")).status == "failed-permanent"
+    assert backend.send(message("full@example.com")).status == "failed-temporary"
+    assert backend.send(message("ok@example.com")).ok
+    assert [r.recipients for r in sink.received] == [["ok@example.com"]]
+
+
+def test_a_drop_mid_group_resends_on_a_new_connection(backend: SmtpBackend,
+                                                      sink: PipeliningSink) -> None:
+    sink.drop_at_rcpt.add(2)
+    assert backend.send(message("a@example.com")).ok
+    assert backend.send(message("b@example.com")).ok  # dropped at its RCPT, then again
+    assert [r.recipients for r in sink.received] == [["a@example.com"], ["b@example.com"]]
+    assert len(set(sink.sessions)) == 2
+
+
+def test_a_421_in_the_group_is_a_drop(backend: SmtpBackend, sink: PipeliningSink) -> None:
+    sink.closing_once.add("a@example.com")
+    assert backend.send(message("a@example.com")).ok
+    assert [r.recipients for r in sink.received] == [["a@example.com"]]
+
+
+def test_a_drop_after_the_final_dot_goes_again_once(backend: SmtpBackend,
+                                                    sink: PipeliningSink) -> None:
+    sink.drop_at = {1, 2}  # the first two DATA: the message went out whole both times
+    with pytest.raises(DeliveryError, match="2 times without confirming it"):
+        backend.send(message("a@example.com"))
+    assert sink.received == []
+
+
+def test_a_server_that_keeps_dropping_ends_the_run(backend: SmtpBackend,
+                                                   sink: PipeliningSink) -> None:
+    sink.drop_at_rcpt.update(range(1, 10))
+    with pytest.raises(DeliveryError, match="dropped the connection 3 times in a row"):
+        backend.send(message("a@example.com"))
+
+
+class StrictServer:
+    """Answers no command of a group until the group's DATA has arrived: a client that
+    waited for the reply to MAIL FROM would wait for ever (here: its timeout)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.received: list[bytes] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        conn, _ = self.listener.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"220 strict\r\n")
+            group: list[bytes] = []
+            while line := lines.readline():
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    conn.sendall(b"250-strict\r\n250 PIPELINING\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                elif verb == b"DATA":
+                    conn.sendall(b"250 ok\r\n" * len(group) + b"354 go\r\n")
+                    group.clear()
+                    body = b""
+                    while (line := lines.readline()) not in (b".\r\n", b""):
+                        body += line
+                    self.received.append(body)
+                    conn.sendall(b"250 queued\r\n")
+                else:
+                    group.append(line)
+
+
+def test_the_whole_group_goes_before_any_reply_is_awaited() -> None:
+    server = StrictServer()
+    backend = SmtpBackend(SmtpSection(host="127.0.0.1", port=server.port, security="none",
+                                      timeout=3, reconnects=0), "client.example.com")
+    with backend:
+        assert backend.send(message("a@example.com")).ok
+        assert backend.send(message("b@example.com")).ok
+    assert server.received == [stuff(BODY)[:-3]] * 2  # dot-stuffed on the wire
+
+
+def test_without_pipelining_each_command_waits_for_its_reply() -> None:
+    sink, port = Sink(), free_port()  # aiosmtpd as it is: no PIPELINING offered
+    controller: Controller = start_server(sink, port=port)
+    sink.refuse.add("bad@example.com")
+    try:
+        with SmtpBackend(SmtpSection(host="127.0.0.1", port=port, security="none"),
+                         "client.example.com") as backend:
+            assert isinstance(backend, SmtpBackend) and not backend._pipelining
+            assert backend.send(message("bad@example.com")).status == "failed-permanent"
+            assert backend.send(message("a@example.com")).ok
+    finally:
+        controller.stop()
+    assert [r.recipients for r in sink.received] == [["a@example.com"]]
+
+
+@pytest.mark.parametrize("data", [
+    BODY, b".", b"", b"no final line break", b"a\n.bare LF\r\n", b"..\r\n.\r\n",
+    b"x\r\n.\r\n.\r\n", b"\r\n.", "Zoë\r\n.é\r\n".encode()])
+def test_dot_stuffing_is_smtplibs(data: bytes) -> None:
+    quoted = smtplib._quote_periods(data)  # type: ignore[attr-defined]
+    expected = quoted + (b"" if quoted[-2:] == b"\r\n" else b"\r\n") + b".\r\n"
+    assert stuff(data) == expected
