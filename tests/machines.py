@@ -19,9 +19,9 @@ from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiosmtpd.controller import Controller
 
+from tests.pg import unavailable
 from tests.smtp_server import free_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -81,7 +81,7 @@ def private_cluster(listen: str = "127.0.0.1") -> Iterator[Cluster]:
     """initdb + pg_ctl in a temporary folder, on a free port (as the postgres user: initdb
     refuses root); trust auth; stopped and removed afterwards."""
     if not (PG_BIN / "initdb").exists() or not shutil.which("runuser"):
-        pytest.skip(f"no PostgreSQL binaries at {PG_BIN}")
+        unavailable(f"no PostgreSQL binaries at {PG_BIN}")
     folder = Path(tempfile.mkdtemp(prefix="nl-pg-"))
     shutil.chown(folder, "postgres", "postgres")
     cluster = Cluster(folder, free_port(), listen)
@@ -125,14 +125,14 @@ def _ip(*args: str) -> None:
 def network_namespace() -> Iterator[Netns]:
     """A namespace joined to this host by two veth pairs (10.213.N.1 here, .2 there)."""
     if not shutil.which("ip"):
-        pytest.skip("no `ip` command")
+        unavailable("no `ip` command (iproute2)")
     tag = uuid.uuid4().hex[:6]
     name, net = f"nl{tag}", (int(tag, 16) % 200) + 20
     links = (f"nd{tag}", f"ns{tag}")
     try:
         _ip("netns", "add", name)
     except subprocess.CalledProcessError as err:
-        pytest.skip(f"cannot make a network namespace: {err.stderr.decode().strip()}")
+        unavailable(f"cannot make a network namespace: {err.stderr.decode().strip()}")
     try:
         _ip("netns", "exec", name, "ip", "link", "set", "lo", "up")
         for index, link in enumerate(links):

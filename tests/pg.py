@@ -28,7 +28,8 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
 
 
-def _unavailable(reason: str) -> None:
+def unavailable(reason: str) -> None:
+    """Skip with the reason; under CI=true, where every real-server test must run, fail."""
     if os.environ.get("CI") == "true":
         pytest.fail(f"CI must run the PostgreSQL tests: {reason}")
     pytest.skip(reason)
@@ -42,7 +43,7 @@ def admin_connection(url: str | None = None):  # type: ignore[no-untyped-def]
     try:
         return psycopg.connect(url, autocommit=True, connect_timeout=5)
     except psycopg.Error as err:
-        _unavailable(f"no PostgreSQL at {url} ({' '.join(str(err).split())}); set "
+        unavailable(f"no PostgreSQL at {url} ({' '.join(str(err).split())}); set "
                      "NEWSLETTER_TEST_DATABASE_URL")
         raise
 

@@ -111,17 +111,11 @@ class PgLedger(SqliteLedger):
         except SQLAlchemyError as err:
             raise self._error(err) from err
 
-    @contextmanager
-    def _reply_transaction(self) -> Iterator[sqlite3.Connection]:
-        """A server's reply, committed without waiting for the server's disk flush: as
-        SQLite's synchronous=NORMAL, the record survives the sender being killed and a
-        restart of PostgreSQL, not a crash of the server or its machine (then the last
-        fraction of a second of replies is lost and those readers are sent again). The
-        flush costs a disk sync a message (~10 ms here); without it a reply costs round
-        trips only."""
-        with self._transaction() as db:
-            db.execute("SET LOCAL synchronous_commit = off")
-            yield db
+    # A server's reply is committed with the server's full durability (no
+    # `synchronous_commit = off`): the commit per reply is what bounds the duplicates, and an
+    # asynchronous commit is lost when PostgreSQL itself crashes, not only the machine (then
+    # up to 3 × wal_writer_delay of replies would be sent again). tests/test_pg_durability.py
+    # crashes the server to hold this.
 
     def _query(self, sql: str, params: tuple = ()) -> list[tuple]:
         statement = translate(sql)
