@@ -474,9 +474,15 @@ def scheduled_send(config_path: str, zone: str | None = None,
                 date = (due_date(settings.schedule, zone, now) if zone
                         else issue_date(settings, now))
                 # The morning's issue, stamped with the time it actually leaves.
+                # With PostgreSQL and `workers:` set, the morning goes to the workers as
+                # `send` hands it over; an in-process run leases its rows as a worker does.
+                from newsletter.cli.workers import hold_for_send, queue_for_workers
+
                 reports = run_send(inputs, date, clock() if sent_now else now, ledger,
                                    zone=zone, stop=STOP,
-                                   on_quiet=lambda quiet: log.info("%s", quiet.quiet_line))
+                                   on_quiet=lambda quiet: log.info("%s", quiet.quiet_line),
+                                   enqueue=queue_for_workers(settings, None),
+                                   hold=hold_for_send(settings))
             finally:
                 lock.release()
         finally:
@@ -486,6 +492,9 @@ def scheduled_send(config_path: str, zone: str | None = None,
             log.error("scheduled run failed: %s", line)
         return False
     for report in reports:
+        if report.queued is not None:
+            log.info("%s%s: %d reader(s) handed to the workers", report.issue.id,
+                     f" ({zone})" if zone else "", report.queued)
         log.info("%s%s: %d sent, %d sent earlier, %d skipped, %d failed, %d not attempted, "
                  "%d in other time zones", report.issue.id, f" ({zone})" if zone else "",
                  report.sent, report.earlier, len(report.skipped), len(report.failed),

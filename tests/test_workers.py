@@ -456,3 +456,20 @@ def test_the_next_send_queue_resumes_a_relay_paused_for_everyone(
         assert query(pg_url, "SELECT count(*) FROM relay_limits WHERE paused_at IS NOT NULL"
                      )[0][0] == 0
         assert f"{ISSUE}: 3 reader(s) for the workers" in out
+
+
+def test_a_scheduled_morning_on_postgresql_goes_to_the_workers(
+        project: Project, pg_url: str, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+        caplog: pytest.LogCaptureFixture) -> None:
+    from newsletter.scheduler import scheduled_send
+
+    _many_readers(project, 12)
+    for key, value in worker_env(pg_url, "127.0.0.1", 1).items():
+        monkeypatch.setenv(key, value)
+    morning = dt.datetime.fromisoformat(f"{ISSUE_DATE}T07:00:05+00:00")
+    with caplog.at_level("INFO", logger="newsletter"):
+        scheduled_send(str(project.settings), now=morning)
+    assert f"{ISSUE}: 12 reader(s) handed to the workers" in caplog.text, caplog.text
+    # Queued as `send` queues it (batches of 10): nothing sent by the scheduler itself.
+    assert query(pg_url, "SELECT count(*) FROM procrastinate_jobs")[0][0] == 2
+    assert unsent(pg_url) == 12
