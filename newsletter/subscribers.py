@@ -171,7 +171,8 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
     if not entries.items.get(list_id):
         warnings.append(Problem(f"list {list_id!r} has no subscribers", doc.path, here))
     return SubscriberList(id=list_id, title=title.strip(),
-                          subscribers=entries.spool.source(list_id), sections=sections, locale=locale,
+                          subscribers=entries.spool.source(list_id), sections=sections,
+                          locale=locale,
                           timezone=timezone and str(body["timezone"]),
                           double_opt_in=double_opt_in)
 

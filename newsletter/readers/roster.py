@@ -155,11 +155,14 @@ def count_readers(merged: SubscriberList, rows: Iterable[ReaderRow],
     """Origins (file, signup, import) and states (pending, confirmed, paused, suppressed,
     unsubscribed) of one merged list and its database rows."""
     gone = set(suppressed)
+    rows = list(rows)
+    pending = {row.email for row in rows if row.state == "pending"}
     origins: Counter[str] = Counter()
     states: Counter[str] = Counter()
-    listed: set[str] = set()
+    listed: set[str] = set()  # of the pending rows' addresses: not every reader's
     for s in merged.subscribers:
-        listed.add(s.email.lower())
+        if s.email.lower() in pending:
+            listed.add(s.email.lower())
         origins[s.origin] += 1
         if s.email.lower() in gone:
             states["suppressed"] += 1
