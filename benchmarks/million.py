@@ -89,11 +89,19 @@ def run_send(code: Path, readers: int) -> dict[str, float | int | str]:
         project = make_project(Path(tmp) / "p", readers, code)
         env = {**os.environ, "PYTHONPATH": str(code)}
         started = time.perf_counter()
-        child = subprocess.Popen(
-            [sys.executable, "-m", "newsletter", "send", "--date", DATE], cwd=project,
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        out, err = child.communicate()
-        wall = time.perf_counter() - started
+        with (project / "send.out").open("w+") as out_file, \
+                (project / "send.err").open("w+") as err_file:
+            child = subprocess.Popen(
+                [sys.executable, "-m", "newsletter", "send", "--date", DATE], cwd=project,
+                env=env, stdout=out_file, stderr=err_file, text=True)
+            while child.poll() is None:  # a line now and then, for a run that takes long
+                time.sleep(10)
+                print(f"  {time.perf_counter() - started:6.0f} s: {_rss(child.pid)}",
+                      file=sys.stderr, flush=True)
+            wall = time.perf_counter() - started
+            out_file.seek(0)
+            err_file.seek(0)
+            out, err = out_file.read(), err_file.read()[-5000:]
         # This process (a helper of its own per run) has had no other child: the largest
         # RSS of its children is the send's.
         peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -104,6 +112,16 @@ def run_send(code: Path, readers: int) -> dict[str, float | int | str]:
             raise SystemExit(f"send failed with exit code {child.returncode}")
         return {"readers": readers, "wall_s": wall, "peak_mb": peak_kb / 1024,
                 "messages": mails, "summary": out.strip().replace("\n", " | ")}
+
+
+def _rss(pid: int) -> str:
+    """The child's resident memory now and at its peak so far, from /proc."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return "ended"
+    return ", ".join(line.replace("\t", " ").replace("  ", " ") for line in
+                     status.splitlines() if line.startswith(("VmRSS", "VmHWM")))
 
 
 def export(rev: str, into: Path) -> Path:
@@ -124,7 +142,8 @@ def main() -> None:
                         help="the revision whose code is the baseline ('' for none)")
     parser.add_argument("--baseline-readers", type=int, default=100_000)
     args = parser.parse_args()
-    print(f"disk free: {shutil.disk_usage(tempfile.gettempdir()).free / 2**30:.0f} GB "
+    where = os.environ.get("MILLION_TMP") or tempfile.gettempdir()
+    print(f"disk free in {where}: {shutil.disk_usage(where).free / 2**30:.0f} GB "
           f"(about {args.readers * 7 / 2**20:.1f} GB needed for the outbox)")
     # ru_maxrss of RUSAGE_CHILDREN is the largest of all children so far: each send runs
     # under a fresh helper process, so each figure is that send's own.
@@ -139,9 +158,9 @@ def main() -> None:
         plan.append(("this tree", REPO, args.readers))
         for label, code, readers in plan:
             result = subprocess.run([sys.executable, __file__, "--one", str(code), str(readers)],
-                                    capture_output=True, text=True)
+                                    stdout=subprocess.PIPE, text=True)
             if result.returncode:
-                print(result.stdout, result.stderr, file=sys.stderr)
+                print(result.stdout, file=sys.stderr)
                 raise SystemExit(f"{label} at {readers} readers failed")
             figures = eval(result.stdout.strip().splitlines()[-1])  # our own repr
             runs.append((label, figures))

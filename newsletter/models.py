@@ -144,8 +144,10 @@ class SubscriberList(BaseModel):
 
     id: str
     title: str
-    # A tuple for a list built in memory; a `ReaderSource` for one read from a file.
-    subscribers: tuple[Subscriber, ...] | ReaderSource = ()
+    # A tuple for a list built in memory; a `ReaderSource` for one read from a file. The
+    # source is tried first: a "smart" union would also try to read it into a tuple.
+    subscribers: ReaderSource | tuple[Subscriber, ...] = Field(default=(),
+                                                               union_mode="left_to_right")
     # Only articles in these sections (lowercase) go to this list; empty means all.
     sections: tuple[str, ...] = ()
     locale: str | None = None  # None: the settings' newsletter.locale
