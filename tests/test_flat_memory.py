@@ -68,8 +68,8 @@ def test_a_duplicate_far_down_a_long_list_is_still_found(tmp_path: Path) -> None
     roster = load_roster(path)
     [warning] = roster.warnings
     assert warning.line == 3_000 + 5
-    assert "duplicate address R7@example.com in list 'brief'" in warning.message
-    assert "the entry on line 12 wins" in warning.message
+    assert "duplicate address R7@example.com in list 'brief'" in warning.what
+    assert "the entry on line 12 wins" in warning.what
     assert len(roster.lists["brief"].subscribers) == 3_000
 
 
@@ -84,7 +84,7 @@ def test_an_unknown_topic_after_the_entries_is_checked_against_later_sections(
     with pytest.raises(ConfigError) as caught:
         load_roster(path)
     [problem] = caught.value.problems
-    assert problem.line == 4 and "unknown topic 'sport'" in problem.message
+    assert problem.line == 4 and "unknown topic 'sport'" in problem.what
 
 
 def test_dispatch_reads_its_recipients_as_it_goes() -> None:
