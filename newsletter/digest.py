@@ -7,8 +7,9 @@ a manual one.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
@@ -21,14 +22,23 @@ from newsletter.db import open_feed_cache
 from newsletter.delivery import DeliveryResult, create_backend
 from newsletter.delivery.base import DeliveryBackend
 from newsletter.delivery.parallel import process_count
-from newsletter.dispatch import DispatchOptions, dispatch
+from newsletter.dispatch import LEDGER_BATCH, DispatchOptions, dispatch
 from newsletter.dkim import DkimSigner, load_signer
 from newsletter.errors import ContentError, DeliveryError, NothingNew, Problem
 from newsletter.fastmime import MessageTemplate
 from newsletter.ledger import UNSENT, Ledger, LedgerError
 from newsletter.lock import ProcessLock
 from newsletter.message import OutgoingMessage, message_id
-from newsletter.models import Article, Edition, Issue, Subscriber, SubscriberList, topic_key
+from newsletter.models import (
+    Article,
+    Edition,
+    Issue,
+    Sample,
+    Skipped,
+    Subscriber,
+    SubscriberList,
+    topic_key,
+)
 from newsletter.readers.roster import load_readers
 from newsletter.render import RenderedIssue, Renderer
 from newsletter.secret import unsubscribe_secret
@@ -54,9 +64,10 @@ class DeliveryReport:
     issue: Issue
     sent: int = 0
     failed: list[DeliveryResult] = field(default_factory=list)  # the last failure of each
-    skipped: list[tuple[Subscriber, str]] = field(default_factory=list)
+    # Counted in full; the readers themselves only as a sample (a list may hold millions).
+    skipped: Skipped = field(default_factory=Skipped)
     earlier: int = 0  # sent by earlier runs
-    not_attempted: list[Subscriber] = field(default_factory=list)
+    not_attempted: Sample[Subscriber] = field(default_factory=Sample)
     error: DeliveryError | None = None
     paused: str | None = None
     stopped: bool = False
@@ -396,7 +407,8 @@ def run_send(
         if reports and (reports[-1].error or reports[-1].paused or reports[-1].stopped):
             # The run is over: later lists are reported as waiting, never silently dropped.
             is_due = due(lst)
-            waiting = [s for s in lst.active if is_due is None or is_due(s)]
+            waiting = Sample(s for s in lst.subscribers
+                             if s.status == "active" and (is_due is None or is_due(s)))
             reports.append(DeliveryReport(issue=edition.edition.general, test=to is not None,
                                           not_attempted=waiting))
             continue
@@ -426,20 +438,17 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
     test = to is not None
     report = DeliveryReport(issue=issue, test=test)
     record = None if dry_run or test else ledger
-    todo: list[Subscriber]
+    todo: Iterator[Subscriber]
     if to is not None:
-        todo = [to]
+        count, todo = 1, iter([to])
     else:
-        todo = _plan(edition, lst, ledger, record, newsletter.sender_domain, resend, report,
-                     due)
-        if due is not None:
-            report.later = sum(not due(s) for s in todo)
-            todo = [s for s in todo if due(s)]
+        count, todo = _plan(edition, lst, ledger, record, newsletter.sender_domain, resend,
+                            report, due)
     if enqueue is not None and record is not None:
         report.queued = enqueue(rendered, todo, now)
         return report
     if on_start is not None:
-        on_start(issue, len(todo))
+        on_start(issue, count)
     secret = unsubscribe_secret(settings)
     templates = {ids: MessageTemplate(variant, newsletter, now, test=test, signer=signer,
                                       secret=secret, bounces=settings.bounces.address)
@@ -453,10 +462,10 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
 
     if hold is not None and record is not None:
         with hold(issue.id) as holding:  # rows a worker holds are left to it
-            outcome = dispatch(  # (a streaming dispatch can take the iterator itself)
-                list(holding.take(todo)), build, open_backend, options, ledger=record,
+            outcome = dispatch(
+                holding.take(todo), build, open_backend, options, ledger=record,
                 issue_id=issue.id, stop=stop, sleep=sleep, on_result=on_result)
-        outcome.not_attempted += holding.others
+        outcome.not_attempted.extend(holding.others)
     else:
         outcome = dispatch(
             todo, build, open_backend,
@@ -473,23 +482,31 @@ def _send_issue(rendered: RenderedEdition, lst: SubscriberList, settings: Settin
 
 def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: Ledger | None,
           domain: str, resend: bool, report: DeliveryReport,
-          due: Callable[[Subscriber], bool] | None = None) -> list[Subscriber]:
-    """Who gets the issue in this run; fills in the report's skipped and earlier counts.
+          due: Callable[[Subscriber], bool] | None = None,
+          ) -> tuple[int, Iterator[Subscriber]]:
+    """Who gets the issue in this run: how many, and an iterator over them that reads the
+    list again as the sending goes. Fills in the report's skipped, earlier and later counts.
 
     With `record`, the issue, its variants and a row per subscriber go into the ledger
-    first, so that every reader is pending there before the first message leaves.
+    first, so that every reader is pending there before the first message leaves. The list
+    is read a batch at a time (LEDGER_BATCH), and so are the ledger's rows: nothing here
+    holds the whole list.
     """
     issue = edition.general
     suppressed = ledger.suppressed(lst.id) if ledger else {}
-    for s in lst.subscribers:
+
+    def skip(s: Subscriber) -> str | None:
         if s.status != "active":
-            report.skipped.append((s, s.status))
-        elif s.email.lower() in suppressed:
-            report.skipped.append((s, f"suppressed: {suppressed[s.email.lower()]}"))
-        elif s.paused_on(issue.date):
-            report.skipped.append((s, f"paused until {s.paused_until}"))
-    skipped = {s.email for s, _ in report.skipped}
-    active = [s for s in lst.subscribers if s.email not in skipped]
+            return s.status
+        if s.email.lower() in suppressed:
+            return f"suppressed: {suppressed[s.email.lower()]}"
+        if s.paused_on(issue.date):
+            return f"paused until {s.paused_until}"
+        return None
+
+    for s in lst.subscribers:
+        if (reason := skip(s)) is not None:
+            report.skipped.append((s, reason))
     if record is not None:
         record.record_issue(issue.id, lst.id, issue.date, issue.article_ids)
         record.record_articles(issue.id, {
@@ -499,31 +516,52 @@ def _plan(edition: Edition, lst: SubscriberList, ledger: Ledger | None, record: 
         if resend:
             # Only the rows of readers this run plans: one gone since (forgotten, taken
             # out of the file) would stay pending for ever.
-            record.reset(issue.id, [s.email for s in lst.subscribers
-                                    if due is None or due(s)])
+            for batch in _batches(s.email for s in lst.subscribers if due is None or due(s)):
+                record.reset(issue.id, batch)
         record.plan(issue.id, (
             (s.email, message_id(issue.id, s.email, domain),
-             "skipped" if s.email in skipped else "pending")
+             "skipped" if skip(s) is not None else "pending")
             for s in lst.subscribers))
         record.set_state(issue.id, "sending")
-    statuses = (ledger.statuses(issue.id)
-                if ledger is not None and not (resend and record is None) else {})
+    look_up = ledger is not None and not (resend and record is None)
 
-    def status(s: Subscriber) -> str:
-        return statuses.get(s.email.lower(), "pending")
+    def unsent() -> Iterator[tuple[Subscriber, str]]:
+        """Each reader not skipped, with their status in the ledger."""
+        active = (s for s in lst.subscribers if skip(s) is None)
+        for batch in _batches(active):
+            statuses = (ledger.statuses_of(issue.id, [s.email for s in batch])
+                        if look_up and ledger is not None else {})
+            for s in batch:
+                yield s, statuses.get(s.email.lower(), "pending")
 
-    report.earlier = sum(status(s) == "sent" for s in active)
-    report.skipped += [(s, "failed permanently before") for s in active
-                       if status(s) == "failed-permanent"]
-    todo = [s for s in active if status(s) in UNSENT]
+    count = 0
+    wanted: set[str] = set()
+    for s, status in unsent():
+        if status == "sent":
+            report.earlier += 1
+        elif status == "failed-permanent":
+            report.skipped.append((s, "failed permanently before"))
+        elif status in UNSENT:
+            if due is not None and not due(s):
+                report.later += 1
+                continue
+            count += 1
+            if s.topics:
+                wanted.add(topic_key(s.topics))
     if record is not None:
         # Only the variants someone gets now: a variant recorded for readers who had the
         # issue before they chose topics would count its articles as sent to that topic.
-        wanted = {topic_key(s.topics) for s in todo if s.topics and (due is None or due(s))}
         record.record_variants(issue.id, {key: variant.article_ids
                                           for key, variant in edition.by_topics.items()
                                           if key in wanted})
-    return todo
+    todo = (s for s, status in unsent() if status in UNSENT and (due is None or due(s)))
+    return count, todo
+
+
+def _batches(items: Iterator[Subscriber] | Iterator[str]) -> Iterator[list]:
+    """`items` in lists of LEDGER_BATCH."""
+    while batch := list(itertools.islice(items, LEDGER_BATCH)):
+        yield batch
 
 
 def _settle(ledger: Ledger, issue_id: str, list_id: str, report: DeliveryReport) -> None:

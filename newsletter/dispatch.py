@@ -15,9 +15,10 @@ refuses as a message (`MessageRefused`) stops the run too, and leaves everyone p
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from newsletter.delivery import DeliveryBackend, DeliveryResult, parallel
@@ -25,9 +26,11 @@ from newsletter.delivery.throttle import Throttle
 from newsletter.errors import DeliveryError
 from newsletter.ledger import DeliveryStatus, Ledger
 from newsletter.message import OutgoingMessage
-from newsletter.models import Subscriber
+from newsletter.models import Sample, Subscriber
 
 LEDGER_BATCH = 1000
+# Readers handed to the sending processes at a time (delivery.parallel forks per slice).
+PROCESS_CHUNK = 20 * LEDGER_BATCH
 # The longest wait between retry rounds (unless retry_backoff itself is longer): doubling
 # from an hour over 20 rounds would wait 30 years.
 MAX_RETRY_WAIT = 3600.0
@@ -54,7 +57,7 @@ class DispatchOutcome:
 
     sent: int = 0
     failed: dict[str, DeliveryResult] = field(default_factory=dict)  # last failure by address
-    not_attempted: list[Subscriber] = field(default_factory=list)
+    not_attempted: Sample[Subscriber] = field(default_factory=Sample)
     error: DeliveryError | None = None
     paused: str | None = None
     stopped: bool = False
@@ -73,12 +76,14 @@ class _Run:
         self.streak: dict[str, Subscriber] = {}  # who failed in the current run of failures
         self.attempts: dict[str, int] = {}  # of those failing so far
         self.retry: list[Subscriber] = []  # 4xx: try again next round
+        self.fed = threading.Event()  # every recipient of the round is in the queue
+        self.returned: list[Subscriber] = []  # taken from the queue, then not sent
         self.unconfirmed: list[Subscriber] = []  # never sent, or no reply before a fault
         self.crash: BaseException | None = None  # a bug in a worker, re-raised by dispatch
 
 
 def dispatch(
-    recipients: list[Subscriber],
+    recipients: Iterable[Subscriber],
     build: Callable[[Subscriber], OutgoingMessage],
     open_backend: Callable[[], DeliveryBackend],
     options: DispatchOptions,
@@ -91,41 +96,53 @@ def dispatch(
 ) -> DispatchOutcome:
     """Send to `recipients`, retrying 4xx replies, until done, paused, stopped or broken.
 
-    `open_backend` makes one backend per connection. Results go to `ledger` (if given) the
-    moment they arrive. `sleep` waits between retry rounds; by default it waits on `stop`,
-    so a signal cuts the wait short.
+    `recipients` is read as the sending goes, a queue of LEDGER_BATCH ahead at most, so a
+    list of any length costs the same memory. `open_backend` makes one backend per
+    connection. Results go to `ledger` (if given) the moment they arrive. `sleep` waits
+    between retry rounds; by default it waits on `stop`, so a signal cuts the wait short.
     """
     stop = stop or threading.Event()
     sleep = sleep or stop.wait
     run = _Run(options, stop)
     throttle = Throttle(options.rate_limit, sleep=stop.wait)  # a signal ends the wait
-    todo = list(recipients)
+    todo: Iterator[Subscriber] = iter(recipients)
     for round_ in range(options.retries):
         if round_:
             sleep(retry_wait(options.retry_backoff, round_))
             if stop.is_set():
                 run.outcome.stopped = True
                 break
-        work: queue.Queue[Subscriber] = queue.Queue()
+        # No more connections than readers: a short list opens as many as it needs.
+        head = list(itertools.islice(todo, max(1, options.connections)))
+        if not head:
+            break
+        todo = itertools.chain(head, todo)
+        work: queue.Queue[Subscriber] = queue.Queue(maxsize=LEDGER_BATCH)
+        run.fed.clear()
         workers: list[threading.Thread] = []
         reopen = parallel.ledger_opener(ledger) if options.processes > 1 else None
-        if reopen is not None and len(todo) > 1:
-            # Processes, not threads, once the client is CPU-bound: the same loop in each.
-            for subscriber in parallel.run_round(run, todo, build, open_backend, reopen,
-                                                 issue_id, on_result, options.processes):
-                work.put(subscriber)  # left over: the round was halted
+        if reopen is not None and len(head) > 1:
+            # Processes, not threads, once the client is CPU-bound: the same loop in each,
+            # a slice of the list at a time, so memory stays flat however long the list.
+            while chunk := list(itertools.islice(todo, PROCESS_CHUNK)):
+                left_over = parallel.run_round(run, chunk, build, open_backend, reopen,
+                                               issue_id, on_result, options.processes)
+                if left_over or run.halt.is_set():
+                    run.returned.extend(left_over)  # the round was halted
+                    break
+            run.fed.set()
         else:
-            for subscriber in todo:
-                work.put(subscriber)
             workers = [
                 threading.Thread(target=_worker, name=f"smtp-{n}",
                                  args=(run, work, build, open_backend, throttle, ledger,
                                        issue_id, on_result))
-                for n in range(max(1, min(options.connections, len(todo))))
+                for n in range(max(1, min(options.connections, len(head))))
             ]
         for worker in workers:
             worker.start()
         try:
+            if workers:
+                _feed(run, work, todo)
             for worker in workers:
                 worker.join()
         except KeyboardInterrupt:  # a second Ctrl-C: stop now, but let replies be recorded
@@ -137,14 +154,15 @@ def dispatch(
             raise run.crash
         if run.outcome.paused:
             _absolve(run, ledger, issue_id)
-        left = list(work.queue)
         if run.halt.is_set():
-            run.outcome.not_attempted = left + run.unconfirmed
+            left = Sample(list(work.queue) + run.returned)
+            left.extend(s for s in run.unconfirmed if s not in run.returned)
+            for _ in todo:  # never queued: counted, a sample named
+                left.append(_)
+            run.outcome.not_attempted = left
             run.outcome.stopped = stop.is_set() and not run.outcome.error
             break
-        todo, run.retry = run.retry, []
-        if not todo:
-            break
+        todo, run.retry = iter(run.retry), []
     if _everyone_refused(run):
         # Too few readers to reach pause_after_failures, and every one refused: a relay
         # that refuses all recipients (no login) looks like this, so it is a pause too.
@@ -154,9 +172,26 @@ def dispatch(
             f"{last.recipient}: {last.reply}); the server may be refusing everyone, so none "
             "of them was marked failed or suppressed: if its reply names the cause, fix it")
         _absolve(run, ledger, issue_id)
-        run.outcome.not_attempted = [*run.outcome.not_attempted, *(
-            s for s in run.unconfirmed if s not in run.outcome.not_attempted)]
+        waiting = run.outcome.not_attempted
+        waiting.extend(s for s in run.unconfirmed if s not in waiting)
     return run.outcome
+
+
+def _feed(run: _Run, work: queue.Queue[Subscriber], todo: Iterator[Subscriber]) -> None:
+    """Queue `todo` for the workers as they take it, until it ends or the run halts."""
+    try:
+        for subscriber in todo:
+            while True:
+                if run.halt.is_set():
+                    run.returned.append(subscriber)
+                    return
+                try:
+                    work.put(subscriber, timeout=0.05)
+                    break
+                except queue.Full:
+                    continue
+    finally:
+        run.fed.set()
 
 
 def _everyone_refused(run: _Run) -> bool:
@@ -182,9 +217,14 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
                 run.halt.set()
                 break
             try:
-                subscriber = work.get_nowait()
+                subscriber = work.get(timeout=0.05)
             except queue.Empty:
-                break
+                if not run.fed.is_set():
+                    continue  # the feeder is reading the next readers
+                try:  # every put came before `fed`: what is queued now is all there is
+                    subscriber = work.get_nowait()
+                except queue.Empty:
+                    break
             if backend is None:
                 try:
                     backend = open_backend()
@@ -196,7 +236,8 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             throttle.wait()
             own.wait()
             if run.stop.is_set():  # stopped while waiting for the rate limit: not sent
-                work.put(subscriber)
+                with run.lock:
+                    run.returned.append(subscriber)
                 run.halt.set()
                 break
             message = build(subscriber)

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +85,8 @@ class Ledger(Protocol):
              ) -> None: ...
     def deliveries(self, issue_id: str) -> dict[str, Delivery]: ...
     def statuses(self, issue_id: str) -> dict[str, DeliveryStatus]: ...
+    def statuses_of(self, issue_id: str, emails: Sequence[str]
+                    ) -> dict[str, DeliveryStatus]: ...
     def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None: ...
     def record_many(self, issue_id: str,
                     outcomes: Iterable[tuple[str, DeliveryStatus, str]]) -> None: ...
@@ -340,6 +342,17 @@ class SqliteLedger(SuppressionStore, ReaderStore):
         rows = self._query("SELECT email, status FROM deliveries WHERE issue_id = ?",
                            (issue_id,))
         return dict(rows)
+
+    def statuses_of(self, issue_id: str, emails: Sequence[str]) -> dict[str, DeliveryStatus]:
+        """The status of each of `emails` (a batch of them) that has a row, by lowercase
+        address: a long list is looked up a batch at a time, never held whole."""
+        found: dict[str, DeliveryStatus] = {}
+        for start in range(0, len(emails), 500):
+            part = [email.lower() for email in emails[start:start + 500]]
+            found.update(self._query(
+                "SELECT email, status FROM deliveries WHERE issue_id = ? AND email IN ("
+                + ", ".join("?" * len(part)) + ")", (issue_id, *part)))
+        return found
 
     def record(self, issue_id: str, email: str, status: DeliveryStatus, reply: str) -> None:
         """Store one server reply; committed (and synced) before this returns."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import abc
 import datetime as dt
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.dataclasses import dataclass as pydantic_dataclass
@@ -63,12 +66,88 @@ class Subscriber:
         return self.paused_until is not None and day < self.paused_until
 
 
+class ReaderSource(abc.ABC):
+    """Readers kept out of memory (a file's list may hold millions): each pass over them
+    reads them again, one at a time, so only the readers in hand are objects."""
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[Subscriber]: ...
+
+    @abc.abstractmethod
+    def __len__(self) -> int: ...
+
+    def __bool__(self) -> bool:
+        return len(self) > 0
+
+
+T = TypeVar("T")
+SAMPLE = 1000  # readers a report keeps by name, of each kind
+
+
+class Sample(Generic[T]):
+    """Every item counted, the first `keep` kept: a report's readers, flat however many.
+    `len()` is the count; iterating gives the kept ones (all of them on a short list)."""
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __init__(self, items: Iterable[T] = (), keep: int = SAMPLE) -> None:
+        self.kept: list[T] = []
+        self.total = 0
+        self.keep = keep
+        self.extend(items)
+
+    def append(self, item: T) -> None:
+        self.total += 1
+        if len(self.kept) < self.keep:
+            self.kept.append(item)
+
+    def extend(self, items: Iterable[T]) -> None:
+        for item in items:
+            self.append(item)
+
+    def __len__(self) -> int:
+        return self.total
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.kept)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self.kept
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sample):
+            return self.total == other.total and self.kept == other.kept
+        if isinstance(other, list | tuple):
+            return self.total == len(other) and self.kept == list(other[:self.keep])
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Sample({self.kept!r}, total={self.total})"
+
+
+class Skipped(Sample[tuple["Subscriber", str]]):
+    """Readers left out of a send with the reason, counted by kind of reason."""
+
+    def __init__(self, items: Iterable[tuple[Subscriber, str]] = (), keep: int = SAMPLE) -> None:
+        self.kinds: Counter[str] = Counter()
+        super().__init__(items, keep)
+
+    def append(self, item: tuple[Subscriber, str]) -> None:
+        reason = item[1]
+        self.kinds["unsubscribed" if reason == "unsubscribed" else
+                   "paused" if reason.startswith("paused") else "other"] += 1
+        super().append(item)
+
+
 class SubscriberList(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     id: str
     title: str
-    subscribers: tuple[Subscriber, ...] = ()
+    # A tuple for a list built in memory; a `ReaderSource` for one read from a file. The
+    # source is tried first: a "smart" union would also try to read it into a tuple.
+    subscribers: ReaderSource | tuple[Subscriber, ...] = Field(default=(),
+                                                               union_mode="left_to_right")
     # Only articles in these sections (lowercase) go to this list; empty means all.
     sections: tuple[str, ...] = ()
     locale: str | None = None  # None: the settings' newsletter.locale
@@ -77,7 +156,12 @@ class SubscriberList(BaseModel):
 
     @property
     def active(self) -> list[Subscriber]:
+        """The active readers, as a list: for small lists (iterate `subscribers` otherwise)."""
         return [s for s in self.subscribers if s.status == "active"]
+
+    def count_active(self) -> int:
+        """How many readers are active, in one pass."""
+        return sum(s.status == "active" for s in self.subscribers)
 
 
 class Decision(BaseModel):

@@ -11,7 +11,8 @@ from newsletter.addresses import InvalidAddress, normalize_address
 from newsletter.errors import ConfigError, Problem
 from newsletter.models import Status, Subscriber, SubscriberList
 from newsletter.settings import check_locale, check_timezone
-from newsletter.yamlfile import YamlDocument, load_yaml
+from newsletter.spool import ReaderSpool
+from newsletter.yamlfile import Location, YamlDocument, load_yaml
 
 # List ids become folder names and the List-Id label, so keep them DNS-label friendly.
 LIST_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -43,12 +44,20 @@ class Roster:
 
 
 def load_roster(path: Path) -> Roster:
-    """Read the subscriber file; raise one `ConfigError` listing every problem in it."""
+    """Read the subscriber file; raise one `ConfigError` listing every problem in it.
+
+    The entries are read one at a time as the parser reaches them, validated, and kept in
+    a `ReaderSpool` on disk, so memory does not grow with the list.
+    """
     if not path.exists():
         raise ConfigError("subscriber file not found", file=path,
                           fix="create it (see README) or set 'subscribers:' in the settings")
-    doc = load_yaml(path, "subscriber file", key_depth=4)  # entries: their own line is enough
-    problems: list[Problem] = list(doc.duplicate_keys)
+    entries = _Entries(path)
+    # Entries: their own line is enough.
+    doc = load_yaml(path, "subscriber file", key_depth=4, stream=_is_entries,
+                    on_item=entries.add)
+    entries.spool.done()
+    problems: list[Problem] = list(doc.duplicate_keys) + entries.problems
     warnings: list[Problem] = []
     top = doc.data
     if not isinstance(top, dict) or not isinstance(top.get("lists"), dict) or not top["lists"]:
@@ -57,7 +66,7 @@ def load_roster(path: Path) -> Roster:
                           fix="see the example in README.md")
     lists: dict[str, SubscriberList] = {}
     for list_id, body in top["lists"].items():
-        loaded = _read_list(doc, str(list_id), body, problems, warnings)
+        loaded = _read_list(doc, str(list_id), body, problems, warnings, entries)
         if loaded is not None:
             lists[loaded.id] = loaded
     for key in top:
@@ -69,8 +78,50 @@ def load_roster(path: Path) -> Roster:
     return Roster(path, lists, warnings)
 
 
+def _is_entries(location: Location) -> bool:
+    """`lists: {<id>: {subscribers: [...]}}`: the sequence whose items are streamed."""
+    return len(location) == 3 and location[0] == "lists" and location[2] == "subscribers"
+
+
+class _Entries:
+    """The entries of every list, validated as the parser hands them over, into a spool."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.spool = ReaderSpool()
+        self.problems: list[Problem] = []
+        self.items: dict[str, int] = {}  # entries seen per list, good or bad
+        self.duplicates: dict[str, list[Problem]] = {}
+
+    def add(self, location: Location, entry: Any, line: int) -> None:
+        list_id = str(location[1])
+        self.items[list_id] = self.items.get(list_id, 0) + 1
+        if not LIST_ID.match(list_id):
+            return  # the list itself is refused (by _read_list)
+        # Topics are checked against the list's sections once the whole list is read: the
+        # sections may come after the entries.
+        subscriber = _read_entry(self.path, line, entry, self.problems)
+        if subscriber is None:
+            return
+        first = self.spool.add(list_id, subscriber)
+        if first is not None:
+            self.duplicates.setdefault(list_id, []).append(Problem(
+                f"duplicate address {subscriber.email} in list {list_id!r} (ignored; the "
+                f"entry on line {first or None} wins)", self.path, line))
+
+    def check_topics(self, list_id: str, sections: tuple[str, ...],
+                     problems: list[Problem]) -> None:
+        if not sections:
+            return
+        for line, topics in self.spool.topics(list_id):
+            if unknown := [t for t in topics if t not in sections]:
+                problems.append(Problem(f"unknown topic {unknown[0]!r}: this list's sections "
+                                        "are " + ", ".join(sections), self.path, line,
+                                        fix="pick topics from the list's 'sections'"))
+
+
 def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Problem],
-               warnings: list[Problem]) -> SubscriberList | None:
+               warnings: list[Problem], entries: _Entries) -> SubscriberList | None:
     loc = ("lists", list_id)
     here = doc.line_of(loc)
     if not LIST_ID.match(list_id):
@@ -111,30 +162,17 @@ def _read_list(doc: YamlDocument, list_id: str, body: Any, problems: list[Proble
         problems.append(Problem("double_opt_in must be true or false", doc.path,
                                 doc.line_of((*loc, "double_opt_in")), field="double_opt_in"))
         double_opt_in = None
-    entries = body.get("subscribers") or []
-    if not isinstance(entries, list):
+    streamed = body.get("subscribers")
+    if streamed and not isinstance(streamed, list):
         problems.append(Problem("'subscribers' must be a list of addresses", doc.path,
                                 doc.line_of((*loc, "subscribers"))))
-        entries = []
-    subscribers: list[Subscriber] = []
-    first_seen: dict[str, int | None] = {}
-    for index, entry in enumerate(entries):
-        line = doc.line_of((*loc, "subscribers", index))
-        subscriber = _read_entry(doc.path, line, entry, problems, sections)
-        if subscriber is None:
-            continue
-        key = subscriber.email.lower()
-        if key in first_seen:
-            warnings.append(Problem(
-                f"duplicate address {subscriber.email} in list {list_id!r} (ignored; the "
-                f"entry on line {first_seen[key]} wins)", doc.path, line))
-            continue
-        first_seen[key] = line
-        subscribers.append(subscriber)
-    if not entries:
+    entries.check_topics(list_id, sections, problems)
+    warnings.extend(entries.duplicates.get(list_id, ()))
+    if not entries.items.get(list_id):
         warnings.append(Problem(f"list {list_id!r} has no subscribers", doc.path, here))
-    return SubscriberList(id=list_id, title=title.strip(), subscribers=tuple(subscribers),
-                          sections=sections, locale=locale,
+    return SubscriberList(id=list_id, title=title.strip(),
+                          subscribers=entries.spool.source(list_id), sections=sections,
+                          locale=locale,
                           timezone=timezone and str(body["timezone"]),
                           double_opt_in=double_opt_in)
 

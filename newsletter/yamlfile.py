@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import codecs
 import errno
 import os
 import stat
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -53,7 +54,23 @@ def read_text(path: Path, what: str, error: type[NewsletterError] = ConfigError,
 
 def read_regular(path: Path, what: str, error: type[NewsletterError] = ConfigError, *,
                  limit: int | None = None) -> bytes:
-    """The bytes of the regular file `path` (at most `limit`), or a one-line `error`.
+    """The bytes of the regular file `path` (at most `limit`), or a one-line `error`."""
+    with open_regular(path, what, error) as file:
+        try:
+            data = file.read() if limit is None else file.read(limit + 1)
+        except IsADirectoryError as err:
+            raise error(f"{what} is a folder, not a file", file=path) from err
+        except OSError as err:
+            raise error(f"cannot read {what}: {err.strerror or err}", file=path) from err
+    if limit is not None and len(data) > limit:
+        raise error(f"{what} is larger than {_size(limit)}", file=path,
+                    fix="is it the right file? split or shorten it")
+    return data
+
+
+def open_regular(path: Path, what: str,
+                 error: type[NewsletterError] = ConfigError) -> IO[bytes]:
+    """The regular file `path` opened for reading in binary, or a one-line `error`.
 
     The file is checked before it is opened and again once open (it may have been swapped
     for a FIFO in between); opening without blocking means a FIFO cannot hold the open.
@@ -71,18 +88,39 @@ def read_regular(path: Path, what: str, error: type[NewsletterError] = ConfigErr
             raise error(f"{what} is not a regular file", file=path,
                         fix="use a regular file there") from err
         raise error(f"cannot read {what}: {err.strerror or err}", file=path) from err
+    file = open(fd, "rb", closefd=True)  # noqa: SIM115  # the caller closes it
     try:
-        with open(fd, "rb", closefd=True) as file:
-            _check_regular(os.fstat(file.fileno()).st_mode, path, what, error)
-            data = file.read() if limit is None else file.read(limit + 1)
-    except IsADirectoryError as err:
-        raise error(f"{what} is a folder, not a file", file=path) from err
-    except OSError as err:
-        raise error(f"cannot read {what}: {err.strerror or err}", file=path) from err
-    if limit is not None and len(data) > limit:
-        raise error(f"{what} is larger than {_size(limit)}", file=path,
-                    fix="is it the right file? split or shorten it")
-    return data
+        _check_regular(os.fstat(file.fileno()).st_mode, path, what, error)
+    except BaseException:
+        file.close()
+        raise
+    return file
+
+
+class _Utf8Stream:
+    """A binary file read as UTF-8 text in pieces, so a long file is never whole in memory;
+    a byte that is not UTF-8 is the same one-line error as `read_text` gives."""
+
+    def __init__(self, file: IO[bytes], path: Path, what: str) -> None:
+        self.file, self.path, self.what = file, path, what
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.offset = 0  # bytes read before the current piece
+
+    def read(self, size: int = -1) -> str:
+        try:
+            data = self.file.read(size)
+        except OSError as err:
+            raise ConfigError(f"cannot read {self.what}: {err.strerror or err}",
+                              file=self.path) from err
+        held = len(self.decoder.getstate()[0])  # the start of a character cut in two
+        try:
+            text = self.decoder.decode(data, final=not data)
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{self.what} is not UTF-8 text ({err.reason} at byte "
+                              f"{self.offset - held + err.start})", file=self.path,
+                              fix="save it as UTF-8") from err
+        self.offset += len(data)
+        return text
 
 
 _KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
@@ -117,18 +155,26 @@ class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[mi
 _Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 
 
-def parse_yaml(text: str, path: Path, *, first_line: int = 1,
-               key_depth: int | None = None) -> YamlDocument:
+# Where a streamed item is handed over: its location (ending in its index), its value and
+# its line. It is not kept in the document.
+OnItem = Callable[[Location, Any, int], None]
+
+
+def parse_yaml(text: str | _Utf8Stream, path: Path, *, first_line: int = 1,
+               key_depth: int | None = None, stream: Callable[[Location], bool] | None = None,
+               on_item: OnItem | None = None) -> YamlDocument:
     """Parse one YAML document; a syntax error becomes a `ConfigError` naming the line.
 
     The data is built straight from the parser's events: no node tree is kept, so a
     subscriber file of 100,000 entries costs its data, not ten times that. Lines are
     remembered for every sequence item and for mapping keys less than `key_depth` deep.
+    The items of each sequence whose location `stream` accepts go to `on_item` one at a
+    time as each is complete, and are not kept: that sequence stays empty in the data.
     """
     loader = _Loader(text)
     doc = YamlDocument(path=path, data=None)
     try:
-        doc.data = _Builder(loader, doc, first_line, key_depth).build()
+        doc.data = _Builder(loader, doc, first_line, key_depth, stream, on_item).build()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + first_line if mark else None
@@ -153,13 +199,19 @@ class _Builder:
     """Python data from YAML events, with the line of each item and key."""
 
     def __init__(self, loader: Any, doc: YamlDocument, first_line: int,
-                 key_depth: int | None) -> None:
+                 key_depth: int | None, stream: Callable[[Location], bool] | None = None,
+                 on_item: OnItem | None = None) -> None:
         self.loader, self.doc, self.first_line = loader, doc, first_line
         self.key_depth = key_depth
+        self.stream, self.on_item = stream, on_item
         self.anchors: dict[str, Any] = {}
         # (container, its location, pending key of a mapping, key lines seen in a mapping)
         self.stack: list[tuple[Any, Location, Any, dict[Hashable, int]]] = []
         self.result: Any = None
+        # Streamed sequences (by id) → items handed over so far; and the streamed items
+        # still being built: (their stack depth, location, line).
+        self.streamed: dict[int, int] = {}
+        self.pending: list[tuple[int, Location, int]] = []
 
     def build(self) -> Any:
         while True:
@@ -178,8 +230,15 @@ class _Builder:
                 container: Any = {} if isinstance(event, yaml.MappingStartEvent) else []
                 location = self._add(container, event)
                 self.stack.append((container, location, _NO_KEY, {}))
+                if (isinstance(container, list) and self.stream is not None
+                        and self.stream(location)):
+                    self.streamed[id(container)] = 0
             elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
-                self.stack.pop()
+                container, location, _, _ = self.stack.pop()
+                self.streamed.pop(id(container), None)
+                if self.pending and self.pending[-1][0] == len(self.stack):
+                    _, here, line = self.pending.pop()
+                    self._hand_over(here, container, line)
 
     def _scalar(self, event: Any) -> Any:
         tag = event.tag
@@ -203,9 +262,18 @@ class _Builder:
             self.result = value
             return ()
         parent, location, key, seen = self.stack[-1]
+        if isinstance(parent, list) and id(parent) in self.streamed:
+            here = (*location, self.streamed[id(parent)])
+            self.streamed[id(parent)] += 1
+            if isinstance(value, dict | list):  # handed over once its end is read
+                self.pending.append((len(self.stack), here, line))
+            else:
+                self._hand_over(here, value, line)
+            return here
         if isinstance(parent, list):
             here = (*location, len(parent))
-            self.doc.lines[here] = line
+            if self.key_depth is None or len(here) <= self.key_depth:
+                self.doc.lines[here] = line
             parent.append(value)
             return here
         if key is _NO_KEY:  # this value is a key
@@ -226,6 +294,17 @@ class _Builder:
         return (*location, key)
 
 
-def load_yaml(path: Path, what: str, key_depth: int | None = None) -> YamlDocument:
-    """Read and parse a YAML file."""
-    return parse_yaml(read_text(path, what), path, key_depth=key_depth)
+    def _hand_over(self, location: Location, value: Any, line: int) -> None:
+        assert self.on_item is not None
+        self.on_item(location, value, line)
+
+
+def load_yaml(path: Path, what: str, key_depth: int | None = None, *,
+              stream: Callable[[Location], bool] | None = None,
+              on_item: OnItem | None = None) -> YamlDocument:
+    """Read and parse a YAML file; with `stream`, read it in pieces (see `parse_yaml`)."""
+    if stream is None:
+        return parse_yaml(read_text(path, what), path, key_depth=key_depth)
+    with open_regular(path, what) as file:
+        return parse_yaml(_Utf8Stream(file, path, what), path, key_depth=key_depth,
+                          stream=stream, on_item=on_item)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -105,7 +106,13 @@ def test_refusals_and_retries_are_counted_as_with_threads(
 def test_a_stop_mid_run_leaves_every_reply_recorded(
         sink: PipeliningSink, port: int, ledger: SqliteLedger, tmp_path: Path) -> None:
     stop = threading.Event()
-    sink.on_message = lambda s: stop.set() if len(s.received) == 10 else None
+
+    def on_message(s: PipeliningSink) -> None:
+        if len(s.received) == 10:
+            stop.set()
+        time.sleep(0.02)  # a relay's pace: the stop reaches the processes mid-list
+
+    sink.on_message = on_message
     outcome = dispatch(READERS, build, backends(port, tmp_path / "pids"), options(),
                        ledger=ledger, issue_id=ISSUE, stop=stop)
     assert outcome.stopped and outcome.error is None

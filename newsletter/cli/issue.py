@@ -220,14 +220,14 @@ def _summarise(report: DeliveryReport, backend: str, dry_run: bool) -> None:
     parts = [f"{report.sent} {verb}"]
     if report.earlier:
         parts.append(f"{report.earlier} sent earlier")
-    unsubscribed = sum(reason == "unsubscribed" for _, reason in report.skipped)
+    unsubscribed = report.skipped.kinds["unsubscribed"]
     if unsubscribed:
         parts.append(f"{unsubscribed} skipped (unsubscribed)")
-    paused = [reason for _, reason in report.skipped if reason.startswith("paused")]
+    paused = report.skipped.kinds["paused"]
     if paused:
-        parts.append(f"{len(paused)} paused")
-    if len(report.skipped) > unsubscribed + len(paused):
-        parts.append(f"{len(report.skipped) - unsubscribed - len(paused)} suppressed")
+        parts.append(f"{paused} paused")
+    if len(report.skipped) > unsubscribed + paused:
+        parts.append(f"{len(report.skipped) - unsubscribed - paused} suppressed")
     parts.append(f"{len(report.failed)} failed")
     if report.not_attempted:
         parts.append(f"{len(report.not_attempted)} not attempted")

@@ -61,7 +61,7 @@ def subscribers_check(app: App) -> None:
     roster = load_roster(app.settings.subscribers)
     warn(roster.warnings)
     for lst in roster.lists.values():
-        active = len(lst.active)
+        active = lst.count_active()
         click.echo(f"{lst.id}: {len(lst.subscribers)} subscribers ({active} active, "
                    f"{len(lst.subscribers) - active} unsubscribed)")
     for line in count_lines(app):

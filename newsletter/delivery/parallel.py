@@ -183,6 +183,7 @@ def _child(writer: Connection, halt: Any, todo: list[Subscriber], share: list[in
     mine = dataclasses.replace(options, connections=connections,
                                pause_after_failures=sys.maxsize)
     run = _Run(mine, cast(threading.Event, halt))  # a process-shared event, same methods
+    run.fed.set()  # the whole share is queued: a worker that finds the queue empty is done
     lock = threading.Lock()
 
     def report(result: DeliveryResult) -> None:
@@ -217,7 +218,8 @@ def _child(writer: Connection, halt: Any, todo: list[Subscriber], share: list[in
         with contextlib.suppress(Exception):
             if ledger is not None:
                 ledger.close()
-    left = [by_id[id(s)] for s in work.queue]
+    # Taken from the queue but not sent (a stop while waiting for the rate), or never taken.
+    left = [by_id[id(s)] for s in [*run.returned, *work.queue]]
     unconfirmed = [by_id[id(s)] for s in run.unconfirmed]
     with lock, contextlib.suppress(OSError):
         writer.send(("end", left, unconfirmed, _portable(error), crash))

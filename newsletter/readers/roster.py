@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 
 from newsletter.db import open_ledger
 from newsletter.errors import Problem
 from newsletter.ledger import SqliteLedger
-from newsletter.models import Origin, Subscriber, SubscriberList
+from newsletter.models import Origin, ReaderSource, Subscriber, SubscriberList
 from newsletter.readers.store import ReaderRow, came_back, forgotten_digest
 from newsletter.settings import Settings
 from newsletter.subscribers import Roster, load_roster
@@ -29,32 +29,71 @@ from newsletter.subscribers import Roster, load_roster
 def merge_list(lst: SubscriberList, rows: Iterable[ReaderRow], forgotten: frozenset[str],
                warnings: list[Problem] | None = None,
                roster: Roster | None = None) -> SubscriberList:
-    """`lst` with the database's rows (of this list) applied."""
+    """`lst` with the database's rows (of this list) applied.
+
+    A list held in memory stays in memory; one read from a file (a `ReaderSource`) is
+    merged as each pass reads it, with the rows looked up by address.
+    """
     by_email = {r.email: r for r in rows}
-    readers: list[Subscriber] = []
+
+    def gone(s: Subscriber) -> None:
+        if warnings is not None and roster is not None:
+            warnings.append(Problem(
+                f"{s.email} asked to be forgotten and is never mailed: remove the entry "
+                f"from list {lst.id!r}", roster.path, s.line))
+
+    if isinstance(lst.subscribers, tuple):
+        readers: tuple[Subscriber, ...] | ReaderSource = tuple(
+            _merged(lst, by_email, forgotten, gone))
+    else:
+        if forgotten and warnings is not None:
+            for _ in _merged(lst, by_email, forgotten, gone):
+                pass  # one pass for the warnings; each send's pass leaves them out again
+        readers = MergedReaders(lst, by_email, forgotten)
+    return lst.model_copy(update={"subscribers": readers})
+
+
+class MergedReaders(ReaderSource):
+    """A file's list with the database's rows applied as it is read."""
+
+    def __init__(self, lst: SubscriberList, by_email: dict[str, ReaderRow],
+                 forgotten: frozenset[str]) -> None:
+        self.lst, self.by_email, self.forgotten = lst, by_email, forgotten
+        self._len: int | None = None
+
+    def __iter__(self) -> Iterator[Subscriber]:
+        return _merged(self.lst, self.by_email, self.forgotten, None)
+
+    def __len__(self) -> int:
+        if self._len is None:
+            self._len = sum(1 for _ in self)
+        return self._len
+
+
+def _merged(lst: SubscriberList, by_email: dict[str, ReaderRow], forgotten: frozenset[str],
+            gone: Callable[[Subscriber], None] | None) -> Iterator[Subscriber]:
+    """The readers of `lst` with their rows applied, then the rows the file lacks."""
+    matched: set[str] = set()  # rows of file readers: as many as rows, not readers
     for s in lst.subscribers:
         key = s.email.lower()
-        if (forgotten and forgotten_digest(key) in forgotten
-                and not came_back(by_email.get(key))):
-            if warnings is not None and roster is not None:
-                warnings.append(Problem(
-                    f"{s.email} asked to be forgotten and is never mailed: remove the entry "
-                    f"from list {lst.id!r}", roster.path, s.line))
-            by_email.pop(key, None)
+        row = by_email.get(key)
+        if row is not None:
+            matched.add(key)
+        if forgotten and forgotten_digest(key) in forgotten and not came_back(row):
+            if gone is not None:
+                gone(s)
             continue
-        row = by_email.pop(key, None)
         if row is not None and (row.state == "confirmed" or row.origin == "file"):
             if s.status == "unsubscribed" and row.origin == "file":
-                readers.append(s)  # the file's word stands over an override row
+                yield s  # the file's word stands over an override row
                 continue
             s = _applied(s, row, lst, status_from_row=s.status == "unsubscribed")
-        readers.append(s)
-    for row in by_email.values():
-        if not came_back(row):
+        yield s
+    for key, row in by_email.items():
+        if key in matched or not came_back(row):
             continue  # pending; or a file reader no longer in the file
-        readers.append(_applied(Subscriber(email=row.address, origin=_origin(row)), row, lst,
-                                status_from_row=True))
-    return lst.model_copy(update={"subscribers": tuple(readers)})
+        yield _applied(Subscriber(email=row.address, origin=_origin(row)), row, lst,
+                       status_from_row=True)
 
 
 def _origin(row: ReaderRow) -> Origin:
@@ -118,11 +157,14 @@ def count_readers(merged: SubscriberList, rows: Iterable[ReaderRow],
     """Origins (file, signup, import) and states (pending, confirmed, paused, suppressed,
     unsubscribed) of one merged list and its database rows."""
     gone = set(suppressed)
+    rows = list(rows)
+    pending = {row.email for row in rows if row.state == "pending"}
     origins: Counter[str] = Counter()
     states: Counter[str] = Counter()
-    listed: set[str] = set()
+    listed: set[str] = set()  # of the pending rows' addresses: not every reader's
     for s in merged.subscribers:
-        listed.add(s.email.lower())
+        if s.email.lower() in pending:
+            listed.add(s.email.lower())
         origins[s.origin] += 1
         if s.email.lower() in gone:
             states["suppressed"] += 1

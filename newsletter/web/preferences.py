@@ -104,7 +104,7 @@ def find_reader(web: WebContext, list_id: str, email: str) -> Reader | str:
         suppressed = ledger.is_suppressed(list_id, email)
     except (NewsletterError, sqlite3.Error) as err:
         raise Unavailable from err
-    reader = merged[0]
+    reader = next(iter(merged))
     return Reader(lst, email, reader.email, "file" if in_file else (row.origin if row else ""),
                   Current.of(reader), suppressed or reader.status != "active")
 
