@@ -162,6 +162,8 @@ def dispatch(
             run.outcome.not_attempted = left
             run.outcome.stopped = stop.is_set() and not run.outcome.error
             break
+        if not run.retry:  # nothing to try again: no wait for a round that has no one
+            break
         todo, run.retry = iter(run.retry), []
     if _everyone_refused(run):
         # Too few readers to reach pause_after_failures, and every one refused: a relay

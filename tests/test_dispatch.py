@@ -35,3 +35,23 @@ def test_a_stop_request_before_the_first_message_sends_nothing() -> None:
 
 def _never_built(subscriber: Subscriber):
     raise AssertionError("nothing may be built after a stop request")
+
+
+def test_a_round_that_needs_no_retry_ends_the_send_without_waiting() -> None:
+    # The wait before a retry round is only for readers to try again: a send where every
+    # reader was taken must end at once, not after retry_backoff (5 s per worker batch).
+    waits: list[float] = []
+    stream = io.StringIO()
+    outcome = dispatch(READERS, lambda s: _message(s), lambda: ConsoleBackend(stream),
+                       DispatchOptions(retries=3, retry_backoff=5.0), sleep=waits.append)
+    assert outcome.sent == len(READERS) and not outcome.failed
+    assert waits == []
+
+
+def _message(subscriber: Subscriber):  # type: ignore[no-untyped-def]
+    from newsletter.message import OutgoingMessage
+
+    return OutgoingMessage(list_id="brief", issue_id="brief/2026-11-24",
+                           sender="brief@example.com", recipient=subscriber.email,
+                           message_id=f"<{subscriber.email}>", subject="hi",
+                           data=b"Subject: hi\r\n\r\nhello\r\n")
