@@ -39,7 +39,7 @@ ISSUE = f"morning-brief/{ISSUE_DATE}"
 
 
 def one_round(workers: int, readers: int, delay: float, batch: int) -> float:
-    """Messages a second with `workers` processes (one connection each)."""
+    """Messages a second with `workers` processes, the relay allowing one connection each."""
     name = f"nlbench_{uuid.uuid4().hex[:10]}"
     with admin_connection() as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -51,6 +51,9 @@ def one_round(workers: int, readers: int, delay: float, batch: int) -> float:
             env = {"NEWSLETTER_DATABASE": url, "NEWSLETTER_DELIVERY__BACKEND": "smtp",
                    "NEWSLETTER_SMTP__HOST": "127.0.0.1", "NEWSLETTER_SMTP__PORT": str(port),
                    "NEWSLETTER_WORKERS__BATCH": str(batch),
+                   # smtp.connections is the relay's allowance over all workers together
+                   # (the shared limits): a relay that takes one connection per worker.
+                   "NEWSLETTER_SMTP__CONNECTIONS": str(workers),
                    "NEWSLETTER_WORKERS__LEASE_SECONDS": "60",
                    "NEWSLETTER_UNSUBSCRIBE__SECRET": "benchmark-secret-0123456789abcdef0123"}
             os.environ.update(env)
@@ -107,7 +110,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=25)
     args = parser.parse_args()
     print(f"{args.readers} messages, sink waits {args.delay * 1000:.0f} ms a message, "
-          f"batches of {args.batch}, one SMTP connection per worker")
+          f"batches of {args.batch}, the relay allowing one SMTP connection per worker "
+          "(smtp.connections is the total over all workers)")
     base = None
     for workers in (1, 2, 4):
         rate = one_round(workers, args.readers, args.delay, args.batch)
