@@ -144,7 +144,8 @@ class _GatedBackend(DeliveryBackend):
 
     @classmethod
     def from_settings(cls, settings: Settings, stream: Any) -> DeliveryBackend:
-        raise NotImplementedError
+        # Not a backend of its own: deliver_batch wraps the configured one.
+        raise TypeError("a gated backend wraps another backend; deliver_batch makes it")
 
     def open(self) -> None:
         self.lease.check()
