@@ -295,6 +295,49 @@ def test_a_lease_is_on_the_database_clock_and_taken_over_when_it_ends(
         engine.dispose()
 
 
+def test_an_in_process_send_takes_the_rows_a_dead_send_left_but_not_a_workers(
+        queued_db: str) -> None:
+    from newsletter.workers import rows
+
+    plan_rows(queued_db, ISSUE, "morning-brief", readers(4), DOMAIN)
+    emails = [e.lower() for e in readers(4)]
+    engine = create_engine(parse_database(queued_db).sqlalchemy_url)
+    try:
+        with engine.begin() as conn:
+            rows.set_personal(conn, ISSUE, [(e, e, None, "v") for e in readers(4)])
+            rows.assign_batches(conn, ISSUE, 2)
+            assert len(rows.claim(conn, ISSUE, 1, "host:1:worker", 120)) == 2
+            # A send killed before it gave its rows back: its lease has two minutes left.
+            assert rows.hold(conn, ISSUE, emails[2:], rows.SEND_OWNER + "host:2:dead",
+                             120) == set(emails[2:])
+        with engine.begin() as conn:  # the next send, under the send lock
+            ours = rows.hold(conn, ISSUE, emails, rows.SEND_OWNER + "host:3:next", 120)
+        assert ours == set(emails[2:])  # the dead send's rows, not the live worker's
+    finally:
+        engine.dispose()
+
+
+def test_a_send_killed_mid_list_leaves_the_rest_to_the_next_send_at_once(
+        project: Project, pg_url: str) -> None:  # noqa: F811
+    n = 30
+    _many_readers(project, n)
+    with id_sink(delay=0.05) as (sink, port):
+        env = worker_env(pg_url, "127.0.0.1", port, lease=120)
+        first = _send(project, env, "--no-queue")
+        wait_for(lambda: sink.count() >= 5, 60, "the first send under way")
+        first.send_signal(signal.SIGKILL)
+        first.communicate(timeout=30)
+        # The lease of the killed send has two minutes to run: the next send does not wait.
+        second = _send(project, env, "--no-queue")
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 0, (out, err)
+        assert "not attempted" not in out + err
+    counts = Counter(sink.ids())
+    assert set(counts) == expected_ids(n)
+    assert sum(counts.values()) - n <= 1, counts  # at most the message in flight twice
+    assert query(pg_url, "SELECT state FROM issues") == [("complete",)]
+
+
 def _claimable(engine, owner: str) -> bool:  # type: ignore[no-untyped-def]
     from newsletter.workers import rows
 

@@ -121,9 +121,10 @@ def hold_for_send(settings: Settings) -> Hold | None:
         return None
     from newsletter.db import engine
     from newsletter.workers.hold import hold_rows
+    from newsletter.workers.rows import SEND_OWNER
     from newsletter.workers.runner import worker_name
 
-    owner = "send:" + worker_name()
+    owner = SEND_OWNER + worker_name()
 
     def hold(issue_id: str) -> AbstractContextManager[Holding]:
         return hold_rows(engine(database), issue_id, owner, settings.workers.lease_seconds)

@@ -44,7 +44,8 @@ class Holding:
 
 @contextmanager
 def hold_rows(engine: Engine, issue_id: str, owner: str, lease: float) -> Iterator[Holding]:
-    """A `Holding` for the block; its leases renewed meanwhile and given back after."""
+    """A `Holding` for the block; its leases renewed meanwhile and given back after.
+    Only under the send lock: rows another in-process send left are taken (rows.hold)."""
     holding = Holding(engine, issue_id, owner, lease)
     done = threading.Event()
 

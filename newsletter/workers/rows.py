@@ -163,16 +163,25 @@ def orphaned(engine: Engine) -> list[tuple[str, int]]:
         return [(str(issue_id), int(str(batch))) for issue_id, batch in rows]
 
 
+SEND_OWNER = "send/"  # an in-process send's lease owner; no host name holds a "/"
+
+
 def hold(conn: Connection, issue_id: str, emails: list[str], owner: str, lease: float
          ) -> set[str]:
     """An in-process `send`'s claim: lease those of `emails` (lower-cased) that are unsent
-    and free; the ones now ours. The others are a worker's."""
+    and free; the ones now ours. The others are a worker's.
+
+    The caller holds the send lock, so no other in-process send is running: a lease another
+    send left (it was killed before it gave its rows back) is free now, not in two minutes.
+    A scheduler that takes over from a leader killed mid-send sends the rest at once."""
     return {str(e) for (e,) in conn.execute(text(
         "UPDATE deliveries SET lease_owner = :o, "
         "       lease_until = now() + make_interval(secs => :s) "
         f"WHERE issue_id = :i AND email = ANY(:emails) AND {_UNSENT} "
-        "  AND (lease_until IS NULL OR lease_until < now() OR lease_owner = :o) "
-        "RETURNING email"), {"i": issue_id, "emails": emails, "o": owner, "s": lease})}
+        "  AND (lease_until IS NULL OR lease_until < now() OR lease_owner = :o "
+        "       OR starts_with(lease_owner, :sends)) "
+        "RETURNING email"), {"i": issue_id, "emails": emails, "o": owner, "s": lease,
+                             "sends": SEND_OWNER})}
 
 
 def renew_all(conn: Connection, issue_id: str, owner: str, lease: float) -> int:
