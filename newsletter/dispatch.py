@@ -213,20 +213,27 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
     own = Throttle(0)  # the connection's own rate limit, once it is open
     batch: list[tuple[str, DeliveryStatus, str]] = []
     batched: list[Subscriber] = []  # whose results are in `batch`
+    # The next reader and its message, announced to the backend before this one went
+    # (see `_announce_next`): it is sent next, or given back.
+    ahead: tuple[Subscriber, OutgoingMessage] | None = None
     try:
         while not run.halt.is_set():
             if run.stop.is_set():
                 run.halt.set()
                 break
-            try:
-                subscriber = work.get(timeout=0.05)
-            except queue.Empty:
-                if not run.fed.is_set():
-                    continue  # the feeder is reading the next readers
-                try:  # every put came before `fed`: what is queued now is all there is
-                    subscriber = work.get_nowait()
+            message: OutgoingMessage | None = None
+            if ahead is not None:
+                (subscriber, message), ahead = ahead, None
+            else:
+                try:
+                    subscriber = work.get(timeout=0.05)
                 except queue.Empty:
-                    break
+                    if not run.fed.is_set():
+                        continue  # the feeder is reading the next readers
+                    try:  # every put came before `fed`: what is queued now is all there is
+                        subscriber = work.get_nowait()
+                    except queue.Empty:
+                        break
             if backend is None:
                 try:
                     backend = open_backend()
@@ -242,7 +249,10 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
                     run.returned.append(subscriber)
                 run.halt.set()
                 break
-            message = build(subscriber)
+            if message is None:
+                message = build(subscriber)
+            if backend.lookahead and not (throttle.interval or own.interval):
+                ahead = _announce_next(work, build, backend)
             try:
                 result = backend.send(message)
             except DeliveryError as err:
@@ -271,6 +281,9 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             run.crash = run.crash or err
             run.halt.set()
     finally:
+        if ahead is not None:  # announced, never sent: still pending
+            with run.lock:
+                run.returned.append(ahead[0])
         if batch and ledger is not None:
             try:
                 ledger.record_many(issue_id, batch)
@@ -278,6 +291,21 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
                 _unrecorded(run, err, batched)
         if backend is not None:
             backend.close()
+
+
+def _announce_next(work: queue.Queue[Subscriber], build: Callable[[Subscriber], OutgoingMessage],
+                   backend: DeliveryBackend) -> tuple[Subscriber, OutgoingMessage] | None:
+    """Take the next reader if one is queued, build their message and announce it, so
+    that its commands go out with this message's body. Only without a rate limit: the
+    next message's place in the rate is taken when it is sent, and it must not wait with
+    its DATA open. Its body still waits for this message's reply and ledger commit."""
+    try:
+        subscriber = work.get_nowait()
+    except queue.Empty:
+        return None
+    message = build(subscriber)
+    backend.announce(message)
+    return subscriber, message
 
 
 def _fail(run: _Run, err: DeliveryError, subscriber: Subscriber) -> None:

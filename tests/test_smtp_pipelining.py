@@ -217,3 +217,207 @@ def test_dot_stuffing_is_smtplibs(data: bytes) -> None:
     quoted = smtplib._quote_periods(data)  # type: ignore[attr-defined]
     expected = quoted + (b"" if quoted[-2:] == b"\r\n" else b"\r\n") + b".\r\n"
     assert stuff(data) == expected
+
+
+# The next message's commands behind this body (RFC 2920 3.1): one round trip a message.
+
+class AheadServer:
+    """Offers PIPELINING and, before answering a body's final dot, looks whether the next
+    MAIL FROM is already there (up to 0.5 s): `ahead` says, per message, whether it was."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.ahead: list[bool] = []
+        self.bodies: list[bytes] = []
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import select
+
+        conn, _ = self.listener.accept()
+        buf = b""
+
+        def line() -> bytes:
+            nonlocal buf
+            while b"\r\n" not in buf:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return b""
+                buf += chunk
+            head, buf = buf.split(b"\r\n", 1)
+            return head + b"\r\n"
+
+        with conn:
+            conn.sendall(b"220 ahead\r\n")
+            while command := line():
+                verb = command[:4].upper()
+                if verb == b"EHLO":
+                    conn.sendall(b"250-ahead\r\n250 PIPELINING\r\n")
+                elif verb == b"QUIT":
+                    conn.sendall(b"221 bye\r\n")
+                    return
+                elif verb == b"DATA":
+                    conn.sendall(b"354 go\r\n")
+                    body = b""
+                    while (text := line()) not in (b".\r\n", b""):
+                        body += text
+                    self.bodies.append(body)
+                    if not buf and select.select([conn], [], [], 0.5)[0]:
+                        buf += conn.recv(65536)
+                    self.ahead.append(buf.upper().startswith(b"MAIL FROM:"))
+                    conn.sendall(b"250 queued\r\n")
+                else:
+                    conn.sendall(b"250 ok\r\n")
+
+
+def test_an_announced_message_goes_out_behind_the_body_before_it() -> None:
+    server = AheadServer()
+    backend = SmtpBackend(SmtpSection(host="127.0.0.1", port=server.port, security="none",
+                                      timeout=3, reconnects=0), "client.example.com")
+    messages = [message(f"r{i}@example.com") for i in range(4)]
+    with backend:
+        assert backend.lookahead
+        for this, following in zip(messages, [*messages[1:], None], strict=True):
+            if following is not None:
+                backend.announce(following)
+            assert backend.send(this).ok
+    # Each of the first three bodies had the next commands behind it; the last had none.
+    assert server.ahead == [True, True, True, False]
+    assert server.bodies == [stuff(BODY)[:-3]] * 4
+
+
+def _send_announcing(backend: SmtpBackend, recipients: list[str]) -> list[str]:
+    """The send loop's way: each message announced before the one before it goes."""
+    messages = [message(to) for to in recipients]
+    statuses = []
+    for this, following in zip(messages, [*messages[1:], None], strict=True):
+        if following is not None:
+            backend.announce(following)
+        statuses.append(backend.send(this).status)
+    return statuses
+
+
+def test_refusals_with_the_next_message_announced_keep_every_message_whole(
+        backend: SmtpBackend, sink: PipeliningSink) -> None:
+    sink.refuse.add("bad@example.com")
+    sink.refuse_data["gone@example.com"] = "550 5.1.1 no such user"
+    sink.refuse_data["full@example.com"] = "552 5.2.2 mailbox full"
+    sink.rcpt_replies["later@example.com"] = "451 4.3.0 try later"
+    order = ["a@example.com", "bad@example.com", "b@example.com", "gone@example.com",
+             "c@example.com", "full@example.com", "later@example.com", "d@example.com"]
+    assert _send_announcing(backend, order) == [
+        "sent", "failed-permanent", "sent", "failed-permanent", "sent", "failed-temporary",
+        "failed-temporary", "sent"]
+    assert [r.recipients for r in sink.received] == [
+        ["a@example.com"], ["b@example.com"], ["c@example.com"], ["d@example.com"]]
+    # No RSET ever went into an open DATA: every message that arrived is exactly the body.
+    assert all(r.data.replace(b"\r\n", b"\n") == BODY.replace(b"\r\n", b"\n")
+               for r in sink.received)
+    assert len(set(sink.sessions)) == 1
+
+
+def test_drops_and_421s_with_the_next_message_announced(backend: SmtpBackend,
+                                                        sink: PipeliningSink) -> None:
+    sink.drop_at_rcpt.add(3)  # b's commands, which went out behind a's body
+    sink.closing_once.add("d@example.com")
+    assert _send_announcing(backend, [f"{c}@example.com" for c in "abcde"]) == ["sent"] * 5
+    # a was confirmed before the drop, so it went once; b went again on a new connection.
+    assert [r.recipients for r in sink.received] == [[f"{c}@example.com"] for c in "abcde"]
+    assert len(set(sink.sessions)) == 3
+
+
+def test_a_refused_message_with_the_next_one_open_sends_nothing_more(
+        backend: SmtpBackend, sink: PipeliningSink) -> None:
+    sink.refuse_data["spam@example.com"] = "554 5.7.1 rejected by policy"
+    backend.announce(message("next@example.com"))
+    with pytest.raises(MessageRefused, match="rejected by policy"):
+        backend.send(message("spam@example.com"))
+    backend.close()  # with next@'s DATA open: the connection is dropped, not QUIT into it
+    assert sink.received == []
+
+
+def test_a_message_other_than_the_announced_one_never_goes_into_its_data(
+        backend: SmtpBackend, sink: PipeliningSink) -> None:
+    backend.announce(message("announced@example.com"))
+    assert backend.send(message("a@example.com")).ok
+    assert backend.send(message("other@example.com")).ok  # a new connection, not that DATA
+    assert [r.recipients for r in sink.received] == [["a@example.com"], ["other@example.com"]]
+    assert len(set(sink.sessions)) == 2
+
+
+def test_nothing_is_announced_past_the_connections_limit(sink: PipeliningSink) -> None:
+    port = free_port()
+    controller = start_server(sink, port=port)
+    try:
+        with SmtpBackend(SmtpSection(host="127.0.0.1", port=port, security="none",
+                                     messages_per_connection=2), "client.example.com"
+                         ) as backend:
+            assert isinstance(backend, SmtpBackend)
+            assert _send_announcing(backend, [f"{c}@example.com" for c in "abcde"]) == [
+                "sent"] * 5
+    finally:
+        controller.stop()
+    assert [r.recipients for r in sink.received] == [[f"{c}@example.com"] for c in "abcde"]
+    assert len(set(sink.sessions)) == 3
+
+
+def _readers(n: int) -> list[Any]:
+    from newsletter.models import Subscriber
+
+    return [Subscriber(email=f"r{i}@example.com") for i in range(n)]
+
+
+def test_the_send_loop_announces_each_next_reader_and_a_stop_gives_it_back(
+        sink: PipeliningSink) -> None:
+    from newsletter.dispatch import DispatchOptions, dispatch
+
+    port = free_port()
+    controller = start_server(sink, port=port)
+    stop = threading.Event()
+    announced: list[str] = []
+
+    class Counting(SmtpBackend):
+        def announce(self, following: OutgoingMessage) -> None:
+            announced.append(following.recipient)
+            super().announce(following)
+
+    def opener() -> SmtpBackend:
+        return Counting(SmtpSection(host="127.0.0.1", port=port, security="none"),
+                        "client.example.com")
+
+    sink.on_message = lambda s: stop.set() if len(s.received) == 3 else None
+    readers = _readers(10)
+    try:
+        outcome = dispatch(readers, lambda s: message(s.email), opener, DispatchOptions(),
+                           stop=stop)
+    finally:
+        controller.stop()
+    # r3 was announced behind r2's body when the stop came: it is not sent, and it is
+    # counted as not attempted with everyone after it, so nobody is lost.
+    assert outcome.stopped and outcome.sent == 3
+    assert [r.recipients for r in sink.received] == [[f"r{i}@example.com"] for i in range(3)]
+    assert announced[:3] == ["r1@example.com", "r2@example.com", "r3@example.com"]
+    assert sorted(s.email for s in outcome.not_attempted) == sorted(
+        f"r{i}@example.com" for i in range(3, 10))
+
+
+def test_with_a_rate_limit_nothing_is_announced(sink: PipeliningSink) -> None:
+    from newsletter.dispatch import DispatchOptions, dispatch
+
+    port = free_port()
+    controller = start_server(sink, port=port)
+    announced: list[str] = []
+
+    class Counting(SmtpBackend):
+        def announce(self, following: OutgoingMessage) -> None:
+            announced.append(following.recipient)
+            super().announce(following)
+
+    try:
+        outcome = dispatch(_readers(3), lambda s: message(s.email), lambda: Counting(
+            SmtpSection(host="127.0.0.1", port=port, security="none"), "client.example.com"),
+            DispatchOptions(rate_limit=1000))
+    finally:
+        controller.stop()
+    assert outcome.sent == 3 and announced == []

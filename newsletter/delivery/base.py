@@ -72,6 +72,15 @@ class DeliveryBackend(ABC):
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         """Deliver one message."""
 
+    @property
+    def lookahead(self) -> bool:
+        """Whether `announce` helps: the backend can start the next message early."""
+        return False
+
+    def announce(self, following: OutgoingMessage) -> None:  # noqa: B027
+        """`following` is the next message `send` will get (SMTP writes its commands
+        behind this message's body). The caller then sends exactly it next, or closes."""
+
     def __enter__(self) -> DeliveryBackend:
         self.open()
         return self

@@ -169,12 +169,16 @@ def _child(writer: Connection, halt: Any, todo: list[Subscriber], share: list[in
     _die_with(parent)
     # A result names its recipient as the message has it, which may be spelled otherwise
     # than the reader's entry: the thread notes whose message it built.
+    # A thread builds the next reader's message before the result of this one arrives (it
+    # announces it, dispatch._announce_next): results are matched by their Message-ID.
     by_id = {id(todo[i]): i for i in share}
     current = threading.local()
 
     def tracked(subscriber: Subscriber) -> OutgoingMessage:
-        current.index = by_id[id(subscriber)]
-        return build(subscriber)
+        message = build(subscriber)
+        built = current.__dict__.setdefault("built", {})
+        built[message.message_id] = by_id[id(subscriber)]
+        return message
 
     work: queue.Queue[Subscriber] = queue.Queue()
     for i in share:
@@ -189,7 +193,7 @@ def _child(writer: Connection, halt: Any, todo: list[Subscriber], share: list[in
     def report(result: DeliveryResult) -> None:
         with lock:
             try:
-                writer.send(("result", current.index, result))
+                writer.send(("result", current.built.pop(result.message_id), result))
             except OSError:  # the parent is gone: send nothing more
                 halt.set()
 

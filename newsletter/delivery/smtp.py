@@ -1,7 +1,9 @@
 """Deliver over SMTP on one connection reused for the whole run.
 
 Each message is one transaction in two round trips where the server offers PIPELINING
-(`wire.transact`), four without; the connection's set-up (TLS, login) is smtplib's.
+(`wire.transact`), four without; when the send loop announces the next message, its
+commands ride behind this message's body, so a run costs one round trip a message. The
+connection's set-up (TLS, login) is smtplib's.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from newsletter.delivery.base import (
     ResultStatus,
     failure_status,
 )
-from newsletter.delivery.wire import CLOSING, transact
+from newsletter.delivery.wire import CLOSING, envelope, transact
 from newsletter.errors import ConfigError, DeliveryError
 from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings, SmtpSection
@@ -39,7 +41,9 @@ class _Watched(smtplib.SMTP):
 
     def send(self, s: Any) -> None:  # smtplib's own: a buffer or text
         super().send(s)
-        if isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+        # The final dot ends the write, or is followed by the next message's commands;
+        # dot-stuffing leaves no other CRLF.CRLF in a body, and commands hold none.
+        if isinstance(s, bytes) and b"\r\n.\r\n" in s:
             self.message_out = True
 
 
@@ -66,6 +70,8 @@ class SmtpBackend(DeliveryBackend):
         self._conn: smtplib.SMTP | None = None
         self._sent_on_connection = 0
         self._pipelining = False
+        self._announced: OutgoingMessage | None = None  # to send next (`announce`)
+        self._ahead: OutgoingMessage | None = None  # whose commands are on the wire
         if smtp.username and smtp.password is None:
             raise ConfigError("smtp.username is set but there is no password",
                               field="smtp.password",
@@ -89,7 +95,18 @@ class SmtpBackend(DeliveryBackend):
             # algorithm would only hold a message's last segment back for an ACK.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
 
+    @property
+    def lookahead(self) -> bool:
+        return self._pipelining and self._conn is not None
+
+    def announce(self, following: OutgoingMessage) -> None:
+        self._announced = following
+
     def close(self) -> None:
+        if self._ahead is not None:
+            # The next message's DATA may be open: QUIT would be read as its text. Closing
+            # the connection mid-DATA is how a transaction is abandoned; nothing is sent.
+            self._abandon()
         if self._conn is not None:
             try:
                 self._conn.quit()
@@ -98,6 +115,9 @@ class SmtpBackend(DeliveryBackend):
             self._conn = None
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
+        following, self._announced = self._announced, None
+        if self._ahead is not None and self._ahead is not message:
+            self._abandon()  # another message's DATA is open: never send into it
         if self._conn is not None and self._sent_on_connection >= self.smtp.messages_per_connection:
             self.close()
         drops = unconfirmed = 0
@@ -108,7 +128,7 @@ class SmtpBackend(DeliveryBackend):
             assert isinstance(conn, _Watched)
             conn.message_out = False
             try:
-                result = self._send(message)
+                result = self._send(message, following)
             except (smtplib.SMTPServerDisconnected, OSError) as err:
                 # Dropped or timed out mid-message: the server did not confirm it, so it goes
                 # again on a new connection (at most one duplicate per connection). If it
@@ -139,7 +159,8 @@ class SmtpBackend(DeliveryBackend):
             fix="check the server's logs and limits; unsent messages stay pending for the "
                 "next send")
 
-    def _send(self, message: OutgoingMessage) -> DeliveryResult:
+    def _send(self, message: OutgoingMessage, following: OutgoingMessage | None
+              ) -> DeliveryResult:
         # Whose fault a refusal is. A 5xx to RCPT TO is about that recipient: final, and it
         # suppresses them, unless its enhanced code says it is about a full mailbox or about
         # us (policy, blocklists, relaying: X.7.x and the other non-address classes, see
@@ -159,12 +180,20 @@ class SmtpBackend(DeliveryBackend):
         # on a new connection, and a server that keeps at it ends the run, everyone pending.
         conn = self._conn
         assert conn is not None
+        opened, self._ahead = self._ahead is message, None
+        then = b""
+        if (following is not None and self._pipelining
+                and self._sent_on_connection + 1 < self.smtp.messages_per_connection):
+            then = envelope(conn, following.sender, following.recipient, len(following.data))
         reply = transact(conn, message.sender, message.recipient, message.data,
-                         self._pipelining)
+                         self._pipelining, opened=opened, then=then)
+        if reply.ahead:
+            self._ahead = following
         if reply.ok:
             return DeliveryResult(message.recipient, message.message_id, "sent",
                                   "250 accepted")
-        self._reset()  # the transaction is over: the next one starts clean
+        if not reply.ahead:  # else the next message's DATA may be open: RSET would be its text
+            self._reset()  # the transaction is over: the next one starts clean
         code, text = reply.code, reply.text
         if reply.step == "rcpt":
             if 500 <= code < 600 and _blame(text) in ("mailbox", "other"):
@@ -200,6 +229,7 @@ class SmtpBackend(DeliveryBackend):
                               status or failure_status(code), _reply(code, reply))
 
     def _abandon(self) -> None:
+        self._ahead = None
         if self._conn is not None:
             _close_quietly(self._conn)
             self._conn = None

@@ -5,9 +5,11 @@ smtplib's `sendmail` waits for a reply to each of MAIL FROM, RCPT TO and DATA be
 the next (four round trips a message) and dot-stuffs every body with a regular expression.
 Here, where the server offers PIPELINING (RFC 2920), the three commands go out in one write
 and their three replies are read after it; the body and its final dot go in one more write:
-two round trips. The body is dot-stuffed with one `bytes.replace` (the message is CRLF
-already: fastmime builds it so). Without PIPELINING each command waits for its reply, as
-smtplib does.
+two round trips. When the caller knows the next message, its three commands go in the
+same write as this body's final dot (RFC 2920 3.1: message content may begin a group), so
+a run of messages costs one round trip each. The body is dot-stuffed with one
+`bytes.replace` (the message is CRLF already: fastmime builds it so). Without PIPELINING
+each command waits for its reply, as smtplib does.
 
 What comes back is a `Reply`: the step that answered and its code; the caller decides whose
 fault a refusal is. A 421 at any step raises `Closing` (a drop), and a connection that goes
@@ -36,11 +38,13 @@ class Closing(smtplib.SMTPServerDisconnected):
 @dataclass(frozen=True)
 class Reply:
     """The answer that ended the transaction: `step` "sent" with 250 when the server took
-    the message, else the step whose reply refused it."""
+    the message, else the step whose reply refused it. `ahead`: the next message's
+    commands went out behind this body (their replies are still to be read)."""
 
     step: Step
     code: int
     text: bytes
+    ahead: bool = False
 
     @property
     def ok(self) -> bool:
@@ -75,14 +79,18 @@ def envelope(conn: smtplib.SMTP, sender: str, recipient: str, size: int) -> byte
 
 
 def transact(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes,
-             pipelining: bool) -> Reply:
+             pipelining: bool, *, opened: bool = False, then: bytes = b"") -> Reply:
     """Send one message to one recipient on `conn` (after EHLO); see the module's text.
 
+    `opened`: this message's commands went out already, behind the previous body; only
+    their replies are read. `then`: the next message's commands (`envelope`), written with
+    this body when it goes (pipelining only); the caller must send that message next or
+    drop the connection, since the server may have opened its DATA.
     Leaves the session after a refusal as the server left it: the caller sends RSET.
     """
-    commands = envelope(conn, sender, recipient, len(data))
-    if pipelining:
-        conn.send(commands)
+    if opened or pipelining:
+        if not opened:
+            conn.send(envelope(conn, sender, recipient, len(data)))
         # Every reply of the group is read, whatever the first said: they are on their way,
         # and the next transaction must not read them as its own.
         mail, rcpt, data_ = _reply(conn), _reply(conn), _reply(conn)
@@ -93,6 +101,7 @@ def transact(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes,
                 _reply(conn)
             return refusal
     else:
+        commands = envelope(conn, sender, recipient, len(data))
         mail_line, rcpt_line, data_line, _ = commands.split(b"\r\n")
         for step, line, wanted in (("mail", mail_line, (250,)), ("rcpt", rcpt_line, (250, 251)),
                                    ("data", data_line, (354,))):
@@ -100,9 +109,13 @@ def transact(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes,
             code, text = _reply(conn)
             if code not in wanted:
                 return Reply(step, code, text)  # type: ignore[arg-type]
-    conn.send(stuff(data))  # `_Watched` notes here that the message has gone out whole
+    ahead = bool(then) and pipelining
+    # One write, so that a server which answers the body and closes cannot make the write
+    # of the next commands fail before this body's reply is read. `_Watched` notes here
+    # that the message has gone out whole.
+    conn.send(stuff(data) + then if ahead else stuff(data))
     code, text = _reply(conn)
-    return Reply("sent" if code == 250 else "data", code, text)
+    return Reply("sent" if code == 250 else "data", code, text, ahead)
 
 
 def _refusal(mail: tuple[int, bytes], rcpt: tuple[int, bytes],
