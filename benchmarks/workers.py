@@ -58,7 +58,7 @@ def one_round(workers: int, readers: int, delay: float, batch: int) -> float:
                    "NEWSLETTER_UNSUBSCRIBE__SECRET": "benchmark-secret-0123456789abcdef0123"}
             os.environ.update(env)
             full = {**os.environ, "PYTHONPATH": str(REPO)}
-            procs = [subprocess.Popen([sys.executable, str(REPO / "tests" / "workers_run.py"),
+            procs = [subprocess.Popen([sys.executable, "-m", "newsletter",
                                        "--config", str(project.settings), "worker"],
                                       cwd=folder, env=full, stdout=subprocess.DEVNULL,
                                       stderr=open(Path(folder) / f"w{n}.log", "w"))  # noqa: SIM115

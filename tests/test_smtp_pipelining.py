@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
-from newsletter.delivery.base import MessageRefused
+from newsletter.delivery.base import DeliveryBackend, MessageRefused
 from newsletter.delivery.smtp import SmtpBackend
 from newsletter.delivery.wire import stuff
 from newsletter.errors import DeliveryError
@@ -287,7 +287,7 @@ def test_an_announced_message_goes_out_behind_the_body_before_it() -> None:
     assert server.bodies == [stuff(BODY)[:-3]] * 4
 
 
-def _send_announcing(backend: SmtpBackend, recipients: list[str]) -> list[str]:
+def _send_announcing(backend: DeliveryBackend, recipients: list[str]) -> list[str]:
     """The send loop's way: each message announced before the one before it goes."""
     messages = [message(to) for to in recipients]
     statuses = []
@@ -421,3 +421,38 @@ def test_with_a_rate_limit_nothing_is_announced(sink: PipeliningSink) -> None:
     finally:
         controller.stop()
     assert outcome.sent == 3 and announced == []
+
+
+def test_a_workers_backend_announces_only_without_a_shared_rate(backend: SmtpBackend,
+                                                                 sink: PipeliningSink) -> None:
+    from newsletter.workers.batch import _GatedBackend
+
+    class Relay:
+        gap = 0.0
+
+        def connection(self) -> Any:
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def before_send(self) -> None:
+            pass
+
+        def after_send(self, ok: bool) -> None:
+            pass
+
+    class Lease:  # always inside the lease
+        def check(self) -> None:
+            pass
+
+    relay = Relay()
+    gated = _GatedBackend(backend, relay, Lease())  # type: ignore[arg-type]
+    assert gated.lookahead
+    first, second = message("a@example.com"), message("b@example.com")
+    gated.announce(second)
+    assert gated.send(first).ok
+    assert backend._ahead is second  # its commands went out behind a's body
+    assert gated.send(second).ok
+    relay.gap = 0.1  # a shared rate: the next message's DATA must not wait open for it
+    assert not gated.lookahead
+    assert [r.recipients for r in sink.received] == [["a@example.com"], ["b@example.com"]]

@@ -97,7 +97,7 @@ def workers(project: Project, env: dict[str, str], count: int = 1,
     `stop_wait` seconds: a worker hung on a dead link may not get to finish)."""
     full = {**{k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")},
             **env, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([*prefix, sys.executable, str(REPO / "tests" / "workers_run.py"),
+    procs = [subprocess.Popen([*prefix, sys.executable, "-m", "newsletter",
                                "--config", str(project.settings), "worker"],
                               cwd=project.root, env=full, stdout=subprocess.DEVNULL,
                               stderr=open(_log_name(project), "w"))  # noqa: SIM115
@@ -434,6 +434,8 @@ def test_revision_0002_goes_down_and_up_again(queued_db: str) -> None:
 
 class _PausedRelay:
     """A relay gate whose relay another worker has paused (what RelayGate raises then)."""
+
+    gap = 0.0
 
     def connection(self):  # type: ignore[no-untyped-def]
         from contextlib import nullcontext

@@ -60,6 +60,8 @@ def _gated(call: Callable[[], Any]) -> Any:
 class Gate(Protocol):
     """What a batch needs of `newsletter.workers.limits.RelayGate`."""
 
+    gap: float  # seconds between messages on the relay (0: no shared rate)
+
     def connection(self) -> AbstractContextManager[None]: ...
     def before_send(self) -> None: ...
     def after_send(self, ok: bool) -> None: ...
@@ -161,6 +163,15 @@ class _GatedBackend(DeliveryBackend):
         finally:
             self._slot.__exit__(None, None, None)
             self._slot = nullcontext()
+
+    @property
+    def lookahead(self) -> bool:
+        # The next message's commands may go early (its body still waits for the shared
+        # rate and the lease check), but not with a shared rate: its DATA would wait open.
+        return self.inner.lookahead and (self.gate is None or not self.gate.gap)
+
+    def announce(self, following: OutgoingMessage) -> None:
+        self.inner.announce(following)
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         if self._pending is not None:
