@@ -94,8 +94,12 @@ def run_send(code: Path, readers: int) -> dict[str, float | int | str]:
             child = subprocess.Popen(
                 [sys.executable, "-m", "newsletter", "send", "--date", DATE], cwd=project,
                 env=env, stdout=out_file, stderr=err_file, text=True)
-            while child.poll() is None:  # a line now and then, for a run that takes long
-                time.sleep(10)
+            while True:  # a line now and then, for a run that takes long
+                try:
+                    child.wait(timeout=10)  # the wall time to the moment it ends
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
                 print(f"  {time.perf_counter() - started:6.0f} s: {_rss(child.pid)}",
                       file=sys.stderr, flush=True)
             wall = time.perf_counter() - started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from email.utils import parseaddr
 
@@ -39,8 +40,12 @@ def normalize_address(address: str) -> str:
     return checked.ascii_email or checked.normalized
 
 
+@functools.lru_cache(maxsize=256)
 def split_mailbox(mailbox: str) -> tuple[str, str]:
-    """Split `Name <addr@host>` into (name, normalized address)."""
+    """Split `Name <addr@host>` into (name, normalized address).
+
+    Cached: the settings' sender is split for every message's envelope (a pure function of
+    the string; an invalid one raises each time, since exceptions are not cached)."""
     name, address = parseaddr(mailbox)
     if not address:
         raise InvalidAddress("expected an address such as 'Name <news@example.com>'")

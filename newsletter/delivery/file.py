@@ -48,18 +48,23 @@ class FileBackend(DeliveryBackend):
     def __init__(self, outbox: Path) -> None:
         self.outbox = outbox
         self._folders: set[Path] = set()  # already created: one mkdir per folder, not message
+        self._issue_folders: dict[tuple[bool, str], Path] = {}  # path joins once an issue
 
     @classmethod
     def from_settings(cls, settings: Settings, stream: TextIO) -> FileBackend:
         return cls(settings.delivery.outbox)
 
     def path_for(self, message: OutgoingMessage) -> Path:
-        # Test sends live apart, so they are never taken for the issue's delivery.
-        folder = self.outbox / (TEST_FOLDER if message.test else MAIL_FOLDER)
-        list_id, _, date = message.issue_id.partition("/")
-        if date == READER_MAILS:
-            return self.outbox / READER_MAILS / list_id / f"{file_name(message.recipient)}.eml"
-        return folder / list_id / date / f"{file_name(message.recipient)}.eml"
+        key = (message.test, message.issue_id)
+        folder = self._issue_folders.get(key)
+        if folder is None:
+            # Test sends live apart, so they are never taken for the issue's delivery.
+            list_id, _, date = message.issue_id.partition("/")
+            folder = (self.outbox / READER_MAILS / list_id if date == READER_MAILS else
+                      self.outbox / (TEST_FOLDER if message.test else MAIL_FOLDER) / list_id
+                      / date)
+            self._issue_folders[key] = folder
+        return folder / f"{file_name(message.recipient)}.eml"
 
     def send(self, message: OutgoingMessage) -> DeliveryResult:
         path = self.path_for(message)
