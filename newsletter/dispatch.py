@@ -252,7 +252,7 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             if message is None:
                 message = build(subscriber)
             if backend.lookahead and not (throttle.interval or own.interval):
-                ahead = _announce_next(work, build, backend)
+                ahead = _announce_next(run, work, build, backend)
             try:
                 result = backend.send(message)
             except DeliveryError as err:
@@ -293,7 +293,8 @@ def _worker(run: _Run, work: queue.Queue[Subscriber],
             backend.close()
 
 
-def _announce_next(work: queue.Queue[Subscriber], build: Callable[[Subscriber], OutgoingMessage],
+def _announce_next(run: _Run, work: queue.Queue[Subscriber],
+                   build: Callable[[Subscriber], OutgoingMessage],
                    backend: DeliveryBackend) -> tuple[Subscriber, OutgoingMessage] | None:
     """Take the next reader if one is queued, build their message and announce it, so
     that its commands go out with this message's body. Only without a rate limit: the
@@ -303,7 +304,12 @@ def _announce_next(work: queue.Queue[Subscriber], build: Callable[[Subscriber], 
         subscriber = work.get_nowait()
     except queue.Empty:
         return None
-    message = build(subscriber)
+    try:
+        message = build(subscriber)
+    except BaseException:  # a bug: the run stops, and this reader is still not sent
+        with run.lock:
+            run.returned.append(subscriber)
+        raise
     backend.announce(message)
     return subscriber, message
 

@@ -456,3 +456,122 @@ def test_a_workers_backend_announces_only_without_a_shared_rate(backend: SmtpBac
     relay.gap = 0.1  # a shared rate: the next message's DATA must not wait open for it
     assert not gated.lookahead
     assert [r.recipients for r in sink.received] == [["a@example.com"], ["b@example.com"]]
+
+
+class RawServer:
+    """PIPELINING on any number of connections: keeps the bodies that ended with the final
+    dot (what a real MTA delivers) and the text of each DATA cut off by a closed
+    connection (what it discards)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.delivered: list[bytes] = []
+        self.aborted: list[bytes] = []
+        self.done = threading.Event()  # set when a connection ends
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            conn, _ = self.listener.accept()
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(b"220 raw\r\n")
+                while command := lines.readline():
+                    verb = command[:4].upper()
+                    if verb == b"EHLO":
+                        conn.sendall(b"250-raw\r\n250 PIPELINING\r\n")
+                    elif verb == b"QUIT":
+                        conn.sendall(b"221 bye\r\n")
+                        return
+                    elif verb == b"DATA":
+                        conn.sendall(b"354 go\r\n")
+                        body = b""
+                        while (text := lines.readline()) != b".\r\n":
+                            if not text:
+                                self.aborted.append(body)
+                                return
+                            body += text
+                        self.delivered.append(body)
+                        conn.sendall(b"250 queued\r\n")
+                    else:
+                        conn.sendall(b"250 ok\r\n")
+        except OSError:
+            pass
+        finally:
+            self.done.set()
+
+
+class _FailsAfterTheDot:
+    """A socket that hands over everything up to a final dot, then times out on what
+    follows it (a send buffer that fills just after the dot, a peer that stalls), whether
+    that is in the same write or the next."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._after_dot = False
+
+    def sendall(self, data: bytes) -> None:
+        if self._after_dot:
+            self._after_dot = False
+            raise TimeoutError("timed out")
+        end = data.find(b"\r\n.\r\n")
+        if end >= 0 and end + 5 < len(data):
+            self._sock.sendall(data[:end + 5])
+            raise TimeoutError("timed out")
+        self._sock.sendall(data)
+        self._after_dot = data.endswith(b"\r\n.\r\n")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def test_a_write_that_fails_after_the_final_dot_counts_the_message_as_out() -> None:
+    server = RawServer()
+
+    class Stalling(SmtpBackend):
+        def _connect(self) -> smtplib.SMTP:
+            conn = super()._connect()
+            conn.sock = _FailsAfterTheDot(conn.sock)  # type: ignore[assignment]
+            return conn
+
+    backend = Stalling(SmtpSection(host="127.0.0.1", port=server.port, security="none",
+                                   timeout=3, reconnects=3), "client.example.com")
+    backend.open()
+    backend.announce(message("b@example.com"))
+    # Each try hands the server a's whole body: once more at most, then the run stops.
+    with pytest.raises(DeliveryError, match="2 times without confirming it"):
+        backend.send(message("a@example.com"))
+    backend.close()
+    assert len(server.delivered) == 2
+
+
+def test_a_bug_with_the_next_data_open_never_writes_quit_into_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter.delivery import wire
+
+    server = RawServer()
+    real = wire.stuff
+
+    def stuff(data: bytes) -> bytes:
+        if b"boom" in data:
+            raise RuntimeError("a bug while preparing the body")
+        return real(data)
+
+    monkeypatch.setattr(wire, "stuff", stuff)
+    backend = SmtpBackend(SmtpSection(host="127.0.0.1", port=server.port, security="none",
+                                      timeout=3), "client.example.com")
+    backend.open()
+    second = message("b@example.com", b"Subject: boom\r\n\r\nx\r\n")
+    backend.announce(second)
+    assert backend.send(message("a@example.com")).ok
+    with pytest.raises(RuntimeError):
+        backend.send(second)  # its DATA is open on the server
+    server.done.clear()
+    backend.close()  # what the send loop does after a crash
+    assert server.done.wait(5)
+    assert server.aborted == [b""]  # the DATA was cut off with nothing written into it
+    assert len(server.delivered) == 1

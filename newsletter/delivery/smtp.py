@@ -29,6 +29,7 @@ from newsletter.message import OutgoingMessage
 from newsletter.settings import Settings, SmtpSection
 
 _PASSWORD_ENV = "NEWSLETTER_SMTP__PASSWORD"
+_END = b"\r\n.\r\n"  # a body's final dot
 # An enhanced status code (RFC 3463) at the start of a reply's text: class.subject.detail.
 _ENHANCED = re.compile(rb"\s*([245])\.(\d{1,3})\.(\d{1,3})(?!\d)")
 
@@ -40,11 +41,19 @@ class _Watched(smtplib.SMTP):
     message_out = False
 
     def send(self, s: Any) -> None:  # smtplib's own: a buffer or text
-        super().send(s)
-        # The final dot ends the write, or is followed by the next message's commands;
-        # dot-stuffing leaves no other CRLF.CRLF in a body, and commands hold none.
-        if isinstance(s, bytes) and b"\r\n.\r\n" in s:
-            self.message_out = True
+        # The final dot ends the write, or the next message's commands follow it (dot-
+        # stuffing leaves no other CRLF.CRLF in a body, and commands hold none). Those are
+        # a write of their own: a write that fails after the dot went out must still count
+        # the message as out, or a drop there would resend it without bound.
+        end = s.find(_END) if isinstance(s, bytes) else -1
+        if end < 0:
+            super().send(s)
+            return
+        end += len(_END)
+        super().send(s[:end])
+        self.message_out = True
+        if end < len(s):
+            super().send(s[end:])
 
 
 class _WatchedSsl(smtplib.SMTP_SSL, _Watched):
@@ -103,6 +112,7 @@ class SmtpBackend(DeliveryBackend):
         self._announced = following
 
     def close(self) -> None:
+        self._announced = None
         if self._ahead is not None:
             # The next message's DATA may be open: QUIT would be read as its text. Closing
             # the connection mid-DATA is how a transaction is abandoned; nothing is sent.
@@ -180,15 +190,16 @@ class SmtpBackend(DeliveryBackend):
         # on a new connection, and a server that keeps at it ends the run, everyone pending.
         conn = self._conn
         assert conn is not None
-        opened, self._ahead = self._ahead is message, None
+        # `_ahead` stays set until the reply is read: whatever goes wrong before, `close`
+        # then knows a DATA may be open and drops the connection instead of sending QUIT.
+        opened = self._ahead is message
         then = b""
         if (following is not None and self._pipelining
                 and self._sent_on_connection + 1 < self.smtp.messages_per_connection):
             then = envelope(conn, following.sender, following.recipient, len(following.data))
         reply = transact(conn, message.sender, message.recipient, message.data,
                          self._pipelining, opened=opened, then=then)
-        if reply.ahead:
-            self._ahead = following
+        self._ahead = following if reply.ahead else None
         if reply.ok:
             return DeliveryResult(message.recipient, message.message_id, "sent",
                                   "250 accepted")

@@ -110,9 +110,8 @@ def transact(conn: smtplib.SMTP, sender: str, recipient: str, data: bytes,
             if code not in wanted:
                 return Reply(step, code, text)  # type: ignore[arg-type]
     ahead = bool(then) and pipelining
-    # One write, so that a server which answers the body and closes cannot make the write
-    # of the next commands fail before this body's reply is read. `_Watched` notes here
-    # that the message has gone out whole.
+    # Handed over together (`_Watched` writes the next commands after the final dot, and
+    # notes there that the message has gone out whole).
     conn.send(stuff(data) + then if ahead else stuff(data))
     code, text = _reply(conn)
     return Reply("sent" if code == 250 else "data", code, text, ahead)
