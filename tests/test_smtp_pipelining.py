@@ -7,6 +7,7 @@ from __future__ import annotations
 import smtplib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -463,12 +464,14 @@ class RawServer:
     dot (what a real MTA delivers) and the text of each DATA cut off by a closed
     connection (what it discards)."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_reply: bytes = b"250 queued\r\n") -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.delivered: list[bytes] = []
         self.aborted: list[bytes] = []
+        self.first_reply = first_reply  # to the first body
         self.done = threading.Event()  # set when a connection ends
+        self.ended = 0  # connections ended
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -496,12 +499,14 @@ class RawServer:
                                 return
                             body += text
                         self.delivered.append(body)
-                        conn.sendall(b"250 queued\r\n")
+                        conn.sendall(b"250 queued\r\n" if len(self.delivered) > 1
+                                     else self.first_reply)
                     else:
                         conn.sendall(b"250 ok\r\n")
         except OSError:
             pass
         finally:
+            self.ended += 1
             self.done.set()
 
 
@@ -546,6 +551,9 @@ def test_a_write_that_fails_after_the_final_dot_counts_the_message_as_out() -> N
     with pytest.raises(DeliveryError, match="2 times without confirming it"):
         backend.send(message("a@example.com"))
     backend.close()
+    deadline = time.monotonic() + 10
+    while server.ended < 2 and time.monotonic() < deadline:  # the server reads on its own
+        time.sleep(0.01)
     assert len(server.delivered) == 2
 
 
@@ -575,3 +583,4 @@ def test_a_bug_with_the_next_data_open_never_writes_quit_into_it(
     assert server.done.wait(5)
     assert server.aborted == [b""]  # the DATA was cut off with nothing written into it
     assert len(server.delivered) == 1
+

@@ -190,13 +190,15 @@ class SmtpBackend(DeliveryBackend):
         # on a new connection, and a server that keeps at it ends the run, everyone pending.
         conn = self._conn
         assert conn is not None
-        # `_ahead` stays set until the reply is read: whatever goes wrong before, `close`
-        # then knows a DATA may be open and drops the connection instead of sending QUIT.
         opened = self._ahead is message
         then = b""
         if (following is not None and self._pipelining
                 and self._sent_on_connection + 1 < self.smtp.messages_per_connection):
             then = envelope(conn, following.sender, following.recipient, len(following.data))
+        # Until the reply is read, a DATA may be open (this message's, or the next one's
+        # once its commands are out): whatever goes wrong meanwhile, `close` then drops
+        # the connection instead of sending QUIT into it.
+        self._ahead = following if then else (message if opened else None)
         reply = transact(conn, message.sender, message.recipient, message.data,
                          self._pipelining, opened=opened, then=then)
         self._ahead = following if reply.ahead else None
