@@ -5,9 +5,9 @@ smtplib's `sendmail` waits for a reply to each of MAIL FROM, RCPT TO and DATA be
 the next (four round trips a message) and dot-stuffs every body with a regular expression.
 Here, where the server offers PIPELINING (RFC 2920), the three commands go out in one write
 and their three replies are read after it; the body and its final dot go in one more write:
-two round trips. When the caller knows the next message, its three commands go in the
-same write as this body's final dot (RFC 2920 3.1: message content may begin a group), so
-a run of messages costs one round trip each. The body is dot-stuffed with one
+two round trips. When the caller knows the next message, its three commands follow this
+body's final dot before the reply is awaited (RFC 2920 3.1: message content may begin a
+group), so a run of messages costs one round trip each. The body is dot-stuffed with one
 `bytes.replace` (the message is CRLF already: fastmime builds it so). Without PIPELINING
 each command waits for its reply, as smtplib does.
 
