@@ -222,24 +222,34 @@ def test_dot_stuffing_is_smtplibs(data: bytes) -> None:
 
 # The next message's commands behind this body (RFC 2920 3.1): one round trip a message.
 
-class AheadServer:
-    """Offers PIPELINING and, before answering a body's final dot, looks whether the next
-    MAIL FROM is already there (up to 0.5 s): `ahead` says, per message, whether it was."""
+class RawServer:
+    """PIPELINING on any number of connections: keeps the bodies that ended with the final
+    dot (what a real MTA delivers) and the text of each DATA cut off by a closed
+    connection (what it discards). With `watch_ahead`, before answering a final dot it
+    looks (up to 0.5 s) whether the next MAIL FROM is already there: `ahead`, per body."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch_ahead: bool = False) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        self.watch_ahead = watch_ahead
+        self.delivered: list[bytes] = []
+        self.aborted: list[bytes] = []
         self.ahead: list[bool] = []
-        self.bodies: list[bytes] = []
-        threading.Thread(target=self._serve, daemon=True).start()
+        self.done = threading.Event()  # set when a connection ends
+        self.ended = 0  # connections ended
+        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _serve(self) -> None:
+    def _accept(self) -> None:
+        while True:
+            conn, _ = self.listener.accept()
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
         import select
 
-        conn, _ = self.listener.accept()
         buf = b""
 
-        def line() -> bytes:
+        def line() -> bytes:  # b"" when the connection ends
             nonlocal buf
             while b"\r\n" not in buf:
                 chunk = conn.recv(65536)
@@ -249,43 +259,37 @@ class AheadServer:
             head, buf = buf.split(b"\r\n", 1)
             return head + b"\r\n"
 
-        with conn:
-            conn.sendall(b"220 ahead\r\n")
-            while command := line():
-                verb = command[:4].upper()
-                if verb == b"EHLO":
-                    conn.sendall(b"250-ahead\r\n250 PIPELINING\r\n")
-                elif verb == b"QUIT":
-                    conn.sendall(b"221 bye\r\n")
-                    return
-                elif verb == b"DATA":
-                    conn.sendall(b"354 go\r\n")
-                    body = b""
-                    while (text := line()) not in (b".\r\n", b""):
-                        body += text
-                    self.bodies.append(body)
-                    if not buf and select.select([conn], [], [], 0.5)[0]:
-                        buf += conn.recv(65536)
-                    self.ahead.append(buf.upper().startswith(b"MAIL FROM:"))
-                    conn.sendall(b"250 queued\r\n")
-                else:
-                    conn.sendall(b"250 ok\r\n")
-
-
-def test_an_announced_message_goes_out_behind_the_body_before_it() -> None:
-    server = AheadServer()
-    backend = SmtpBackend(SmtpSection(host="127.0.0.1", port=server.port, security="none",
-                                      timeout=3, reconnects=0), "client.example.com")
-    messages = [message(f"r{i}@example.com") for i in range(4)]
-    with backend:
-        assert backend.lookahead
-        for this, following in zip(messages, [*messages[1:], None], strict=True):
-            if following is not None:
-                backend.announce(following)
-            assert backend.send(this).ok
-    # Each of the first three bodies had the next commands behind it; the last had none.
-    assert server.ahead == [True, True, True, False]
-    assert server.bodies == [stuff(BODY)[:-3]] * 4
+        try:
+            with conn:
+                conn.sendall(b"220 raw\r\n")
+                while command := line():
+                    verb = command[:4].upper()
+                    if verb == b"EHLO":
+                        conn.sendall(b"250-raw\r\n250 PIPELINING\r\n")
+                    elif verb == b"QUIT":
+                        conn.sendall(b"221 bye\r\n")
+                        return
+                    elif verb == b"DATA":
+                        conn.sendall(b"354 go\r\n")
+                        body = b""
+                        while (text := line()) != b".\r\n":
+                            if not text:
+                                self.aborted.append(body)
+                                return
+                            body += text
+                        self.delivered.append(body)
+                        if self.watch_ahead:
+                            if not buf and select.select([conn], [], [], 0.5)[0]:
+                                buf += conn.recv(65536)
+                            self.ahead.append(buf.upper().startswith(b"MAIL FROM:"))
+                        conn.sendall(b"250 queued\r\n")
+                    else:
+                        conn.sendall(b"250 ok\r\n")
+        except OSError:
+            pass
+        finally:
+            self.ended += 1
+            self.done.set()
 
 
 def _send_announcing(backend: DeliveryBackend, recipients: list[str]) -> list[str]:
@@ -297,6 +301,19 @@ def _send_announcing(backend: DeliveryBackend, recipients: list[str]) -> list[st
             backend.announce(following)
         statuses.append(backend.send(this).status)
     return statuses
+
+
+def test_an_announced_message_goes_out_behind_the_body_before_it() -> None:
+    server = RawServer(watch_ahead=True)
+    backend = SmtpBackend(SmtpSection(host="127.0.0.1", port=server.port, security="none",
+                                      timeout=3, reconnects=0), "client.example.com")
+    with backend:
+        assert backend.lookahead
+        assert _send_announcing(backend, [f"r{i}@example.com" for i in range(4)]) == [
+            "sent"] * 4
+    # Each of the first three bodies had the next commands behind it; the last had none.
+    assert server.ahead == [True, True, True, False]
+    assert server.delivered == [stuff(BODY)[:-3]] * 4
 
 
 def test_refusals_with_the_next_message_announced_keep_every_message_whole(
@@ -457,57 +474,6 @@ def test_a_workers_backend_announces_only_without_a_shared_rate(backend: SmtpBac
     relay.gap = 0.1  # a shared rate: the next message's DATA must not wait open for it
     assert not gated.lookahead
     assert [r.recipients for r in sink.received] == [["a@example.com"], ["b@example.com"]]
-
-
-class RawServer:
-    """PIPELINING on any number of connections: keeps the bodies that ended with the final
-    dot (what a real MTA delivers) and the text of each DATA cut off by a closed
-    connection (what it discards)."""
-
-    def __init__(self, first_reply: bytes = b"250 queued\r\n") -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.delivered: list[bytes] = []
-        self.aborted: list[bytes] = []
-        self.first_reply = first_reply  # to the first body
-        self.done = threading.Event()  # set when a connection ends
-        self.ended = 0  # connections ended
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            conn, _ = self.listener.accept()
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        try:
-            with conn, conn.makefile("rb") as lines:
-                conn.sendall(b"220 raw\r\n")
-                while command := lines.readline():
-                    verb = command[:4].upper()
-                    if verb == b"EHLO":
-                        conn.sendall(b"250-raw\r\n250 PIPELINING\r\n")
-                    elif verb == b"QUIT":
-                        conn.sendall(b"221 bye\r\n")
-                        return
-                    elif verb == b"DATA":
-                        conn.sendall(b"354 go\r\n")
-                        body = b""
-                        while (text := lines.readline()) != b".\r\n":
-                            if not text:
-                                self.aborted.append(body)
-                                return
-                            body += text
-                        self.delivered.append(body)
-                        conn.sendall(b"250 queued\r\n" if len(self.delivered) > 1
-                                     else self.first_reply)
-                    else:
-                        conn.sendall(b"250 ok\r\n")
-        except OSError:
-            pass
-        finally:
-            self.ended += 1
-            self.done.set()
 
 
 class _FailsAfterTheDot:
